@@ -1,0 +1,164 @@
+"""The three systems under test, each started fresh in a namespace of its own.
+
+Every system is the orchestrator (or the baseline's orchestrator-like process) and one
+process per service, each a separate OS process, on the real broker. The product with
+the MongoDB stand-in also has one stand-in server per database owner, as the demo does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from bench.catalog import seed
+from contracts.registry import SERVICES
+from contracts.topology import Topology
+from infra.rabbit import RabbitTransport
+from infra.settings import OrchestratorSettings, common_from_env
+from sagactl import connect
+from sagactl.processes import ManagedProcess, free_port, start_standins
+
+
+class Kind(StrEnum):
+    """Which system."""
+
+    BASELINE = "baseline"
+    MEMORY = "memory"
+    STANDIN = "standin"
+
+
+LABELS = {
+    Kind.BASELINE: "baseline (raw aio-pika, no state)",
+    Kind.MEMORY: "product, in-memory stores",
+    Kind.STANDIN: "product, MongoDB stand-in (mongoeco), not MongoDB",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class System:
+    """A system and the event loop its processes run on (``memory+uvloop``)."""
+
+    kind: Kind
+    uvloop: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> System:
+        """``baseline``, ``memory``, ``standin``, each optionally followed by ``+uvloop``."""
+        kind, plus, loop = text.strip().partition("+")
+        if plus and loop != "uvloop":
+            raise ValueError(f"unknown variant {loop!r} in {text!r}: only +uvloop")
+        return cls(Kind(kind), uvloop=bool(plus))
+
+    @property
+    def name(self) -> str:
+        """Short name, as given on the command line."""
+        return f"{self.kind}+uvloop" if self.uvloop else str(self.kind)
+
+    @property
+    def label(self) -> str:
+        """Name in the table."""
+        return LABELS[self.kind] + (", on uvloop" if self.uvloop else "")
+
+
+def _argv(kind: Kind, role: str, uvloop: bool) -> list[str]:
+    if kind is Kind.BASELINE:
+        module, args = "bench.baseline", ["orchestrator"] if role == "orchestrator" else ["worker", role]
+    elif role == "orchestrator":
+        module, args = "orchestrator", []
+    elif kind is Kind.MEMORY:
+        # In-memory workers need their stock and money seeded in-process.
+        module, args = "bench.worker", [role]
+    else:
+        module, args = f"workers.{role}", []
+    launcher = ["-m", "bench.uvrun"] if uvloop else ["-m"]
+    return [sys.executable, *launcher, module, *args]
+
+
+@dataclass
+class Deployment:
+    """One running instance of a system; ``stop`` removes everything it created."""
+
+    kind: Kind
+    amqp_url: str
+    namespace: str
+    log_dir: Path
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    uvloop: bool = False
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    standins: list[ManagedProcess] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.topology = Topology(self.namespace)
+        # Nothing of the caller's SAGA_* settings (faults, other namespaces) leaks in.
+        self._env = {k: v for k, v in os.environ.items() if not k.startswith("SAGA_")}
+        self._env |= {"SAGA_AMQP_URL": self.amqp_url, "SAGA_NAMESPACE": self.namespace,
+                      "SAGA_METRICS_HOST": "127.0.0.1",
+                      "SAGA_STORE": "memory" if self.kind is Kind.MEMORY else "mongo"}
+
+    async def start(self, transport: RabbitTransport, *, workers: bool = True) -> None:
+        """Declare the topology (the product's own declaration, for every system), start the
+        stand-ins and seed them if needed, then the processes; wait until all are ready."""
+        await transport.declare(self.topology)
+        if self.kind is Kind.STANDIN:
+            await self._start_standins()
+        self._env |= dict(self.extra_env)
+        roles = ["orchestrator", *(SERVICES if workers else ())]
+        for role in roles:
+            port = free_port()
+            env = {**self._env, "SAGA_METRICS_PORT": str(port)}
+            self.processes[role] = ManagedProcess(role, _argv(self.kind, role, self.uvloop), env,
+                                                  self.log_dir / f"{role}.log", port)
+        for process in self.processes.values():
+            process.start()
+        for process in self.processes.values():
+            await process.wait_ready(60.0)
+
+    async def _start_standins(self) -> None:
+        self.standins, urls = await start_standins(("orchestrator", *SERVICES), self.log_dir)
+        self._env |= urls | {"SAGA_MONGO_DB": self.namespace.replace("-", "_"),
+                             "SAGA_TX_CONCURRENCY": "1"}
+        common = common_from_env(self._env, "bench")
+        # Seeded through the stores, as the demo does (sagactl.seed).
+        from orchestrator.app import definitions
+
+        stores = await connect.stores(common, definitions(OrchestratorSettings(common=common)))
+        try:
+            for service in ("inventory", "payment"):
+                await seed(service, stores.services[service])
+        finally:
+            await stores.close()
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Our own processes (orchestrator and workers; never the stand-ins)."""
+        return {name: p.popen.pid for name, p in self.processes.items() if p.popen is not None}
+
+    @property
+    def standin_pids(self) -> list[int]:
+        """The stand-in servers' processes."""
+        return [p.popen.pid for p in self.standins if p.popen is not None]
+
+    @property
+    def metrics_ports(self) -> dict[str, int]:
+        """/metrics ports of the product's processes (the baseline has no metrics)."""
+        if self.kind is Kind.BASELINE:
+            return {}
+        return {name: p.port for name, p in self.processes.items()}
+
+    def check_alive(self) -> None:
+        """Fail loudly if a process died during a measurement."""
+        for name, p in self.processes.items():
+            if not p.alive:
+                raise RuntimeError(f"{self.kind}: {name} died; see {p.log_path}")
+
+    async def stop(self, transport: RabbitTransport) -> None:
+        """Stop every process and stand-in, then delete the namespace's queues and exchanges."""
+        for process in self.processes.values():
+            process.stop()
+        for standin in self.standins:
+            standin.stop()
+        await transport.undeclare(self.topology)

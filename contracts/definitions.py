@@ -1,0 +1,170 @@
+"""The broker's definitions file: vhost, users, least-privilege permissions and the topology.
+
+Derived from ``layout()`` and the service list, so that deploy/rabbitmq/definitions.json (which
+RabbitMQ loads at boot) cannot drift from the names the processes use; a test compares them.
+
+    python -m contracts.definitions [--vhost saga] [--namespace N] [--out PATH]
+
+Users get an empty password hash, which cannot log in: passwords are set from the environment
+at deploy time (deploy/rabbitmq/entrypoint.sh), never committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from contracts.registry import SERVICES
+from contracts.topology import (
+    COMPLETED_KEY,
+    FAILED_KEY,
+    REQUESTED_KEY,
+    Topology,
+    layout,
+    queue_arguments,
+)
+
+type Json = str | int | bool | list[Json] | dict[str, Json]
+
+DEFAULT_VHOST = "saga"
+ORCHESTRATOR_USER = "saga-orchestrator"
+CLIENT_USER = "saga-client"
+# The names RabbitMQ gives server-named queues (queue.declare with an empty name).
+SERVER_NAMED = r"amq\.gen-.*"
+# Widened on purpose: aio-pika's robust channel (sagactl, the tests) names a temporary queue
+# itself, amq_<uuid4 hex>, so that it can declare it again after a reconnect (a server-named
+# queue cannot be re-declared by name). Only such names match; no system queue does.
+ROBUST_NAMED = r"amq_[0-9a-f]{32}"
+TEMPORARY = (SERVER_NAMED, ROBUST_NAMED)
+NOTHING = "^$"
+
+
+def service_user(service: str) -> str:
+    """The broker user of one participant service."""
+    return f"saga-{service}"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A user's permissions in the vhost, as anchored regular expressions.
+
+    RabbitMQ's rules: publishing needs ``write`` on the exchange; consuming (and basic.get)
+    needs ``read`` on the queue; binding a queue needs ``write`` on the queue and ``read`` on
+    the exchange; declaring or deleting anything needs ``configure`` on it.
+    """
+
+    user: str
+    configure: str
+    write: str
+    read: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicGrant:
+    """Routing keys a user may publish (``write``) and bind (``read``) on one topic exchange."""
+
+    user: str
+    exchange: str
+    write: str
+    read: str
+
+
+def literal(name: str) -> str:
+    """A regular expression matching exactly this name (names use letters, digits, . _ -)."""
+    return "".join(f"\\{c}" if c in r".^$*+?()[]{}|\\" else c for c in name)
+
+
+def anchored(*patterns: str) -> str:
+    """One pattern matching the whole of a resource name, or nothing at all."""
+    if not patterns:
+        return NOTHING
+    return f"^{patterns[0]}$" if len(patterns) == 1 else f"^({'|'.join(patterns)})$"
+
+
+def grants(t: Topology) -> tuple[Grant, ...]:
+    """What each process may do: nobody configures, except the client's temporary queues."""
+    orchestrator = Grant(
+        ORCHESTRATOR_USER, NOTHING,
+        write=anchored(*map(literal, (t.orders_exchange, t.commands_exchange,
+                                      t.dead_letter_exchange))),
+        read=anchored(literal(t.requests_queue), literal(t.replies_queue)))
+    services = [
+        Grant(service_user(s), NOTHING,
+              write=anchored(literal(t.replies_exchange), literal(t.dead_letter_exchange)),
+              read=anchored(literal(t.command_queue(s))))
+        for s in SERVICES
+    ]
+    # The client publishes order requests and reads outcomes through temporary queues it
+    # declares and binds itself (bind: write on the queue, read on the exchange).
+    client = Grant(
+        CLIENT_USER, anchored(*TEMPORARY),
+        write=anchored(literal(t.orders_exchange), *TEMPORARY),
+        read=anchored(literal(t.orders_exchange), *TEMPORARY))
+    return orchestrator, *services, client
+
+
+def topic_grants(t: Topology) -> tuple[TopicGrant, ...]:
+    """Routing keys on the public ``orders`` exchange: only the orchestrator announces
+    outcomes, and a client can only request orders and bind to outcomes."""
+    outcomes = anchored(literal(COMPLETED_KEY), literal(FAILED_KEY))
+    return (
+        TopicGrant(ORCHESTRATOR_USER, t.orders_exchange, write=outcomes, read=NOTHING),
+        TopicGrant(CLIENT_USER, t.orders_exchange, write=anchored(literal(REQUESTED_KEY)),
+                   read=outcomes),
+    )
+
+
+def definitions(vhost: str = DEFAULT_VHOST, namespace: str = "") -> dict[str, Json]:
+    """The document ``rabbitmqctl import_definitions`` and ``load_definitions`` accept."""
+    t = Topology(namespace)
+    exchanges, queues = layout(t)
+    users: list[Json] = [{"name": g.user, "password_hash": "",
+                          "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []}
+                         for g in grants(t)]
+    permissions: list[Json] = [{"user": g.user, "vhost": vhost, "configure": g.configure,
+                                "write": g.write, "read": g.read} for g in grants(t)]
+    topic_permissions: list[Json] = [{"user": g.user, "vhost": vhost, "exchange": g.exchange,
+                                      "write": g.write, "read": g.read} for g in topic_grants(t)]
+    return {
+        "vhosts": [{"name": vhost}],
+        "users": users,
+        "permissions": permissions,
+        "topic_permissions": topic_permissions,
+        "exchanges": [{"name": e.name, "vhost": vhost, "type": e.kind, "durable": True,
+                       "auto_delete": False, "internal": False, "arguments": {}}
+                      for e in exchanges],
+        "queues": [{"name": q.name, "vhost": vhost, "durable": True, "auto_delete": False,
+                    "arguments": dict(queue_arguments(q, t))} for q in queues],
+        "bindings": [{"source": exchange, "vhost": vhost, "destination": q.name,
+                      "destination_type": "queue", "routing_key": key, "arguments": {}}
+                     for q in queues for exchange, key in q.bindings],
+    }
+
+
+def render(document: dict[str, Json]) -> str:
+    """Stable JSON text, as committed."""
+    return json.dumps(document, indent=2) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the definitions, or write them to ``--out``."""
+    parser = argparse.ArgumentParser(prog="python -m contracts.definitions",
+                                     description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--vhost", default=DEFAULT_VHOST)
+    parser.add_argument("--namespace", default="")
+    parser.add_argument("--out", type=Path, help="write here instead of standard output")
+    args = parser.parse_args(argv)
+    text = render(definitions(args.vhost, args.namespace))
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

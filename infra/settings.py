@@ -1,0 +1,189 @@
+"""Settings, read once from the environment into frozen objects and passed down.
+
+Credentials live in the URLs and are SecretStr: they never appear in a repr or a log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from contracts.envelope import describe
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_MONGO_URL = "mongodb://127.0.0.1:27017/?directConnection=true"
+
+# Default metrics ports, one per process, so that they can all run on one host.
+METRICS_PORTS = {"orchestrator": 9400, "order": 9401, "inventory": 9402, "payment": 9403,
+                 "shipping": 9404, "notification": 9405}
+
+
+class SettingsError(ValueError):
+    """The environment holds a bad value; the message says which variable and why."""
+
+
+class Frozen(BaseModel):
+    """Immutable settings; unknown fields are an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CommonSettings(Frozen):
+    """What every process needs: where the broker and the database are."""
+
+    amqp_url: SecretStr = SecretStr(DEFAULT_AMQP_URL)
+    mongo_url: SecretStr = SecretStr(DEFAULT_MONGO_URL)
+    # Each owner (the orchestrator, each service) may have a database server of its own.
+    mongo_urls: dict[str, SecretStr] = Field(default_factory=dict)
+    mongo_db_prefix: str = Field(default="saga", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    namespace: str = Field(default="", pattern=r"^[A-Za-z0-9_-]{0,40}$")
+    store: Literal["mongo", "memory"] = "mongo"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    prefetch: int = Field(default=64, ge=1, le=10_000)
+    # Off where the topology is loaded from deploy/rabbitmq/definitions.json and the
+    # process's broker user may not configure anything (least privilege).
+    declare_topology: bool = True
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def database(self, owner: str) -> str:
+        """Each process owns one database: ``<prefix>_<owner>``."""
+        return f"{self.mongo_db_prefix}_{owner}"
+
+    def mongo_url_for(self, owner: str) -> str:
+        """``SAGA_MONGO_URL_<OWNER>`` if set, else ``SAGA_MONGO_URL``."""
+        return self.mongo_urls.get(owner, self.mongo_url).get_secret_value()
+
+
+CrashPoint = Literal["after_commit", "after_publish"]
+
+
+class FaultSettings(Frozen):
+    """Injected faults for demos, tests and chaos runs; all off by default.
+
+    Publishing faults (duplicate, reorder) apply to every process; the others to workers.
+    """
+
+    transient_rate: float = Field(default=0.0, ge=0, le=1)
+    reject_rate: float = Field(default=0.0, ge=0, le=1)
+    latency_ms: int = Field(default=0, ge=0, le=600_000)
+    # Now and then a reply much later than usual: past the step timeout, a late reply.
+    slow_rate: float = Field(default=0.0, ge=0, le=1)
+    slow_ms: int = Field(default=0, ge=0, le=600_000)
+    duplicate_rate: float = Field(default=0.0, ge=0, le=1)
+    # Each publish waits up to this long first, so concurrent messages overtake each other.
+    reorder_ms: int = Field(default=0, ge=0, le=60_000)
+    compensation_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    # SIGKILL of the worker itself right after its commit or right after its reply.
+    crash_rate: float = Field(default=0.0, ge=0, le=1)
+    crash_points: tuple[CrashPoint, ...] = ("after_commit", "after_publish")
+    seed: int | None = None
+
+
+class OrchestratorSettings(Frozen):
+    """Saga timing and the orchestrator's background loops."""
+
+    common: CommonSettings
+    step_timeout: float = Field(default=10.0, gt=0, le=3600)
+    step_attempts: int = Field(default=3, ge=1, le=100)
+    settle_attempts: int = Field(default=30, ge=1, le=10_000)
+    backoff: float = Field(default=0.2, gt=0, le=60)
+    deadline: float = Field(default=120.0, gt=0, le=86_400)
+    tick_interval: float = Field(default=0.2, gt=0, le=60)
+    relay_after: float = Field(default=10.0, gt=0, le=3600)
+    faults: FaultSettings = FaultSettings()
+
+
+class WorkerSettings(Frozen):
+    """One participant service."""
+
+    common: CommonSettings
+    service: str
+    faults: FaultSettings = FaultSettings()
+    conflict_retries: int = Field(default=20, ge=1, le=1000)
+    # Concurrent transactions per worker. MongoDB handles many; the mongoeco stand-in
+    # detects conflicts server-wide, so the test harness runs it with 1.
+    tx_concurrency: int = Field(default=16, ge=1, le=1000)
+
+
+_COMMON = {
+    "SAGA_AMQP_URL": "amqp_url", "SAGA_MONGO_URL": "mongo_url", "SAGA_MONGO_DB": "mongo_db_prefix",
+    "SAGA_NAMESPACE": "namespace", "SAGA_STORE": "store", "SAGA_METRICS_PORT": "metrics_port",
+    "SAGA_METRICS_HOST": "metrics_host", "SAGA_PREFETCH": "prefetch", "SAGA_LOG_LEVEL": "log_level",
+    "SAGA_DECLARE_TOPOLOGY": "declare_topology",
+}
+_ORCHESTRATOR = {
+    "SAGA_STEP_TIMEOUT": "step_timeout", "SAGA_STEP_ATTEMPTS": "step_attempts",
+    "SAGA_SETTLE_ATTEMPTS": "settle_attempts", "SAGA_BACKOFF": "backoff", "SAGA_DEADLINE": "deadline",
+    "SAGA_TICK_INTERVAL": "tick_interval", "SAGA_RELAY_AFTER": "relay_after",
+}
+_WORKER = {"SAGA_CONFLICT_RETRIES": "conflict_retries", "SAGA_TX_CONCURRENCY": "tx_concurrency"}
+_FAULTS = {
+    "SAGA_FAULT_TRANSIENT": "transient_rate", "SAGA_FAULT_REJECT": "reject_rate",
+    "SAGA_FAULT_LATENCY_MS": "latency_ms", "SAGA_FAULT_SLOW": "slow_rate",
+    "SAGA_FAULT_SLOW_MS": "slow_ms", "SAGA_FAULT_DUPLICATE": "duplicate_rate",
+    "SAGA_FAULT_REORDER_MS": "reorder_ms",
+    "SAGA_FAULT_COMPENSATION_FAIL": "compensation_failure_rate",
+    "SAGA_FAULT_CRASH": "crash_rate", "SAGA_FAULT_CRASH_POINTS": "crash_points",
+    "SAGA_FAULT_SEED": "seed",
+}
+
+
+def _faults(env: Mapping[str, str]) -> FaultSettings:
+    values: dict[str, object] = dict(_pick(env, _FAULTS))
+    if "crash_points" in values:
+        values["crash_points"] = tuple(p.strip() for p in str(values["crash_points"]).split(","))
+    return _build(FaultSettings, _FAULTS, values)
+
+
+def _pick(env: Mapping[str, str], names: Mapping[str, str]) -> dict[str, str]:
+    return {field: env[var] for var, field in names.items() if env.get(var, "") != ""}
+
+
+def _build[S: Frozen](model: type[S], env_names: Mapping[str, str], values: dict[str, object]) -> S:
+    try:
+        return model.model_validate(values)
+    except ValidationError as e:
+        fields = {v: k for k, v in env_names.items()}
+        first = e.errors(include_url=False, include_input=False)[0]
+        name = fields.get(str(first["loc"][0]), str(first["loc"][0])) if first["loc"] else "?"
+        raise SettingsError(f"{name}: {first['msg']} ({describe(e)})") from e
+
+
+MONGO_OWNERS = tuple(METRICS_PORTS)
+_MONGO_URLS = {f"SAGA_MONGO_URL_{owner.upper()}": owner for owner in MONGO_OWNERS}
+
+
+def common_from_env(env: Mapping[str, str], process: str) -> CommonSettings:
+    """Common settings; the metrics port defaults to this process's own port."""
+    values: dict[str, object] = {"metrics_port": METRICS_PORTS.get(process, 0)}
+    values.update(_pick(env, _COMMON))
+    values["mongo_urls"] = _pick(env, _MONGO_URLS)
+    return _build(CommonSettings, {**_COMMON, **_MONGO_URLS}, values)
+
+
+def orchestrator_from_env(env: Mapping[str, str]) -> OrchestratorSettings:
+    """Settings of the orchestrator process."""
+    common = common_from_env(env, "orchestrator")
+    return _build(OrchestratorSettings, _ORCHESTRATOR,
+                  {"common": common, "faults": _faults(env), **_pick(env, _ORCHESTRATOR)})
+
+
+def worker_from_env(env: Mapping[str, str], service: str) -> WorkerSettings:
+    """Settings of one worker process."""
+    common = common_from_env(env, service)
+    faults = _faults(env)
+    return _build(WorkerSettings, _WORKER, {"common": common, "service": service,
+                                            "faults": faults, **_pick(env, _WORKER)})
+
+
+def redact(url: str) -> str:
+    """A URL safe to print: the password replaced by ***."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else f"{scheme}://{user}@{host}"

@@ -1,0 +1,29 @@
+"""``python -m orchestrator``: run the orchestrator process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from infra import logs
+from infra.process import run_until_signalled
+from infra.settings import SettingsError, orchestrator_from_env
+from orchestrator.app import OrchestratorProcess
+
+
+def main() -> int:
+    """Read settings, run until signalled."""
+    try:
+        settings = orchestrator_from_env(os.environ)
+    except SettingsError as e:
+        print(f"orchestrator: {e}", file=sys.stderr)
+        return 2
+    logs.configure("orchestrator", settings.common.log_level)
+    process = OrchestratorProcess(settings)
+    asyncio.run(run_until_signalled(process.start, process.stop))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Explicit wiring of the orchestrator process from its settings."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from contracts.topology import Topology
+from infra import mongo
+from infra.faults import faulty
+from infra.http import OpsServer
+from infra.process import ProcessShell
+from infra.rabbit import RabbitTransport
+from infra.settings import OrchestratorSettings
+from infra.transport import Transport
+from orchestrator.metrics import OrchestratorMetrics
+from orchestrator.outbox import Clock, OutboxPublisher
+from orchestrator.registry import DefinitionRegistry
+from orchestrator.runner import SagaRunner
+from orchestrator.sagas.order import OrderSagaTuning, order_saga
+from orchestrator.service import Loops, Orchestrator
+from orchestrator.store import SagaStore
+from orchestrator.store_memory import MemorySagaStore
+from orchestrator.store_mongo import MongoSagaStore
+
+
+def definitions(settings: OrchestratorSettings) -> DefinitionRegistry:
+    """Every saga definition version this orchestrator runs."""
+    tuning = OrderSagaTuning(
+        step_timeout=settings.step_timeout, max_attempts=settings.step_attempts,
+        backoff=settings.backoff, settle_attempts=settings.settle_attempts,
+        deadline=settings.deadline)
+    return DefinitionRegistry([order_saga(tuning)])
+
+
+def build(settings: OrchestratorSettings, transport: Transport, store: SagaStore,
+          registry: DefinitionRegistry, metrics: OrchestratorMetrics,
+          clock: Clock = time.time) -> Orchestrator:
+    """Assemble an orchestrator from its parts (shared by the process and embedded mode)."""
+    common = settings.common
+    topology = Topology(common.namespace)
+    metrics.prepare(registry.all())
+    transport = faulty(transport, settings.faults)
+    outbox = OutboxPublisher(transport, store, metrics, clock, relay_after=settings.relay_after)
+    runner = SagaRunner(registry=registry, store=store, outbox=outbox, topology=topology,
+                        metrics=metrics, clock=clock)
+    return Orchestrator(transport=transport, store=store, runner=runner, outbox=outbox,
+                        topology=topology, metrics=metrics, clock=clock, prefetch=common.prefetch,
+                        loops=Loops(tick_interval=settings.tick_interval),
+                        declare_topology=common.declare_topology)
+
+
+@dataclass
+class OrchestratorProcess:
+    """The orchestrator with real adapters, its ops endpoint, and its lifecycle."""
+
+    settings: OrchestratorSettings
+
+    def __post_init__(self) -> None:
+        common = self.settings.common
+        self.registry = CollectorRegistry()
+        self.metrics = OrchestratorMetrics(self.registry)
+        self.transport = RabbitTransport(common.amqp_url.get_secret_value(),
+                                         connection_name="orchestrator")
+        self.definitions = definitions(self.settings)
+        client = None
+        store: SagaStore = MemorySagaStore(self.definitions)
+        if common.store == "mongo":
+            client = mongo.client(common.mongo_url_for("orchestrator"), app_name="orchestrator",
+                                  listeners=[mongo.CommandCounter(self.registry)])
+            store = MongoSagaStore(client[common.database("orchestrator")], self.definitions)
+        self.store = store
+        self.orchestrator = build(self.settings, self.transport, store, self.definitions,
+                                  self.metrics)
+        ops = OpsServer(self.registry, self._ready)
+        self.shell = ProcessShell(common, self.transport, ops, client)
+
+    async def _ready(self) -> bool:
+        return self.orchestrator.ready and await self.shell.dependencies_ready()
+
+    async def start(self) -> None:
+        """Connect (waiting for broker and database), then start."""
+        await self.shell.open()
+        await self.store.ensure_indexes()
+        await self.orchestrator.start()
+
+    async def stop(self) -> None:
+        """Graceful shutdown."""
+        await self.orchestrator.stop()
+        await self.shell.close()

@@ -1,0 +1,365 @@
+"""The saga engine: a pure function from (definition, state, event) to (state, commands).
+
+It performs no I/O and reads no clock: time arrives inside each event. The runner
+persists the decision together with its commands, then publishes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Generic
+
+from contracts.commands import Operation, Outcome, SagaCommand
+from contracts.orders import ReasonCode
+from orchestrator.definition import (
+    CommandContext,
+    D,
+    Failure,
+    OutcomeContext,
+    OutcomeEvent,
+    Phase,
+    RetryPolicy,
+    SagaDefinition,
+    Step,
+)
+from orchestrator.state import (
+    IN_FLIGHT,
+    MAX_ERRORS_KEPT,
+    AttemptError,
+    OpKey,
+    OpState,
+    OpStatus,
+    SagaState,
+    SagaStatus,
+)
+
+# --- events -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyReceived:
+    """A participant answered the command whose message id is ``command_id``."""
+
+    command_id: str
+    outcome: Outcome
+    now: float
+    reason_code: ReasonCode | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """Time has passed: fire reply timeouts, retries and the saga deadline that are due."""
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequested:
+    """Someone asked to abandon the saga; honoured only before the commit point."""
+
+    reason: str
+    now: float
+
+
+Event = ReplyReceived | TimerFired | CancelRequested
+
+# --- decisions ----------------------------------------------------------------------
+
+
+class NoteKind(StrEnum):
+    """Things worth counting or logging that a decision did or saw."""
+
+    STARTED = "started"
+    STALE_REPLY = "stale_reply"
+    TIMED_OUT = "timed_out"
+    RETRY = "retry"
+    SETTLED = "settled"  # an operation succeeded or failed for good (its latency is final)
+    COMMITTED = "committed"
+    FAILED = "failed"
+    COMPENSATION = "compensation"
+    ATTENTION = "attention"
+    CANCEL_IGNORED = "cancel_ignored"
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One observation of a decision, for metrics and logs."""
+
+    kind: NoteKind
+    step: str | None = None
+    op: Operation | None = None
+    detail: str = ""
+    service: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOut:
+    """A command to publish to ``service``; the message id is deterministic."""
+
+    message_id: str
+    service: str
+    type: str
+    payload: SagaCommand
+    step: str
+    op: Operation
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision(Generic[D]):
+    """The new state, what to publish, and what happened."""
+
+    state: SagaState[D]
+    commands: tuple[CommandOut, ...]
+    outcome: OutcomeEvent | None
+    notes: tuple[Note, ...]
+    changed: bool
+
+
+def start(defn: SagaDefinition[D], saga_id: str, data: D, now: float,
+          trace_id: str | None = None) -> Decision[D]:
+    """Begin a saga: the first stage's commands."""
+    state = SagaState(
+        saga_id=saga_id,
+        definition=defn.name,
+        definition_version=defn.version,
+        data=data,
+        status=SagaStatus.RUNNING,
+        created_at=now,
+        updated_at=now,
+        deadline_at=now + defn.deadline,
+        trace_id=trace_id,
+    )
+    t = _Transition(defn, state, now)
+    t.note(NoteKind.STARTED)
+    t.advance()
+    return t.decision()
+
+
+def decide(defn: SagaDefinition[D], state: SagaState[D], event: Event) -> Decision[D]:
+    """Apply one event to a saga."""
+    t = _Transition(defn, state, event.now)
+    if not state.finished:
+        match event:
+            case ReplyReceived():
+                t.on_reply(event)
+            case TimerFired():
+                t.on_timer()
+            case CancelRequested():
+                t.on_cancel(event.reason)
+    elif isinstance(event, ReplyReceived):
+        t.note(NoteKind.STALE_REPLY, detail=event.command_id)
+    return t.decision()
+
+
+def undo_phases(defn: SagaDefinition[D], state: SagaState[D]) -> tuple[Phase[D], ...]:
+    """What a failed saga runs: compensations stage by stage in reverse, then on_failure.
+
+    A step is undone when its forward command was sent at least once and was not
+    rejected: a timed-out or abandoned command may still take effect, and the
+    participant's fence turns an undo of something that never happened into a no-op.
+    """
+    phases: list[Phase[D]] = []
+    for stage in reversed(defn.before_commit):
+        ops = tuple((s, Operation.COMPENSATE) for s in stage if _needs_undo(s, state))
+        if ops:
+            phases.append(Phase(ops))
+    phases += [Phase(tuple((s, Operation.FORWARD) for s in st)) for st in defn.on_failure]
+    return tuple(phases)
+
+
+def _needs_undo(step: Step[D], state: SagaState[D]) -> bool:
+    forward = state.op(step.name, Operation.FORWARD)
+    return (step.compensate is not None and forward.attempt > 0
+            and forward.outcome is not Outcome.REJECTED)
+
+
+class _Transition(Generic[D]):
+    """Working copy of one decision; built up by the handlers, frozen by ``decision``."""
+
+    def __init__(self, defn: SagaDefinition[D], state: SagaState[D], now: float) -> None:
+        self.defn = defn
+        self.original = state
+        self.state = state
+        self.now = now
+        self.ops: dict[OpKey, OpState] = dict(state.ops)
+        self.commands: list[CommandOut] = []
+        self.notes: list[Note] = []
+        self.outcome: OutcomeEvent | None = None
+        self.changed = False
+
+    # --- event handlers ---------------------------------------------------------------
+
+    def on_reply(self, reply: ReplyReceived) -> None:
+        key = self._waiting_for(reply.command_id)
+        if key is None:
+            self.note(NoteKind.STALE_REPLY, detail=reply.command_id)
+            return
+        step = self.defn.steps[key[0]]
+        if reply.outcome is Outcome.SUCCEEDED:
+            self._set(key, status=OpStatus.SUCCEEDED, due_at=None, finished_at=self.now,
+                      outcome=reply.outcome)
+            self.note(NoteKind.SETTLED, step.name, key[1], OpStatus.SUCCEEDED.value, step.service)
+        else:
+            code = reply.reason_code or ReasonCode.SERVICE_ERROR
+            retryable = reply.outcome is Outcome.RETRYABLE_ERROR
+            self._attempt_failed(step, key[1], code, reply.detail, reply.outcome, retryable)
+        self.advance()
+
+    def on_timer(self) -> None:
+        # The deadline first: a saga out of time must not send one more retry.
+        if self.state.status is SagaStatus.RUNNING and self.now >= self.state.deadline_at:
+            self._fail(Failure(ReasonCode.TIMEOUT, "the saga deadline passed"))
+        for key in list(self.ops):
+            op = self.ops[key]
+            if op.due_at is None or op.due_at > self.now or op.status not in IN_FLIGHT:
+                continue
+            step = self.defn.steps[key[0]]
+            if op.status is OpStatus.WAITING:
+                self.note(NoteKind.TIMED_OUT, step.name, key[1])
+                self._attempt_failed(step, key[1], ReasonCode.TIMEOUT,
+                                     "no reply before the step timeout", None, retryable=True)
+            else:
+                self.note(NoteKind.RETRY, step.name, key[1])
+                self._send(step, key[1])
+        self.advance()
+
+    def on_cancel(self, reason: str) -> None:
+        if self.state.status is not SagaStatus.RUNNING:
+            self.note(NoteKind.CANCEL_IGNORED, detail=f"saga is {self.state.status}")
+            return
+        self._fail(Failure(ReasonCode.CANCELLED, reason))
+        self.advance()
+
+    # --- progress -----------------------------------------------------------------------
+
+    def advance(self) -> None:
+        """Send what the current phase still needs; move on while phases complete."""
+        while not self.state.finished:
+            phases = self._phases()
+            if self.state.cursor >= len(phases):
+                self._finish()
+                return
+            phase = phases[self.state.cursor]
+            for step, op in phase.ops:
+                if self._op(step.name, op).status is OpStatus.PENDING:
+                    self._send(step, op)
+            ops = [self._op(step.name, op) for step, op in phase.ops]
+            if any(o.status in IN_FLIGHT for o in ops):
+                return
+            if self.state.status is SagaStatus.COMMITTED and self.state.attention:
+                self._finish()
+                return
+            self._update(cursor=self.state.cursor + 1)
+            if (self.state.status is SagaStatus.RUNNING
+                    and self.state.cursor >= self.defn.commit_index):
+                self._update(status=SagaStatus.COMMITTED)
+                self.note(NoteKind.COMMITTED)
+
+    def _phases(self) -> tuple[Phase[D], ...]:
+        if self.state.status is SagaStatus.COMPENSATING:
+            return undo_phases(self.defn, self._snapshot())
+        return self.defn.forward_phases
+
+    def _send(self, step: Step[D], op: Operation) -> None:
+        current = self._op(step.name, op)
+        attempt = current.attempt + 1
+        message_id = f"{self.state.saga_id}:{step.name}:{op}:{attempt}"
+        spec = step.spec(op)
+        context = CommandContext(self.state.saga_id, step.name, self.state.data,
+                                 self.state.failure)
+        self.commands.append(CommandOut(message_id, step.service, spec.type, spec.build(context),
+                                        step.name, op, attempt))
+        if op is Operation.COMPENSATE and attempt == 1:
+            self.note(NoteKind.COMPENSATION, step.name, op)
+        self._set((step.name, op), status=OpStatus.WAITING, attempt=attempt,
+                  message_id=message_id, due_at=self.now + self._policy(step, op).timeout_for(attempt),
+                  started_at=self.now if current.started_at is None else current.started_at)
+
+    def _attempt_failed(self, step: Step[D], op: Operation, code: ReasonCode, detail: str,
+                        outcome: Outcome | None, retryable: bool) -> None:
+        key = (step.name, op)
+        current = self._op(*key)
+        error = AttemptError(current.attempt, code.value, detail, self.now)
+        errors = (*current.errors, error)[-MAX_ERRORS_KEPT:]
+        policy = self._policy(step, op)
+        if retryable and current.attempt < policy.max_attempts:
+            delay = policy.delay(current.attempt, current.message_id or step.name)
+            self._set(key, status=OpStatus.BACKOFF, due_at=self.now + delay, errors=errors,
+                      outcome=outcome)
+            return
+        self._set(key, status=OpStatus.FAILED, due_at=None, finished_at=self.now,
+                  errors=errors, outcome=outcome)
+        self.note(NoteKind.SETTLED, step.name, op, OpStatus.FAILED.value, step.service)
+        if op is Operation.FORWARD and self.state.status is SagaStatus.RUNNING:
+            self._fail(Failure(code, detail or code.value, step.name))
+        else:
+            self.note(NoteKind.ATTENTION, step.name, op, detail)
+            self._update(attention=f"{step.name} {op} failed permanently: {code} {detail}")
+
+    def _fail(self, failure: Failure) -> None:
+        """Stop going forward; abandon in-flight forward commands; start undoing."""
+        for key, op in list(self.ops.items()):
+            if key[1] is Operation.FORWARD and op.status in IN_FLIGHT:
+                self._set(key, status=OpStatus.ABANDONED, due_at=None, finished_at=self.now)
+        self._update(status=SagaStatus.COMPENSATING, cursor=0, failure=failure)
+        self.note(NoteKind.FAILED, failure.step, detail=failure.reason_code.value)
+
+    def _finish(self) -> None:
+        status, failure = self._final()
+        self._update(status=status)
+        attention = status is SagaStatus.NEEDS_ATTENTION
+        self.outcome = self.defn.outcome(
+            OutcomeContext(self.state.saga_id, self.state.data, failure, attention))
+        self.note(NoteKind.FINISHED, detail=status.value)
+
+    def _final(self) -> tuple[SagaStatus, Failure | None]:
+        state = self.state
+        if state.attention is None:
+            done = state.status is not SagaStatus.COMPENSATING
+            return (SagaStatus.COMPLETED if done else SagaStatus.FAILED), state.failure
+        code = (ReasonCode.COMPENSATION_FAILED if state.status is SagaStatus.COMPENSATING
+                else ReasonCode.CONFIRMATION_FAILED)
+        original = f" after {state.failure.reason_code}" if state.failure else ""
+        return SagaStatus.NEEDS_ATTENTION, Failure(code, state.attention + original)
+
+    # --- small helpers --------------------------------------------------------------------
+
+    def _policy(self, step: Step[D], op: Operation) -> RetryPolicy:
+        # Only forward steps before the commit point may give up and fail the saga;
+        # everything after it, and every undo, must settle.
+        if op is Operation.FORWARD and self.state.status is SagaStatus.RUNNING:
+            return step.policy
+        return step.settle_policy
+
+    def _waiting_for(self, command_id: str) -> OpKey | None:
+        for key, op in self.ops.items():
+            if op.message_id == command_id and op.status is OpStatus.WAITING:
+                return key
+        return None
+
+    def _op(self, step: str, op: Operation) -> OpState:
+        return self.ops.get((step, op)) or OpState()
+
+    def _set(self, key: OpKey, **changes: object) -> None:
+        self.ops[key] = replace(self._op(*key), **changes)  # type: ignore[arg-type]
+        self.changed = True
+
+    def _update(self, **changes: object) -> None:
+        self.state = replace(self.state, **changes)  # type: ignore[arg-type]
+        self.changed = True
+
+    def _snapshot(self) -> SagaState[D]:
+        return replace(self.state, ops=dict(self.ops))
+
+    def note(self, kind: NoteKind, step: str | None = None, op: Operation | None = None,
+             detail: str = "", service: str | None = None) -> None:
+        self.notes.append(Note(kind, step, op, detail, service))
+
+    def decision(self) -> Decision[D]:
+        state = replace(self._snapshot(), updated_at=self.now) if self.changed else self.original
+        return Decision(state, tuple(self.commands), self.outcome, tuple(self.notes),
+                        self.changed)

@@ -1,0 +1,148 @@
+"""Prometheus metrics of the orchestrator. Labels are bounded: never a saga or order id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from contracts.commands import Operation
+from orchestrator.definition import SagaDefinition
+from orchestrator.engine import Decision, Note, NoteKind
+from orchestrator.state import SagaStatus
+
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class OrchestratorMetrics:
+    """Every orchestrator metric, registered on the registry passed in."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.started = Counter("saga_started_total", "Sagas started.", ["definition"],
+                               registry=registry)
+        self.finished = Counter("saga_finished_total", "Sagas finished, by final status and reason.",
+                                ["definition", "status", "reason"], registry=registry)
+        self.duration = Histogram("saga_duration_seconds", "Time from start to a final status.",
+                                  ["definition", "status"], buckets=DURATION_BUCKETS,
+                                  registry=registry)
+        self.step_duration = Histogram(
+            "saga_step_duration_seconds",
+            "Time from an operation's first command to its final reply, retries included.",
+            ["definition", "service", "step", "operation", "outcome"], buckets=STEP_BUCKETS,
+            registry=registry)
+        # The gauges below are counted in the store, not in this process: they are right
+        # after a restart and the same on every orchestrator replica (aggregate with max).
+        self.inflight = Gauge("saga_inflight", "Unfinished sagas by status, counted in the store.",
+                              ["status"], registry=registry)
+        self.needs_attention = Gauge("saga_needs_attention", "Sagas in the needs_attention state, "
+                                     "counted in the store.", registry=registry)
+        self.oldest_unfinished = Gauge("saga_oldest_unfinished_age_seconds",
+                                       "Age of the oldest unfinished saga (0 when none).",
+                                       registry=registry)
+        self.overdue = Gauge("saga_overdue", "Unfinished sagas past their deadline.",
+                             registry=registry)
+        self.outbox_backlog = Gauge("saga_outbox_backlog_messages",
+                                    "Messages written to the outbox and not yet confirmed.",
+                                    registry=registry)
+        self.outbox_oldest = Gauge("saga_outbox_oldest_age_seconds",
+                                   "Age of the oldest unconfirmed outbox message (0 when none).",
+                                   registry=registry)
+        self.store_scrape = Gauge("saga_store_gauges_updated_timestamp_seconds",
+                                  "When the store-counted gauges were last refreshed.",
+                                  registry=registry)
+        self.dead_letter_depth = Gauge("saga_dead_letter_queue_messages",
+                                       "Messages waiting in each dead-letter queue, from the broker.",
+                                       ["queue"], registry=registry)
+        self.retries = Counter("saga_step_retries_total", "Commands sent again after a failure.",
+                               ["definition", "step", "operation"], registry=registry)
+        self.timeouts = Counter("saga_step_timeouts_total", "Commands whose reply did not come in time.",
+                                ["definition", "step", "operation"], registry=registry)
+        self.compensations = Counter("saga_compensations_total", "Compensations started.",
+                                     ["definition", "step"], registry=registry)
+        self.attention = Counter("saga_attention_events_total",
+                                 "Confirmations or compensations that failed permanently.",
+                                 ["definition", "step", "operation"], registry=registry)
+        self.stale_replies = Counter("saga_stale_replies_total",
+                                     "Replies ignored: late, duplicate, or from an earlier attempt.",
+                                     ["definition"], registry=registry)
+        self.duplicate_requests = Counter("saga_duplicate_requests_total",
+                                          "Order requests for an order id that already has a saga.",
+                                          registry=registry)
+        self.conflicts = Counter("saga_version_conflicts_total",
+                                 "Optimistic-lock conflicts on saga saves (another writer was first).",
+                                 registry=registry)
+        self.dead_lettered = Counter("saga_messages_dead_lettered_total",
+                                     "Messages moved to a dead-letter queue.", ["queue", "error"],
+                                     registry=registry)
+        self.published = Counter("saga_outbox_published_total", "Outbox messages confirmed by the broker.",
+                                 registry=registry)
+        self.publish_failures = Counter("saga_outbox_publish_failures_total",
+                                        "Outbox publishes that failed and were left for the relay.",
+                                        registry=registry)
+        self.relayed = Counter("saga_outbox_relayed_total",
+                               "Outbox messages published by the relay (after a failure or a crash).",
+                               registry=registry)
+
+    def prepare(self, definitions: Iterable[SagaDefinition[Any]]) -> None:
+        """Create every known label set at zero, so that dashboards show 0, not "no data",
+        for things that have not happened yet (labels come from the definitions: bounded)."""
+        for d in definitions:
+            self.started.labels(d.name)
+            self.stale_replies.labels(d.name)
+            for step in d.steps.values():
+                ops = [Operation.FORWARD]
+                ops += [Operation.CONFIRM] if step.confirm is not None else []
+                ops += [Operation.COMPENSATE] if step.compensate is not None else []
+                for op in ops:
+                    self.retries.labels(d.name, step.name, op.value)
+                    self.timeouts.labels(d.name, step.name, op.value)
+                    if op is not Operation.FORWARD:
+                        self.attention.labels(d.name, step.name, op.value)
+                if step.compensate is not None:
+                    self.compensations.labels(d.name, step.name)
+            for status in (SagaStatus.COMPLETED, SagaStatus.FAILED, SagaStatus.NEEDS_ATTENTION):
+                self.duration.labels(d.name, status.value)
+
+    def observe(self, definition: str, decision: Decision[Any]) -> None:
+        """Count what a saved decision did."""
+        for note in decision.notes:
+            step, op = note.step or "", (note.op.value if note.op else "")
+            match note.kind:
+                case NoteKind.STARTED:
+                    self.started.labels(definition).inc()
+                case NoteKind.RETRY:
+                    self.retries.labels(definition, step, op).inc()
+                case NoteKind.TIMED_OUT:
+                    self.timeouts.labels(definition, step, op).inc()
+                case NoteKind.COMPENSATION:
+                    self.compensations.labels(definition, step).inc()
+                case NoteKind.ATTENTION:
+                    self.attention.labels(definition, step, op).inc()
+                case NoteKind.STALE_REPLY:
+                    self.stale_replies.labels(definition).inc()
+                case NoteKind.SETTLED:
+                    self._settled(definition, decision, note)
+                case NoteKind.FINISHED:
+                    self._finished(definition, decision)
+
+    def _settled(self, definition: str, decision: Decision[Any], note: Note) -> None:
+        if note.step is None or note.op is None:
+            return
+        op = decision.state.op(note.step, note.op)
+        if op.started_at is None or op.finished_at is None:
+            return
+        self.step_duration.labels(definition, note.service or "", note.step, note.op.value,
+                                  note.detail).observe(max(0.0, op.finished_at - op.started_at))
+
+    def _finished(self, definition: str, decision: Decision[Any]) -> None:
+        state = decision.state
+        reason = ""
+        if state.status is SagaStatus.NEEDS_ATTENTION:
+            reason = "COMPENSATION_FAILED" if state.failure else "CONFIRMATION_FAILED"
+        elif state.failure is not None:
+            reason = state.failure.reason_code.value
+        self.finished.labels(definition, state.status.value, reason).inc()
+        self.duration.labels(definition, state.status.value).observe(
+            max(0.0, state.updated_at - state.created_at))

@@ -1,0 +1,160 @@
+"""The outbox: messages are written with the saga, published after the write, then cleared.
+
+A crash between the write and the publish loses nothing: the relay publishes whatever
+is still in an outbox after a grace period (and everything, once, at start-up).
+Publishing twice is harmless, because message ids are deterministic and every
+participant deduplicates by message id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from contracts.envelope import (
+    CAUSATION_HEADER,
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_HEADER,
+    TRACEPARENT_HEADER,
+    HeaderValue,
+    WireMessage,
+)
+from contracts.topology import Topology
+from contracts.trace import trace_id_of
+from contracts.trace import traceparent as trace_header
+from infra.errors import PublishFailed, SagaSystemError
+from infra.transport import Transport
+from orchestrator.engine import Decision
+from orchestrator.metrics import OrchestratorMetrics
+from orchestrator.store import OutboxMessage, SagaStore
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+def outbox_messages(decision: Decision[Any], topology: Topology, causation_id: str | None,
+                    now: float, traceparent: str | None) -> tuple[OutboxMessage, ...]:
+    """Commands and the outcome event of a decision, ready to be stored. Each carries the
+    saga's trace (or, for a saga stored without one, the trace of the triggering message)."""
+    saga_id = decision.state.saga_id
+    trace_id = decision.state.trace_id or trace_id_of(traceparent)
+
+    def trace(message_id: str) -> str | None:
+        return None if trace_id is None else trace_header(trace_id, message_id)
+
+    messages = [
+        OutboxMessage(c.message_id, topology.commands_exchange, c.service, c.type,
+                      c.payload.model_dump_json(), saga_id, causation_id, now,
+                      trace(c.message_id))
+        for c in decision.commands
+    ]
+    if decision.outcome is not None:
+        o = decision.outcome
+        outcome_id = f"{saga_id}:outcome"
+        messages.append(OutboxMessage(outcome_id, topology.orders_exchange, o.type, o.type,
+                                      o.payload.model_dump_json(), saga_id, causation_id, now,
+                                      trace(outcome_id)))
+    return tuple(messages)
+
+
+def to_wire_message(m: OutboxMessage) -> WireMessage:
+    """The wire form of an outbox entry, with its full envelope.
+
+    Every field was validated on the way in (the ids are derived from validated input),
+    so this cannot fail: a relay or a recovery never stops on one entry.
+    """
+    headers: dict[str, HeaderValue] = {SCHEMA_VERSION_HEADER: SCHEMA_VERSION}
+    if m.causation_id is not None:
+        headers[CAUSATION_HEADER] = m.causation_id
+    if m.traceparent is not None:
+        headers[TRACEPARENT_HEADER] = m.traceparent
+    return WireMessage(body=m.body.encode(), message_id=m.message_id,
+                       correlation_id=m.correlation_id, type=m.type,
+                       timestamp=datetime.fromtimestamp(m.created_at, UTC), headers=headers)
+
+
+class OutboxPublisher:
+    """Publishes outbox entries and clears the confirmed ones in batches."""
+
+    def __init__(self, transport: Transport, store: SagaStore, metrics: OrchestratorMetrics,
+                 clock: Clock, *, relay_after: float = 10.0, sweep_interval: float = 0.05) -> None:
+        self._transport = transport
+        self._store = store
+        self._metrics = metrics
+        self._clock = clock
+        self._relay_after = relay_after
+        self._sweep_interval = sweep_interval
+        self._confirmed: list[tuple[str, list[str]]] = []
+        self._wake = asyncio.Event()
+
+    async def publish(self, saga_id: str, messages: Sequence[OutboxMessage]) -> bool:
+        """Publish concurrently (confirms pipeline); True when every message was confirmed."""
+        if not messages:
+            return True
+        results = await asyncio.gather(*(self._publish_one(m) for m in messages))
+        done = [m.message_id for m, ok in zip(messages, results, strict=True) if ok]
+        if done:
+            self._confirmed.append((saga_id, done))
+            self._wake.set()
+        return all(results)
+
+    async def _publish_one(self, m: OutboxMessage) -> bool:
+        try:
+            await self._transport.publish(m.exchange, m.routing_key, to_wire_message(m))
+        except PublishFailed as e:
+            self._metrics.publish_failures.inc()
+            log.warning("publish of %s failed; the relay will retry: %s", m.message_id, e)
+            return False
+        self._metrics.published.inc()
+        return True
+
+    async def run_sweeper(self) -> None:
+        """Clear confirmed entries from the store, many sagas per write."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(self._sweep_interval)
+            await self.sweep()
+
+    async def sweep(self) -> None:
+        """Clear what has been confirmed so far; keep it for next time if the store fails."""
+        batch, self._confirmed = self._confirmed, []
+        if not batch:
+            return
+        try:
+            await self._store.clear_outbox(batch)
+        except SagaSystemError as e:
+            log.warning("could not clear %d outbox entries yet: %s", len(batch), e)
+            self._confirmed = batch + self._confirmed
+            self._wake.set()
+
+    async def relay_once(self, everything: bool = False, limit: int = 500) -> int:
+        """Publish outbox entries older than the grace period (all of them when asked)."""
+        cutoff = float("inf") if everything else self._clock() - self._relay_after
+        records = await self._store.pending_outbox(cutoff, limit)
+        # What this process published and has not cleared yet is not stuck: skip it, or a
+        # slow database would make the relay publish everything again and again.
+        confirmed = {mid for _, ids in self._confirmed for mid in ids}
+        sent = 0
+        for record in records:
+            due = [m for m in record.outbox
+                   if m.created_at <= cutoff and m.message_id not in confirmed]
+            if await self.publish(record.state.saga_id, due):
+                sent += len(due)
+        self._metrics.relayed.inc(sent)
+        return sent
+
+    async def run_relay(self, interval: float) -> None:
+        """Relay forever; nothing one round meets may stop the loop."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.relay_once()
+            except SagaSystemError as e:
+                log.warning("outbox relay skipped a round: %s", e)
+            except Exception:
+                log.exception("outbox relay round failed")

@@ -1,0 +1,119 @@
+"""The I/O shell around the engine: load, decide, save with the outbox, publish.
+
+Work on one saga is serialised inside this process by a keyed lock; across processes
+the version check of every save decides, and the loser reloads and decides again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from contracts.envelope import Model
+from contracts.topology import Topology
+from contracts.trace import new_trace_id, trace_id_of
+from infra.errors import InvalidMessage, UnknownSaga, VersionConflict
+from infra.keyed_lock import KeyedLock
+from orchestrator import engine
+from orchestrator.engine import Decision, Event
+from orchestrator.metrics import OrchestratorMetrics
+from orchestrator.outbox import OutboxPublisher, outbox_messages
+from orchestrator.registry import DefinitionRegistry, UnknownDefinition
+from orchestrator.store import SagaStore
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+EventAt = Callable[[float], Event]
+
+MAX_CONFLICT_RETRIES = 20
+
+
+class SagaRunner:
+    """Runs sagas of every registered definition against one store and one transport."""
+
+    def __init__(self, *, registry: DefinitionRegistry, store: SagaStore, outbox: OutboxPublisher,
+                 topology: Topology, metrics: OrchestratorMetrics, clock: Clock) -> None:
+        self._registry = registry
+        self._store = store
+        self._outbox = outbox
+        self._topology = topology
+        self._metrics = metrics
+        self._clock = clock
+        self._locks = KeyedLock()
+
+    async def start(self, name: str, saga_id: str, data: Model, causation_id: str | None,
+                    traceparent: str | None = None) -> bool:
+        """Start a saga under the latest definition; False if the id already has one."""
+        definition = self._registry.latest(name)
+        async with self._locks.hold(saga_id):
+            now = self._clock()
+            # The request's trace, or a new one: randomness stays out of the engine.
+            trace_id = trace_id_of(traceparent) or new_trace_id()
+            decision = engine.start(definition, saga_id, data, now, trace_id)
+            messages = outbox_messages(decision, self._topology, causation_id, now, traceparent)
+            if not await self._store.create(decision.state, messages):
+                self._metrics.duplicate_requests.inc()
+                log.info("saga %s already exists; request %s ignored", saga_id, causation_id)
+                return False
+            self._metrics.observe(definition.name, decision)
+            _log_decision(decision, "new", causation_id)
+            await self._outbox.publish(saga_id, messages)
+        return True
+
+    async def apply(self, saga_id: str, event_at: EventAt, causation_id: str | None = None,
+                    traceparent: str | None = None) -> Decision[Any]:
+        """Apply one event (built for the current time) and persist and publish the result."""
+        async with self._locks.hold(saga_id):
+            for _ in range(MAX_CONFLICT_RETRIES):
+                decision = await self._try_apply(saga_id, event_at, causation_id, traceparent)
+                if decision is not None:
+                    return decision
+            raise VersionConflict(f"saga {saga_id}: too many concurrent writers")
+
+    async def _try_apply(self, saga_id: str, event_at: EventAt, causation_id: str | None,
+                         traceparent: str | None) -> Decision[Any] | None:
+        record = await self._store.load(saga_id)
+        if record is None:
+            raise UnknownSaga(f"no saga with id {saga_id}")
+        state = record.state
+        try:
+            definition = self._registry.get(state.definition, state.definition_version)
+        except UnknownDefinition as e:
+            raise InvalidMessage(str(e)) from e
+        now = self._clock()
+        decision = engine.decide(definition, state, event_at(now))
+        if not decision.changed:
+            self._metrics.observe(definition.name, decision)
+            return decision
+        messages = outbox_messages(decision, self._topology, causation_id, now, traceparent)
+        try:
+            saved = await self._store.save(decision.state, state.version, messages)
+        except VersionConflict:
+            self._metrics.conflicts.inc()
+            return None
+        decision = Decision(saved, decision.commands, decision.outcome, decision.notes, True)
+        self._metrics.observe(definition.name, decision)
+        _log_decision(decision, state.status.value, causation_id)
+        await self._outbox.publish(saga_id, messages)
+        return decision
+
+
+def _log_decision(decision: Decision[Any], before: str | None = None,
+                  causation_id: str | None = None) -> None:
+    """One line per observation, status change and command: with ``sagactl status`` this is
+    enough to explain a saga's history (the message id is the one that caused it)."""
+    state = decision.state
+    context = {"saga_id": state.saga_id, "trace_id": state.trace_id, "message_id": causation_id}
+    for note in decision.notes:
+        log.info("saga %s", note.kind.value, extra={
+            **context, "step": note.step, "operation": note.op and note.op.value,
+            "detail": note.detail or None, "status": state.status.value})
+    if before is not None and before != state.status.value:
+        log.info("saga status %s -> %s", before, state.status.value, extra={
+            **context, "status": state.status.value,
+            "transition": f"{before}->{state.status.value}"})
+    for c in decision.commands:
+        log.info("command %s sent", c.type, extra={
+            **context, "message_id": c.message_id, "step": c.step, "operation": c.op.value})

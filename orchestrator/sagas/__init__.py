@@ -1,0 +1,1 @@
+"""The saga definitions this orchestrator can run, every registered version of each."""

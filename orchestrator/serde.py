@@ -1,0 +1,100 @@
+"""Saga state to and from a JSON-compatible document, the same for every store adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts.commands import Operation, Outcome
+from contracts.orders import ReasonCode
+from orchestrator.definition import Failure
+from orchestrator.registry import DefinitionRegistry
+from orchestrator.state import AttemptError, OpState, OpStatus, SagaState, SagaStatus
+from orchestrator.store import OutboxMessage, SagaRecord
+
+Document = dict[str, Any]
+
+
+def state_fields(state: SagaState[Any]) -> Document:
+    """Every field of the state except the id and the version, as a document."""
+    failure = state.failure
+    return {
+        "definition": state.definition,
+        "definition_version": state.definition_version,
+        "data": state.data.model_dump(mode="json"),
+        "status": state.status.value,
+        "created_at": state.created_at,
+        "updated_at": state.updated_at,
+        "deadline_at": state.deadline_at,
+        "cursor": state.cursor,
+        "ops": [_op_document(step, op, o) for (step, op), o in state.ops.items()],
+        "failure": None if failure is None else {
+            "reason_code": failure.reason_code.value, "reason": failure.reason,
+            "step": failure.step},
+        "attention": state.attention,
+        "trace_id": state.trace_id,
+    }
+
+
+def _op_document(step: str, op: Operation, o: OpState) -> Document:
+    return {
+        "step": step, "op": op.value, "status": o.status.value, "attempt": o.attempt,
+        "message_id": o.message_id, "due_at": o.due_at, "started_at": o.started_at,
+        "finished_at": o.finished_at, "outcome": None if o.outcome is None else o.outcome.value,
+        "errors": [{"attempt": e.attempt, "code": e.code, "detail": e.detail, "at": e.at}
+                   for e in o.errors],
+    }
+
+
+def outbox_document(m: OutboxMessage) -> Document:
+    """An outbox entry as a document."""
+    return {
+        "message_id": m.message_id, "exchange": m.exchange, "routing_key": m.routing_key,
+        "type": m.type, "body": m.body, "correlation_id": m.correlation_id,
+        "causation_id": m.causation_id, "created_at": m.created_at,
+        "traceparent": m.traceparent,
+    }
+
+
+def to_document(state: SagaState[Any], outbox: tuple[OutboxMessage, ...] = ()) -> Document:
+    """The full stored document of a saga."""
+    doc = {"_id": state.saga_id, "version": state.version, **state_fields(state),
+           "outbox": [outbox_document(m) for m in outbox]}
+    wakeup = state.next_wakeup
+    if wakeup is not None:
+        doc["next_wakeup"] = wakeup
+    return doc
+
+
+def from_document(doc: Document, registry: DefinitionRegistry) -> SagaRecord:
+    """Rebuild a saga from its document; its data model comes from its definition."""
+    definition = registry.get(doc["definition"], doc["definition_version"])
+    failure = doc.get("failure")
+    state: SagaState[Any] = SagaState(
+        saga_id=doc["_id"],
+        definition=doc["definition"],
+        definition_version=doc["definition_version"],
+        data=definition.data_model.model_validate(doc["data"]),
+        status=SagaStatus(doc["status"]),
+        created_at=doc["created_at"],
+        updated_at=doc["updated_at"],
+        deadline_at=doc["deadline_at"],
+        cursor=doc["cursor"],
+        ops={(o["step"], Operation(o["op"])): _op_state(o) for o in doc["ops"]},
+        failure=None if failure is None else Failure(
+            ReasonCode(failure["reason_code"]), failure["reason"], failure["step"]),
+        attention=doc.get("attention"),
+        trace_id=doc.get("trace_id"),
+        version=doc["version"],
+    )
+    outbox = tuple(OutboxMessage(**m) for m in doc.get("outbox", ()))
+    return SagaRecord(state, outbox)
+
+
+def _op_state(o: Document) -> OpState:
+    return OpState(
+        status=OpStatus(o["status"]), attempt=o["attempt"], message_id=o["message_id"],
+        due_at=o["due_at"], started_at=o["started_at"], finished_at=o["finished_at"],
+        outcome=None if o["outcome"] is None else Outcome(o["outcome"]),
+        errors=tuple(AttemptError(e["attempt"], e["code"], e["detail"], e["at"])
+                     for e in o["errors"]),
+    )

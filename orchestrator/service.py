@@ -1,0 +1,157 @@
+"""A running orchestrator: consumers, timers, the outbox relay and sweeper, the store gauge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from contracts.topology import Topology, layout
+from infra.consumer import Boundary
+from infra.errors import SagaSystemError
+from infra.transport import Transport
+from orchestrator.engine import TimerFired
+from orchestrator.handlers import OrchestratorHandlers
+from orchestrator.metrics import OrchestratorMetrics
+from orchestrator.outbox import OutboxPublisher
+from orchestrator.runner import SagaRunner
+from orchestrator.state import TERMINAL, SagaStatus
+from orchestrator.store import SagaStore
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Loops:
+    """How often the background loops run."""
+
+    tick_interval: float = 0.2
+    tick_batch: int = 200
+    relay_interval: float = 5.0
+    gauge_interval: float = 5.0
+
+
+class Orchestrator:
+    """Wires the runner to the transport and runs the background loops."""
+
+    def __init__(self, *, transport: Transport, store: SagaStore, runner: SagaRunner,
+                 outbox: OutboxPublisher, topology: Topology, metrics: OrchestratorMetrics,
+                 clock: Clock, prefetch: int, loops: Loops = Loops(),
+                 declare_topology: bool = True) -> None:
+        self._transport = transport
+        self._store = store
+        self._runner = runner
+        self._outbox = outbox
+        self._topology = topology
+        self._metrics = metrics
+        self._clock = clock
+        self._prefetch = prefetch
+        self._loops = loops
+        self._declare = declare_topology
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dead_letter_queues = [q.name for q in layout(topology)[1] if q.dead_letter_queue]
+        self.ready = False
+
+    async def start(self) -> None:
+        """Declare topology, recover (re-send every outbox), then consume and run loops."""
+        if self._declare:
+            await self._transport.declare(self._topology)
+        recovered = await self._outbox.relay_once(everything=True)
+        log.info("recovery re-published %d outbox messages", recovered)
+        boundary = Boundary(self._transport, self._topology,
+                            lambda q, kind: self._metrics.dead_lettered.labels(q, kind).inc())
+        handlers = OrchestratorHandlers(self._runner)
+        self._spawn(self._run_timers)
+        self._spawn(self._outbox.run_sweeper)
+        self._spawn(lambda: self._outbox.run_relay(self._loops.relay_interval))
+        self._spawn(self._run_gauge)
+        await self._transport.consume(self._topology.replies_queue,
+                                      boundary.wrap(handlers.on_reply), self._prefetch)
+        await self._transport.consume(self._topology.requests_queue,
+                                      boundary.wrap(handlers.on_order_request), self._prefetch)
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Stop consuming and the loops; flush what the sweeper still holds."""
+        self.ready = False
+        await self._transport.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self._outbox.sweep()
+        except SagaSystemError as e:
+            log.warning("final outbox sweep failed (the relay will re-send): %s", e)
+
+    def _spawn(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._tasks.append(asyncio.create_task(_forever(loop)))
+
+    async def tick_once(self) -> int:
+        """Fire every due timer once; returns how many sagas were due."""
+        ids = await self._store.due(self._clock(), self._loops.tick_batch)
+        results = await asyncio.gather(
+            *(self._runner.apply(saga_id, TimerFired) for saga_id in ids), return_exceptions=True)
+        for saga_id, result in zip(ids, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("timer of saga %s failed: %r", saga_id, result,
+                            extra={"saga_id": saga_id})
+        return len(ids)
+
+    async def _run_timers(self) -> None:
+        while True:
+            try:
+                due = await self.tick_once()
+            except SagaSystemError as e:
+                log.warning("timer scan failed: %s", e)
+                due = 0
+            if due < self._loops.tick_batch:
+                await asyncio.sleep(self._loops.tick_interval)
+
+    async def _run_gauge(self) -> None:
+        while True:
+            await self.refresh_gauges()
+            await asyncio.sleep(self._loops.gauge_interval)
+
+    async def refresh_gauges(self) -> None:
+        """Set the gauges counted outside this process: the store's and the broker's."""
+        m = self._metrics
+        try:
+            now = self._clock()
+            health = await self._store.health(now)
+            for status in SagaStatus:
+                if status not in TERMINAL:
+                    m.inflight.labels(status.value).set(health.by_status.get(status, 0))
+            m.needs_attention.set(health.by_status.get(SagaStatus.NEEDS_ATTENTION, 0))
+            m.oldest_unfinished.set(_age(now, health.oldest_unfinished_at))
+            m.overdue.set(health.overdue)
+            m.outbox_backlog.set(health.outbox_messages)
+            m.outbox_oldest.set(_age(now, health.oldest_outbox_at))
+            m.store_scrape.set(now)
+        except SagaSystemError as e:
+            log.warning("store gauges not refreshed: %s", e)
+        for queue in self._dead_letter_queues:
+            try:
+                m.dead_letter_depth.labels(queue).set(await self._transport.depth(queue))
+            except SagaSystemError as e:
+                log.warning("depth of %s not read: %s", queue, e, extra={"queue": queue})
+
+
+def _age(now: float, since: float | None) -> float:
+    return 0.0 if since is None else max(0.0, now - since)
+
+
+async def _forever(loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a background loop, restarting it if it ever fails: a dead sweeper or timer loop
+    would silently stop the sagas from moving. This is the loops' only broad except."""
+    while True:
+        try:
+            await loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background loop %s failed; restarting it", loop)
+            await asyncio.sleep(1.0)

@@ -1,0 +1,113 @@
+"""The state of one saga, as the engine sees it and the store persists it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Generic
+
+from contracts.commands import Operation, Outcome
+from orchestrator.definition import D, Failure
+
+
+class SagaStatus(StrEnum):
+    """Where a saga is in its life."""
+
+    RUNNING = "running"  # before the commit point: may still fail and be undone
+    COMMITTED = "committed"  # past the commit point: only moves forward
+    COMPENSATING = "compensating"  # failed: undoing completed steps in reverse order
+    COMPLETED = "completed"
+    FAILED = "failed"  # failed and fully compensated
+    NEEDS_ATTENTION = "needs_attention"  # an undo or a confirm failed permanently
+
+
+TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.FAILED, SagaStatus.NEEDS_ATTENTION})
+
+
+class OpStatus(StrEnum):
+    """The state of one operation (forward, confirm or compensate) of one step."""
+
+    PENDING = "pending"  # not sent yet
+    WAITING = "waiting"  # sent; waiting for its reply until due_at
+    BACKOFF = "backoff"  # an attempt failed; the next one is sent at due_at
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABANDONED = "abandoned"  # the saga failed while this forward operation was in flight
+
+
+SETTLED = frozenset({OpStatus.SUCCEEDED, OpStatus.FAILED, OpStatus.ABANDONED})
+IN_FLIGHT = frozenset({OpStatus.WAITING, OpStatus.BACKOFF})
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptError:
+    """One failed attempt, kept for ``sagactl status``."""
+
+    attempt: int
+    code: str
+    detail: str
+    at: float
+
+
+MAX_ERRORS_KEPT = 10
+
+
+@dataclass(frozen=True, slots=True)
+class OpState:
+    """Progress of one operation of one step."""
+
+    status: OpStatus = OpStatus.PENDING
+    attempt: int = 0
+    message_id: str | None = None
+    due_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    outcome: Outcome | None = None
+    errors: tuple[AttemptError, ...] = ()
+
+
+OpKey = tuple[str, Operation]
+
+
+@dataclass(frozen=True, slots=True)
+class SagaState(Generic[D]):
+    """One saga. ``version`` belongs to the store: every save is a compare-and-set on it."""
+
+    saga_id: str
+    definition: str
+    definition_version: int
+    data: D
+    status: SagaStatus
+    created_at: float
+    updated_at: float
+    deadline_at: float
+    cursor: int = 0
+    ops: Mapping[OpKey, OpState] = field(default_factory=dict)
+    failure: Failure | None = None
+    attention: str | None = None
+    trace_id: str | None = None  # W3C trace id shared by every message of this saga
+    version: int = 0
+
+    @property
+    def finished(self) -> bool:
+        """True once the saga can never change again."""
+        return self.status in TERMINAL
+
+    def op(self, step: str, op: Operation) -> OpState:
+        """The state of one operation (PENDING when never touched)."""
+        return self.ops.get((step, op), _PENDING)
+
+    @property
+    def next_wakeup(self) -> float | None:
+        """The earliest timer: a reply timeout, a retry, or the saga deadline."""
+        if self.finished:
+            return None
+        dues = [o.due_at for o in self.ops.values() if o.due_at is not None and
+                o.status in IN_FLIGHT]
+        if self.status is SagaStatus.RUNNING:
+            dues.append(self.deadline_at)
+        return min(dues) if dues else None
+
+
+_PENDING = OpState()

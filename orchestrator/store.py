@@ -1,0 +1,91 @@
+"""The saga store port: one document per saga, compare-and-set saves, an outbox inside it."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from orchestrator.state import SagaState, SagaStatus
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A message recorded with the state change that produced it, published after the write."""
+
+    message_id: str
+    exchange: str
+    routing_key: str
+    type: str
+    body: str
+    correlation_id: str
+    causation_id: str | None
+    created_at: float
+    traceparent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SagaRecord:
+    """A saga as stored: its state and its not-yet-confirmed outgoing messages."""
+
+    state: SagaState[Any]
+    outbox: tuple[OutboxMessage, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """What an on-call engineer asks of the store, counted there (so right after restarts and
+    the same for every orchestrator replica)."""
+
+    by_status: Mapping[SagaStatus, int] = field(default_factory=dict)
+    oldest_unfinished_at: float | None = None  # created_at of the oldest unfinished saga
+    overdue: int = 0  # unfinished sagas whose deadline has passed
+    outbox_messages: int = 0  # written, not yet confirmed by the broker
+    oldest_outbox_at: float | None = None
+
+
+class SagaStore(Protocol):
+    """Where sagas live. Every save checks the version it read: no lost updates."""
+
+    async def ensure_indexes(self) -> None:
+        """Create what the queries need (idempotent)."""
+        ...
+
+    async def create(self, state: SagaState[Any], outbox: Sequence[OutboxMessage]) -> bool:
+        """Insert a new saga; False (and nothing written) if its id exists."""
+        ...
+
+    async def load(self, saga_id: str) -> SagaRecord | None:
+        """The saga and its outbox, or None."""
+        ...
+
+    async def save(self, state: SagaState[Any], expected_version: int,
+                   outbox: Sequence[OutboxMessage]) -> SagaState[Any]:
+        """Replace the saga if its version is still ``expected_version`` and append to its
+        outbox; returns the state with its new version. Raises VersionConflict."""
+        ...
+
+    async def due(self, now: float, limit: int) -> list[str]:
+        """Ids of unfinished sagas with a timer at or before ``now``, earliest first."""
+        ...
+
+    async def pending_outbox(self, created_before: float, limit: int) -> list[SagaRecord]:
+        """Sagas holding outbox messages written at or before ``created_before``."""
+        ...
+
+    async def clear_outbox(self, published: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """Remove published messages: pairs of (saga id, message ids)."""
+        ...
+
+    async def find(self, statuses: Collection[SagaStatus] | None, limit: int) -> list[SagaRecord]:
+        """Sagas in the given states (all when None), newest first."""
+        ...
+
+    async def count_by_status(self) -> dict[SagaStatus, int]:
+        """How many sagas are in each state."""
+        ...
+
+    async def health(self, now: float) -> StoreHealth:
+        """Counts for the gauges: by status, the oldest unfinished saga, overdue sagas, and
+        the outbox backlog."""
+        ...

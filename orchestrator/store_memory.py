@@ -1,0 +1,95 @@
+"""In-memory adapter of the saga store: documents in a dict, with the same semantics."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Collection, Sequence
+from dataclasses import replace
+from typing import Any
+
+from infra.errors import VersionConflict
+from orchestrator.registry import DefinitionRegistry
+from orchestrator.serde import Document, from_document, outbox_document, to_document
+from orchestrator.state import TERMINAL, SagaState, SagaStatus
+from orchestrator.store import OutboxMessage, SagaRecord, StoreHealth
+
+
+class MemorySagaStore:
+    """Stores the same documents the MongoDB adapter would, so serde bugs show here too."""
+
+    def __init__(self, registry: DefinitionRegistry) -> None:
+        self._docs: dict[str, Document] = {}
+        self._registry = registry
+
+    async def ensure_indexes(self) -> None:
+        """Nothing to index."""
+
+    async def create(self, state: SagaState[Any], outbox: Sequence[OutboxMessage]) -> bool:
+        """Insert unless the id exists."""
+        if state.saga_id in self._docs:
+            return False
+        self._docs[state.saga_id] = to_document(state, tuple(outbox))
+        return True
+
+    async def load(self, saga_id: str) -> SagaRecord | None:
+        """A copy of the stored saga."""
+        doc = self._docs.get(saga_id)
+        return None if doc is None else from_document(copy.deepcopy(doc), self._registry)
+
+    async def save(self, state: SagaState[Any], expected_version: int,
+                   outbox: Sequence[OutboxMessage]) -> SagaState[Any]:
+        """Compare-and-set on the version."""
+        current = self._docs.get(state.saga_id)
+        if current is None or current["version"] != expected_version:
+            raise VersionConflict(f"saga {state.saga_id} is no longer at version {expected_version}")
+        saved = replace(state, version=expected_version + 1)
+        doc = to_document(saved)
+        doc["outbox"] = current["outbox"] + [outbox_document(m) for m in outbox]
+        self._docs[state.saga_id] = doc
+        return saved
+
+    async def due(self, now: float, limit: int) -> list[str]:
+        """Earliest timers first."""
+        due = [(d["next_wakeup"], k) for k, d in self._docs.items()
+               if d.get("next_wakeup") is not None and d["next_wakeup"] <= now]
+        return [k for _, k in sorted(due)[:limit]]
+
+    async def pending_outbox(self, created_before: float, limit: int) -> list[SagaRecord]:
+        """Sagas with old outbox entries."""
+        found = [d for d in self._docs.values()
+                 if any(m["created_at"] <= created_before for m in d["outbox"])]
+        return [from_document(copy.deepcopy(d), self._registry) for d in found[:limit]]
+
+    async def clear_outbox(self, published: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """Drop published entries."""
+        for saga_id, ids in published:
+            doc = self._docs.get(saga_id)
+            if doc is not None:
+                doc["outbox"] = [m for m in doc["outbox"] if m["message_id"] not in ids]
+
+    async def find(self, statuses: Collection[SagaStatus] | None, limit: int) -> list[SagaRecord]:
+        """Newest first."""
+        wanted = None if statuses is None else {s.value for s in statuses}
+        docs = sorted((d for d in self._docs.values() if wanted is None or d["status"] in wanted),
+                      key=lambda d: d["created_at"], reverse=True)
+        return [from_document(copy.deepcopy(d), self._registry) for d in docs[:limit]]
+
+    async def count_by_status(self) -> dict[SagaStatus, int]:
+        """Count."""
+        counts: dict[SagaStatus, int] = {}
+        for d in self._docs.values():
+            status = SagaStatus(d["status"])
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    async def health(self, now: float) -> StoreHealth:
+        """One pass over the documents."""
+        terminal = {s.value for s in TERMINAL}
+        unfinished = [d for d in self._docs.values() if d["status"] not in terminal]
+        outbox = [m["created_at"] for d in self._docs.values() for m in d["outbox"]]
+        return StoreHealth(
+            by_status=await self.count_by_status(),
+            oldest_unfinished_at=min((d["created_at"] for d in unfinished), default=None),
+            overdue=sum(1 for d in unfinished if d["deadline_at"] < now),
+            outbox_messages=len(outbox),
+            oldest_outbox_at=min(outbox, default=None))

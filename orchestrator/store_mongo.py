@@ -1,0 +1,133 @@
+"""MongoDB adapter of the saga store."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import replace
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from infra.errors import DuplicateKey, VersionConflict
+from infra.mongo import translated
+from orchestrator.registry import DefinitionRegistry
+from orchestrator.serde import Document, from_document, outbox_document, state_fields, to_document
+from orchestrator.state import TERMINAL, SagaState, SagaStatus
+from orchestrator.store import OutboxMessage, SagaRecord, StoreHealth
+
+COLLECTION = "sagas"
+UNFINISHED = [s.value for s in SagaStatus if s not in TERMINAL]
+# The outbox backlog is normally a handful of sagas between a write and its confirm; when
+# the broker is down it grows, and counting the first this many is enough to see that.
+OUTBOX_SCAN_LIMIT = 10_000
+
+
+class MongoSagaStore:
+    """Sagas in one collection; every save filters on the version it read."""
+
+    def __init__(self, db: AsyncDatabase[Document], registry: DefinitionRegistry) -> None:
+        self._sagas: AsyncCollection[Document] = db[COLLECTION]
+        self._registry = registry
+
+    async def ensure_indexes(self) -> None:
+        """Timers and the outbox relay are indexed queries, not scans."""
+        with translated():
+            await self._sagas.create_index([("next_wakeup", ASCENDING)], sparse=True)
+            await self._sagas.create_index([("outbox.created_at", ASCENDING)], sparse=True)
+            await self._sagas.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
+
+    async def create(self, state: SagaState[Any], outbox: Sequence[OutboxMessage]) -> bool:
+        """Insert; a taken id means a repeated order id, which must not start a second saga."""
+        try:
+            with translated():
+                await self._sagas.insert_one(to_document(state, tuple(outbox)))
+        except DuplicateKey:
+            return False
+        return True
+
+    async def load(self, saga_id: str) -> SagaRecord | None:
+        """One saga."""
+        with translated():
+            doc = await self._sagas.find_one({"_id": saga_id})
+        return None if doc is None else from_document(doc, self._registry)
+
+    async def save(self, state: SagaState[Any], expected_version: int,
+                   outbox: Sequence[OutboxMessage]) -> SagaState[Any]:
+        """Compare-and-set on ``version``; the outbox append is part of the same write."""
+        new_version = expected_version + 1
+        update: Document = {"$set": {**state_fields(state), "version": new_version}}
+        wakeup = state.next_wakeup
+        if wakeup is None:
+            update["$unset"] = {"next_wakeup": ""}
+        else:
+            update["$set"]["next_wakeup"] = wakeup
+        if outbox:
+            update["$push"] = {"outbox": {"$each": [outbox_document(m) for m in outbox]}}
+        with translated():
+            result = await self._sagas.update_one(
+                {"_id": state.saga_id, "version": expected_version}, update)
+        if result.matched_count == 0:
+            raise VersionConflict(f"saga {state.saga_id} is no longer at version {expected_version}")
+        return _with_version(state, new_version)
+
+    async def due(self, now: float, limit: int) -> list[str]:
+        """Sagas whose earliest timer has passed."""
+        with translated():
+            cursor = self._sagas.find({"next_wakeup": {"$lte": now}}, {"_id": 1})
+            docs = await cursor.sort("next_wakeup", ASCENDING).limit(limit).to_list()
+        return [d["_id"] for d in docs]
+
+    async def pending_outbox(self, created_before: float, limit: int) -> list[SagaRecord]:
+        """Sagas with outbox entries older than ``created_before``."""
+        with translated():
+            cursor = self._sagas.find({"outbox.created_at": {"$lte": created_before}})
+            docs = await cursor.limit(limit).to_list()
+        return [from_document(d, self._registry) for d in docs]
+
+    async def clear_outbox(self, published: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """One bulk write for many sagas; it never touches the version."""
+        if not published:
+            return
+        ops = [UpdateOne({"_id": saga_id}, {"$pull": {"outbox": {"message_id": {"$in": list(ids)}}}})
+               for saga_id, ids in published]
+        with translated():
+            await self._sagas.bulk_write(ops, ordered=False)
+
+    async def find(self, statuses: Collection[SagaStatus] | None, limit: int) -> list[SagaRecord]:
+        """Newest first."""
+        query: Document = {} if statuses is None else {"status": {"$in": [s.value for s in statuses]}}
+        with translated():
+            docs = await self._sagas.find(query).sort("created_at", DESCENDING).limit(limit).to_list()
+        return [from_document(d, self._registry) for d in docs]
+
+    async def count_by_status(self) -> dict[SagaStatus, int]:
+        """Group and count."""
+        pipeline: list[Document] = [{"$group": {"_id": "$status", "n": {"$sum": 1}}}]
+        with translated():
+            cursor = await self._sagas.aggregate(pipeline)
+            rows = await cursor.to_list()
+        return {SagaStatus(r["_id"]): int(r["n"]) for r in rows}
+
+    async def health(self, now: float) -> StoreHealth:
+        """Four indexed queries (status+created_at, and the outbox index)."""
+        by_status = await self.count_by_status()
+        unfinished: Document = {"status": {"$in": UNFINISHED}}
+        with translated():
+            oldest = await self._sagas.find(unfinished, {"created_at": 1}).sort(
+                "created_at", ASCENDING).limit(1).to_list()
+            overdue = await self._sagas.count_documents(
+                {**unfinished, "deadline_at": {"$lt": now}})
+            pending = await self._sagas.find(
+                {"outbox.created_at": {"$lte": now}}, {"outbox": 1}).limit(
+                OUTBOX_SCAN_LIMIT).to_list()
+        stamps = [m["created_at"] for d in pending for m in d.get("outbox", ())]
+        return StoreHealth(
+            by_status=by_status,
+            oldest_unfinished_at=oldest[0]["created_at"] if oldest else None,
+            overdue=overdue, outbox_messages=len(stamps), oldest_outbox_at=min(stamps, default=None))
+
+
+def _with_version(state: SagaState[Any], version: int) -> SagaState[Any]:
+    return replace(state, version=version)

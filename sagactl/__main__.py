@@ -1,0 +1,7 @@
+"""``python -m sagactl``: the same as the ``sagactl`` script."""
+
+import sys
+
+from sagactl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,456 @@
+"""``sagactl chaos``: the real processes under faults, then drain, audit and a table.
+
+Orders are published steadily for ``--duration`` seconds while fault loops kill the
+orchestrator and workers, cut and restart the broker, restart the database servers,
+duplicate, delay and reorder messages, inject business and compensation failures and
+feed poison messages to every queue. Then every fault stops, everything is brought back,
+and the run waits for the system to drain: every order's saga finished, every outbox
+empty. The audit then checks every invariant; the run fails on any violation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import secrets
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+from contracts.envelope import WireMessage
+from contracts.registry import SERVICES
+from contracts.topology import Topology, dead_letter_queue
+from infra.consumer import REASON_HEADER
+from infra.errors import PublishFailed
+from infra.rabbit import RabbitTransport
+from infra.settings import CommonSettings, OrchestratorSettings, common_from_env, redact
+from orchestrator.app import definitions
+from orchestrator.state import SagaStatus
+from sagactl import connect
+from sagactl.dlq import RabbitDeadLetters
+from sagactl.invariants import Report, audit
+from sagactl.orders import request_message
+from sagactl.poison import random_poison
+from sagactl.processes import Cluster, ManagedProcess, start_standin
+from sagactl.seed import Catalog, demo_orders, seed
+
+FAULTS = ("orchestrator-kill", "worker-kill", "worker-crash-points", "broker-connections",
+          "broker-restart", "database-restart", "duplicates", "late-replies", "reorder",
+          "poison", "business-failures", "compensation-failure")
+Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+BROKER_FAULTS = frozenset({"broker-connections", "broker-restart"})
+OWNERS = ("orchestrator", *SERVICES)
+# Long enough to ride out the queueing delays that kills and restarts cause: a timeout
+# shorter than the backlog turns every delay into a retry storm.
+STEP_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosOptions:
+    """What a chaos run does."""
+
+    orders: int = 300
+    duration: float = 60.0
+    faults: frozenset[str] = frozenset(FAULTS)
+    seed: int = 1
+    drain_timeout: float = 300.0
+
+
+def _process_env(opts: ChaosOptions) -> tuple[dict[str, str], dict[str, str]]:
+    """Environment of the orchestrator (first) and of the workers (second)."""
+    on = opts.faults.__contains__
+    publishing = {"SAGA_FAULT_DUPLICATE": "0.05" if on("duplicates") else "0",
+                  "SAGA_FAULT_REORDER_MS": "40" if on("reorder") else "0",
+                  "SAGA_FAULT_SEED": str(opts.seed)}
+    orchestrator = {**publishing, "SAGA_STEP_TIMEOUT": str(STEP_TIMEOUT),
+                    "SAGA_TICK_INTERVAL": "0.1", "SAGA_BACKOFF": "0.1"}
+    workers = {
+        **publishing,
+        "SAGA_FAULT_TRANSIENT": "0.02",
+        "SAGA_FAULT_REJECT": "0.04" if on("business-failures") else "0",
+        "SAGA_FAULT_SLOW": "0.02" if on("late-replies") else "0",
+        "SAGA_FAULT_SLOW_MS": str(int(STEP_TIMEOUT * 1500)),
+        "SAGA_FAULT_COMPENSATION_FAIL": "0.02" if on("compensation-failure") else "0",
+        "SAGA_FAULT_CRASH": "0.002" if on("worker-crash-points") else "0",
+    }
+    return orchestrator, workers
+
+
+@dataclass
+class ChaosRun:
+    """One run: processes, fault loops, the order feed, the drain and the audit."""
+
+    common: CommonSettings
+    opts: ChaosOptions
+    out: TextIO
+    mongo_configured: bool
+    faults: Counter[str] = field(default_factory=Counter)
+    poison_sent: set[str] = field(default_factory=set)
+    held: set[str] = field(default_factory=set)
+    last_fault: float = 0.0
+    standins: dict[str, ManagedProcess] = field(default_factory=dict)
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    async def run(self) -> int:
+        """The whole run; returns the exit code."""
+        self.rng = random.Random(self.opts.seed)
+        loops: list[asyncio.Task[None]] = []
+        try:
+            await self._start()
+            began = time.monotonic()
+            stop, calm = asyncio.Event(), asyncio.Event()
+            faults = [asyncio.create_task(loop(stop)) for loop in self._fault_loops()]
+            supervisor = asyncio.create_task(self._supervise(calm))
+            loops += [*faults, supervisor]
+            await self._feed_orders()
+            await asyncio.sleep(max(0.0, self.opts.duration - (time.monotonic() - began)))
+            stop.set()
+            await asyncio.gather(*faults)
+            healed = await self._heal()
+            drained, missing = await self._drain()
+            calm.set()
+            await supervisor
+            await self._count_outcomes()
+            report = await self._audit()
+            dead = await self._dead_letters()
+            return self._print(began, healed, drained, missing, report, dead)
+        finally:
+            # Interrupted (Ctrl-C) or failed: the fault loops and the supervisor must not
+            # kill or restart anything while the processes are being stopped.
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._stop()
+
+    # --- set-up and tear-down ---------------------------------------------------------------
+
+    async def _start(self) -> None:
+        tag = secrets.token_hex(3)
+        self.log_dir = Path(tempfile.mkdtemp(prefix=f"saga-chaos-{tag}-"))
+        self.topology = Topology(f"chaos-{tag}")
+        env = {"SAGA_AMQP_URL": self.common.amqp_url.get_secret_value(),
+               "SAGA_NAMESPACE": self.topology.namespace, "SAGA_MONGO_DB": f"chaos_{tag}",
+               "SAGA_STORE": "mongo"}
+        if not self.mongo_configured:
+            # SQLite-backed stand-ins: a restarted server still has what was written before.
+            for owner in OWNERS:
+                process, url = await start_standin(
+                    self.log_dir, sqlite_path=self.log_dir / f"{owner}.sqlite",
+                    name=f"standin-{owner}")
+                self.standins[owner] = process
+                env[f"SAGA_MONGO_URL_{owner.upper()}"] = url
+            env["SAGA_TX_CONCURRENCY"] = "1"
+        orchestrator_env, worker_env = _process_env(self.opts)
+        self.cluster = Cluster(env, self.log_dir, worker_env)
+        self.cluster.add("orchestrator", "orchestrator", orchestrator_env)
+        for service in SERVICES:
+            self.cluster.add(service, f"workers.{service}", worker_env)
+        self.settings = common_from_env({**os.environ, **env}, "sagactl")
+        self.transport: RabbitTransport = await connect.transport(self.settings, "sagactl-chaos")
+        await self.transport.declare(self.topology)
+        self.stores = await connect.stores(self.settings,
+                                           definitions(OrchestratorSettings(common=self.settings)))
+        self.sagas_store = self.stores.sagas
+        await seed(self.stores.services["inventory"], self.stores.services["payment"],
+                   self._catalog())
+        await self.cluster.start()
+
+    def _catalog(self) -> Catalog:
+        # Enough for most orders, so that most sagas get far before anything can go wrong.
+        rng = random.Random(self.opts.seed)
+        skus = [f"SKU-{i:03d}" for i in range(8)]
+        return Catalog(stock={s: self.opts.orders for s in skus},
+                       balances={f"cust-{i:03d}": rng.randint(200, 5000) * 100 for i in range(30)},
+                       prices={s: Decimal(rng.randint(100, 3000)) / 100 for s in skus})
+
+    async def _stop(self) -> None:
+        """Undo whatever ``_start`` got to (it may have been interrupted half-way)."""
+        try:
+            if (cluster := getattr(self, "cluster", None)) is not None:
+                cluster.stop()
+            if (stores := getattr(self, "stores", None)) is not None:
+                await stores.close()
+            if (transport := getattr(self, "transport", None)) is not None:
+                try:
+                    await transport.undeclare(self.topology)
+                finally:
+                    await transport.close()
+        finally:
+            for standin in self.standins.values():
+                standin.stop()
+
+    # --- orders -------------------------------------------------------------------------------
+
+    async def _feed_orders(self) -> None:
+        """Publish the orders evenly over the duration; a publish is retried until confirmed."""
+        orders = demo_orders(self._catalog(), self.opts.orders, self.opts.seed,
+                             prefix=self.topology.namespace)
+        gap = self.opts.duration * 0.8 / max(1, len(orders))
+        for order in orders:
+            await self._publish(self.topology.orders_exchange, "order.requested",
+                                request_message(order))
+            await asyncio.sleep(gap)
+        self.order_ids = {o.order_id for o in orders if o.order_id}
+
+    async def _publish(self, exchange: str, key: str, message: WireMessage) -> None:
+        while True:
+            try:
+                await self.transport.publish(exchange, key, message)
+                return
+            except PublishFailed:
+                await asyncio.sleep(0.5)
+
+    # --- faults -------------------------------------------------------------------------------
+
+    def _fault_loops(self) -> list[Loop]:
+        on = self.opts.faults.__contains__
+        loops: list[Loop] = []
+        if on("orchestrator-kill"):
+            loops.append(self._every((6, 12), self._kill_orchestrator))
+        if on("worker-kill"):
+            loops.append(self._every((4, 9), self._kill_worker))
+        if on("broker-connections"):
+            loops.append(self._every((12, 20), self._cut_connections))
+        if on("broker-restart"):
+            loops.append(self._every((20, 35), self._restart_broker))
+        if on("database-restart") and self.standins:
+            loops.append(self._every((10, 20), self._restart_database))
+        if on("poison"):
+            loops.append(self._every((0.3, 1.0), self._poison))
+        return loops
+
+    def _every(self, gap: tuple[float, float],
+               fault: Callable[[], Awaitable[None]]) -> Loop:
+        async def loop(stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), self.rng.uniform(*gap))
+                except TimeoutError:
+                    await fault()
+                    self.last_fault = time.monotonic()
+        return loop
+
+    async def _kill_and_restart(self, name: str, kind: str) -> None:
+        self.held.add(name)
+        try:
+            self.cluster.processes[name].kill()
+            self.faults[kind] += 1
+            await asyncio.sleep(self.rng.uniform(0.2, 2.0))
+            await self._restart(name)
+        finally:
+            self.held.discard(name)
+
+    async def _kill_orchestrator(self) -> None:
+        await self._kill_and_restart("orchestrator", "orchestrator SIGKILL")
+
+    async def _kill_worker(self) -> None:
+        await self._kill_and_restart(self.rng.choice(SERVICES), "worker SIGKILL")
+
+    async def _cut_connections(self) -> None:
+        await _rabbitmqctl("close_all_connections", "chaos: connection cut")
+        self.faults["broker connections cut"] += 1
+
+    async def _restart_broker(self) -> None:
+        await _rabbitmqctl("stop_app")
+        self.faults["broker stopped and started"] += 1
+        await asyncio.sleep(self.rng.uniform(1.0, 4.0))
+        await _rabbitmqctl("start_app")
+
+    async def _restart_database(self) -> None:
+        owner = self.rng.choice(OWNERS)
+        standin = self.standins[owner]
+        standin.kill()
+        self.faults["database server restarted"] += 1
+        await asyncio.sleep(self.rng.uniform(0.2, 2.0))
+        standin.start()
+        await standin.wait_ready(30.0)
+
+    async def _poison(self) -> None:
+        target, kind, message = random_poison(self.rng, self.topology)
+        await self._publish(target.exchange, target.routing_key, message)
+        self.poison_sent.add(str(message.message_id))
+        self.faults[f"poison: {kind}"] += 1
+
+    async def _supervise(self, stop: asyncio.Event) -> None:
+        """Restart processes that died on their own (injected crash points), as systemd would,
+        until the very end of the run."""
+        while not stop.is_set():
+            for name, process in self.cluster.processes.items():
+                if name not in self.held and not process.alive:
+                    await self._restart(name)
+            await asyncio.sleep(0.3)
+
+    async def _restart(self, name: str) -> None:
+        process = self.cluster.processes[name]
+        for _ in range(10):
+            if not process.alive:
+                process.start()
+            try:
+                await process.wait_ready(60.0)
+                return
+            except (RuntimeError, TimeoutError):
+                await asyncio.sleep(1.0)  # e.g. the broker is down right now
+
+    # --- the end ------------------------------------------------------------------------------
+
+    async def _heal(self) -> float:
+        """Everything back up; returns when that was done."""
+        if BROKER_FAULTS & self.opts.faults:
+            await _rabbitmqctl("start_app")
+        for standin in self.standins.values():
+            if not standin.alive:
+                standin.start()
+                await standin.wait_ready(30.0)
+        # The processes' own faults (crash points, duplicates, late replies...) end here too:
+        # each comes back with a clean configuration.
+        for name, process in self.cluster.processes.items():
+            self.held.add(name)
+            process.stop()
+            for key in [k for k in process.env if k.startswith("SAGA_FAULT_")]:
+                del process.env[key]
+            await self._restart(name)
+            self.held.discard(name)
+        return time.monotonic()
+
+    async def _drain(self) -> tuple[float | None, set[str]]:
+        """Wait until every order's saga finished and every outbox is empty."""
+        deadline = time.monotonic() + self.opts.drain_timeout
+        missing: set[str] = set(self.order_ids)
+        while time.monotonic() < deadline:
+            try:
+                records = await self.sagas_store.find(None, 1_000_000)
+                outbox = await self.sagas_store.pending_outbox(float("inf"), 1)
+            except Exception:
+                await asyncio.sleep(1.0)
+                continue
+            finished = {r.state.saga_id for r in records if r.state.finished}
+            missing = self.order_ids - finished
+            if not missing and not outbox:
+                return time.monotonic(), set()
+            await asyncio.sleep(1.0)
+        return None, missing
+
+    async def _audit(self) -> Report:
+        """Every invariant, dead-letter queues included (read without losing anything)."""
+        reader = RabbitDeadLetters(self.settings.amqp_url.get_secret_value())
+        await reader.connect()
+        try:
+            return await audit(self.sagas_store, self.stores.services, reader, self.topology)
+        finally:
+            await reader.close()
+
+    async def _count_outcomes(self) -> None:
+        """Outcomes from the store: every saga, however its announcement fared."""
+        for r in await self.sagas_store.find(None, 1_000_000):
+            state = r.state
+            if state.status is SagaStatus.FAILED and state.failure is not None:
+                self.outcomes[f"rejected: {state.failure.reason_code.value}"] += 1
+            else:
+                self.outcomes[state.status.value.replace("_", " ")] += 1
+
+    async def _dead_letters(self) -> dict[str, list[dict[str, object]]]:
+        """Everything in the dead-letter queues (the run's namespace is deleted afterwards)."""
+        found: dict[str, list[dict[str, object]]] = {}
+        for queue in self.topology.consumer_queues():
+            messages: list[dict[str, object]] = []
+            while (m := await self.transport.get(dead_letter_queue(queue))) is not None:
+                messages.append({"poison": m.headers.get("x-chaos-poison"),
+                                 "reason": m.headers.get(REASON_HEADER)
+                                 or m.headers.get("x-first-death-reason"),
+                                 "type": m.type, "message_id": m.message_id})
+            found[queue] = messages
+        return found
+
+    def _print(self, began: float, healed: float, drained: float | None, missing: set[str],
+               report: Report, dead: dict[str, list[dict[str, object]]]) -> int:
+        return print_table(self, began, healed, drained, missing, report, dead)
+
+
+def _worker_faults(log_dir: Path) -> Counter[str]:
+    """Faults the processes injected themselves, counted from their logs across restarts."""
+    counts: Counter[str] = Counter()
+    for path in log_dir.glob("*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if '"fault": ' in line:
+                try:
+                    counts[str(json.loads(line)["fault"])] += 1
+                except (ValueError, KeyError):
+                    continue
+    return counts
+
+
+def print_table(run: ChaosRun, began: float, healed: float, drained: float | None,
+                missing: set[str], report: Report, dead: dict[str, list[dict[str, object]]]) -> int:
+    """The summary; returns the exit code (0 only with no violation and a full drain)."""
+    out = run.out
+    out.write(f"\nChaos run: {run.opts.orders} orders over {run.opts.duration:.0f}s, seed "
+              f"{run.opts.seed}, namespace {run.topology.namespace}, logs in {run.log_dir}\n")
+    out.write(f"\n{'Orders':<44}{'count':>7}\n")
+    for key, n in sorted(run.outcomes.items(), key=lambda kv: (-kv[1], kv[0])):
+        out.write(f"  {key:<42}{n:>7}\n")
+    out.write(f"\n{'Faults injected':<44}{'count':>7}\n")
+    faults = run.faults + _worker_faults(run.log_dir)
+    for key, n in sorted(faults.items()):
+        out.write(f"  {key:<42}{n:>7}\n")
+    # At-least-once: a consumer killed between its dead-letter copy and its ack copies the
+    # message again, so the dead-letter queues are compared by message id.
+    poison_dead = {str(m["message_id"]) for msgs in dead.values() for m in msgs if m["poison"]}
+    lost_poison = run.poison_sent - poison_dead
+    valid_dead = [m for msgs in dead.values() for m in msgs if not m["poison"]]
+    unexplained = [m for msgs in dead.values() for m in msgs if not m["reason"]]
+    violations = (len(report.violations) + len(valid_dead) + len(unexplained) + len(missing)
+                  + len(lost_poison))
+    out.write(f"\n{'Checks':<44}{'result':>7}\n")
+    out.write(f"  {'invariant violations (audit)':<42}{len(report.violations):>7}\n")
+    out.write(f"  {'orders without a finished saga':<42}{len(missing):>7}\n")
+    out.write(f"  {'poison messages sent':<42}{len(run.poison_sent):>7}\n")
+    out.write(f"  {'poison messages not in a dead-letter queue':<42}{len(lost_poison):>7}\n")
+    out.write(f"  {'valid messages dead-lettered':<42}{len(valid_dead):>7}\n")
+    out.write(f"  {'dead letters without a reason':<42}{len(unexplained):>7}\n")
+    out.write(f"  {'sagas needing attention (visible, counted)':<42}{len(report.needs_attention):>7}\n")
+    drain = "did not drain" if drained is None else f"{drained - healed:.1f}s"
+    out.write(f"  {'time to drain after the last fault':<42}{drain:>7}\n")
+    out.write(f"  {'total run time':<42}{time.monotonic() - began:>6.0f}s\n")
+    for v in report.violations[:20]:
+        out.write(f"    {v.invariant}: {v.subject}: {v.detail}\n")
+    for m in valid_dead[:10]:
+        out.write(f"    valid message dead-lettered: {m}\n")
+    ok = violations == 0 and drained is not None
+    out.write(f"\n{'PASS' if ok else 'FAIL'}: {violations} violation(s)\n")
+    return 0 if ok else 1
+
+
+async def _rabbitmqctl(*args: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", *args, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL)
+    await process.wait()
+
+
+async def run(common: CommonSettings, opts: ChaosOptions, mongo_configured: bool,
+              out: TextIO) -> int:
+    """``sagactl chaos``."""
+    if BROKER_FAULTS & opts.faults and not await _local_broker():
+        out.write("broker faults need rabbitmqctl for the broker at "
+                  f"{redact(common.amqp_url.get_secret_value())}; running without them\n")
+        opts = ChaosOptions(opts.orders, opts.duration, opts.faults - BROKER_FAULTS, opts.seed,
+                            opts.drain_timeout)
+    chaos = ChaosRun(common, opts, out, mongo_configured)
+    return await chaos.run()
+
+
+async def _local_broker() -> bool:
+    try:
+        process = await asyncio.create_subprocess_exec(
+            "rabbitmqctl", "status", stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL)
+    except FileNotFoundError:
+        return False
+    return await process.wait() == 0

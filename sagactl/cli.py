@@ -1,0 +1,294 @@
+"""``sagactl``: submit orders, inspect sagas, seed data, audit the stores, run the demo.
+
+Connection settings come from the same environment variables as the processes
+(SAGA_AMQP_URL, SAGA_MONGO_URL, SAGA_MONGO_DB, SAGA_NAMESPACE). Every error is one line on
+stderr and a non-zero exit code: 2 for bad arguments, 3 for an unreachable service,
+1 for a failed check or order.
+
+``sagactl audit`` exits 0 when every invariant holds and no saga needs attention, 1 when
+any invariant is violated, and 4 when the only problem is sagas needing attention. Its
+dead-letter check is skipped, with a note, when the broker cannot be reached; an
+unreachable database is 3 as everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+
+from contracts.envelope import describe
+from contracts.orders import OrderItem, OrderRequested
+from contracts.topology import Topology
+from infra.settings import CommonSettings, OrchestratorSettings, SettingsError, common_from_env
+from orchestrator.app import definitions
+from orchestrator.state import SagaStatus
+from sagactl import chaos, connect, status
+from sagactl.audit import AuditOptions
+from sagactl.audit import run as run_audit
+from sagactl.demo import DemoOptions
+from sagactl.demo import run as run_demo
+from sagactl.orders import OutcomeWatcher, submit
+from sagactl.seed import Catalog, demo_catalog, seed
+
+EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+
+
+class UsageError(Exception):
+    """A bad argument; the message is the one line to print."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line."""
+
+    def error(self, message: str) -> NoReturn:
+        """One line, exit code 2."""
+        raise UsageError(message)
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+def _item(text: str) -> OrderItem:
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"item {text!r} must be SKU:QUANTITY:UNIT_PRICE")
+    try:
+        return OrderItem(sku=parts[0], quantity=int(parts[1]), unit_price=Decimal(parts[2]))
+    except (ValueError, InvalidOperation, ValidationError) as e:
+        detail = describe(e) if isinstance(e, ValidationError) else "not a number"
+        raise argparse.ArgumentTypeError(f"item {text!r}: {detail}") from None
+
+
+def _pair(kind: str) -> Callable[[str], tuple[str, int]]:
+    def parse(text: str) -> tuple[str, int]:
+        name, sep, amount = text.partition("=")
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(f"{kind} {text!r} must be NAME=AMOUNT")
+        try:
+            value = Decimal(amount)
+        except InvalidOperation:
+            raise argparse.ArgumentTypeError(f"{kind} {text!r}: {amount!r} is not a number") from None
+        if value <= 0 or value > 10**9:
+            raise argparse.ArgumentTypeError(f"{kind} {text!r}: amount must be positive")
+        if kind == "sku" and value != value.to_integral_value():
+            raise argparse.ArgumentTypeError(f"sku {text!r}: units must be whole")
+        return name, int(value if kind == "sku" else value * 100)
+    return parse
+
+
+def parser() -> Parser:
+    """The command line."""
+    p = Parser(prog="sagactl", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    s = sub.add_parser("submit", help="publish an order request; prints the order id")
+    s.add_argument("--customer", required=True, help="customer id")
+    s.add_argument("--item", type=_item, action="append", required=True,
+                   help="SKU:QUANTITY:UNIT_PRICE (repeatable)")
+    s.add_argument("--order-id", help="order id (generated when absent)")
+    s.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
+    s.add_argument("--timeout", type=_positive, default=120, help="seconds to wait (default 120)")
+
+    st = sub.add_parser("status", help="one saga: state, steps, attempts and errors")
+    st.add_argument("order_id")
+    st.add_argument("--json", action="store_true")
+
+    ls = sub.add_parser("list", help="sagas, newest first")
+    ls.add_argument("--state", choices=[s.value for s in SagaStatus], action="append",
+                    help="only these states (repeatable)")
+    ls.add_argument("--limit", type=_positive, default=50)
+    ls.add_argument("--json", action="store_true")
+
+    sd = sub.add_parser("seed", help="add stock and customer balances")
+    sd.add_argument("--sku", type=_pair("sku"), action="append", default=[],
+                    help="SKU=UNITS to add (repeatable)")
+    sd.add_argument("--customer", type=_pair("customer"), action="append", default=[],
+                    help="CUSTOMER=AMOUNT to deposit (repeatable)")
+    sd.add_argument("--demo-catalog", action="store_true", help="the demo's SKUs and customers")
+
+    au = sub.add_parser("audit", help="check every invariant across the stores and dead letters")
+    au.add_argument("--json", action="store_true", help="the whole report as JSON")
+    au.add_argument("--no-queues", action="store_true", help="skip the dead-letter queues")
+    au.add_argument("--limit", type=_positive, default=10,
+                    help="violations listed per invariant (default 10)")
+    au.add_argument("--grace", type=_positive, default=60,
+                    help="seconds an unfinished saga may overrun its deadline (default 60)")
+
+    d = sub.add_parser("demo", help="run the system on a few hundred orders with faults")
+    d.add_argument("--orders", type=_positive, default=300)
+    d.add_argument("--transient", type=_probability, default=0.03,
+                   help="probability of a transient failure per command (default 0.03)")
+    d.add_argument("--reject", type=_probability, default=0.02,
+                   help="probability of an injected business rejection (default 0.02)")
+    d.add_argument("--duplicate", type=_probability, default=0.02,
+                   help="probability of publishing a message twice (default 0.02)")
+    d.add_argument("--latency-ms", type=int, default=0, help="added latency per command")
+    d.add_argument("--no-crash", action="store_true", help="do not kill the orchestrator midway")
+    d.add_argument("--orchestrators", type=_positive, default=1,
+                   help="orchestrator instances sharing the work (real processes only)")
+    d.add_argument("--embedded", action="store_true", help="one process, in-memory broker and stores")
+    d.add_argument("--timeout", type=_positive, default=600)
+
+    c = sub.add_parser("chaos", help="real processes under faults, then drain and audit")
+    c.add_argument("--orders", type=_positive, default=300)
+    c.add_argument("--duration", type=_positive, default=60,
+                   help="seconds of orders and faults before draining (default 60)")
+    c.add_argument("--faults", type=_fault_list, default=",".join(chaos.FAULTS),
+                   help=f"comma-separated, from: {','.join(chaos.FAULTS)} (default: all)")
+    c.add_argument("--seed", type=int, default=1)
+    c.add_argument("--drain-timeout", type=_positive, default=300)
+    return p
+
+
+async def _submit(common: CommonSettings, args: argparse.Namespace) -> int:
+    order = OrderRequested(order_id=args.order_id or os.urandom(8).hex(),
+                           customer_id=args.customer, items=tuple(args.item))
+    topology = Topology(common.namespace)
+    transport = await connect.transport(common)
+    try:
+        watcher = OutcomeWatcher(transport, topology)
+        if args.wait:
+            await watcher.start()
+        await submit(transport, topology, order)
+        print(order.order_id)
+        if not args.wait:
+            return 0
+        assert order.order_id is not None
+        if await watcher.wait_for({order.order_id}, args.timeout):
+            print(f"no outcome within {args.timeout}s", file=sys.stderr)
+            return EXIT_FAILED
+        outcome = watcher.outcomes[order.order_id]
+        if outcome.failed is not None:
+            print(f"failed: {outcome.failed.reason_code.value}: {outcome.failed.reason}")
+            return EXIT_FAILED
+        print("completed")
+        return 0
+    finally:
+        await transport.close()
+
+
+async def _inspect(common: CommonSettings, args: argparse.Namespace) -> int:
+    stores = await connect.stores(common, definitions(OrchestratorSettings(common=common)))
+    try:
+        if args.command == "status":
+            record = await stores.sagas.load(args.order_id)
+            if record is None:
+                print(f"sagactl: no saga {args.order_id!r}", file=sys.stderr)
+                return EXIT_FAILED
+            print(json.dumps(status.as_json(record), indent=2) if args.json
+                  else status.as_text(record))
+            return 0
+        states = None if not args.state else [SagaStatus(s) for s in args.state]
+        records = await stores.sagas.find(states, args.limit)
+        if args.json:
+            print(json.dumps([status.as_json(r) for r in records], indent=2))
+        else:
+            for r in records:
+                print(status.row(r))
+        return 0
+    finally:
+        await stores.close()
+
+
+async def _seed(common: CommonSettings, args: argparse.Namespace) -> int:
+    if not (args.sku or args.customer or args.demo_catalog):
+        raise UsageError("seed needs --sku, --customer or --demo-catalog")
+    catalog = demo_catalog() if args.demo_catalog else Catalog({}, {}, {})
+    catalog = Catalog({**catalog.stock, **dict(args.sku)},
+                      {**catalog.balances, **dict(args.customer)}, catalog.prices)
+    stores = await connect.stores(common, definitions(OrchestratorSettings(common=common)))
+    try:
+        await seed(stores.services["inventory"], stores.services["payment"], catalog)
+    finally:
+        await stores.close()
+    print(f"added stock for {len(catalog.stock)} SKUs and funds for {len(catalog.balances)} customers")
+    return 0
+
+
+async def _audit(common: CommonSettings, args: argparse.Namespace) -> int:
+    opts = AuditOptions(queues=not args.no_queues, as_json=args.json, limit=args.limit,
+                        grace=float(args.grace))
+    return await run_audit(common, opts, sys.stdout)
+
+
+async def _demo(common: CommonSettings, args: argparse.Namespace) -> int:
+    opts = DemoOptions(orders=args.orders, transient_rate=args.transient, reject_rate=args.reject,
+                       duplicate_rate=args.duplicate, latency_ms=args.latency_ms,
+                       crash_orchestrator=not args.no_crash, embedded=args.embedded,
+                       orchestrators=args.orchestrators,
+                       timeout=args.timeout)
+    return await run_demo(common, opts, bool(os.environ.get("SAGA_MONGO_URL")), sys.stdout)
+
+
+def _fault_list(text: str) -> str:
+    unknown = {f for f in text.split(",") if f} - set(chaos.FAULTS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown fault(s): {', '.join(sorted(unknown))}")
+    return text
+
+
+async def _chaos(common: CommonSettings, args: argparse.Namespace) -> int:
+    opts = chaos.ChaosOptions(orders=args.orders, duration=args.duration,
+                              faults=frozenset(f for f in args.faults.split(",") if f),
+                              seed=args.seed, drain_timeout=args.drain_timeout)
+    return await chaos.run(common, opts, bool(os.environ.get("SAGA_MONGO_URL")), sys.stdout)
+
+
+COMMANDS = {"submit": _submit, "status": _inspect, "list": _inspect, "seed": _seed, "demo": _demo,
+            "chaos": _chaos, "audit": _audit}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sagactl`` script."""
+    # Library chatter (connection retries) would break the one-line error promise.
+    logging.basicConfig(level=logging.CRITICAL)
+    try:
+        args = parser().parse_args(argv)
+        common = common_from_env(os.environ, "sagactl")
+        return asyncio.run(_terminable(COMMANDS[args.command](common, args)))
+    except (UsageError, SettingsError) as e:
+        print(f"sagactl: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except connect.Unreachable as e:
+        print(f"sagactl: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return 130
+    except asyncio.CancelledError:
+        return 143
+
+
+async def _terminable(command: Coroutine[Any, Any, int]) -> int:
+    """Run a command so that SIGTERM cancels it like Ctrl-C does: its clean-up (stopping
+    the processes a demo or chaos run started) runs instead of leaving orphans."""
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await command
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Open the real broker and database from settings, for the command-line tool."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import AsyncMongoClient
+
+from contracts.registry import SERVICES
+from infra import mongo
+from infra.rabbit import RabbitTransport
+from infra.settings import CommonSettings, redact
+from orchestrator.registry import DefinitionRegistry
+from orchestrator.store_mongo import MongoSagaStore
+from workers.store import DocumentStore
+from workers.store_mongo import MongoDocumentStore
+
+
+class Unreachable(RuntimeError):
+    """The broker or the database did not answer; the message is safe to print."""
+
+
+async def transport(common: CommonSettings, name: str = "sagactl",
+                    within: float = 5.0) -> RabbitTransport:
+    """A connected RabbitMQ transport, or Unreachable."""
+    url = common.amqp_url.get_secret_value()
+    rabbit = RabbitTransport(url, connection_name=name, connect_timeout=within)
+    try:
+        await rabbit.connect()
+    except Exception as e:
+        raise Unreachable(f"cannot reach RabbitMQ at {redact(url)}: {type(e).__name__}") from e
+    return rabbit
+
+
+@dataclass
+class Stores:
+    """The orchestrator's saga store and every service's store."""
+
+    clients: dict[str, AsyncMongoClient[dict[str, Any]]]  # by owner; owners may share one
+    sagas: MongoSagaStore
+    services: Mapping[str, DocumentStore]
+
+    async def close(self) -> None:
+        """Close every client once."""
+        for client in {id(c): c for c in self.clients.values()}.values():
+            await client.close()
+
+
+async def stores(common: CommonSettings, registry: DefinitionRegistry,
+                 within: float = 10.0) -> Stores:
+    """Connected stores (one client per distinct server), or Unreachable."""
+    if common.store != "mongo":
+        raise Unreachable("SAGA_STORE=memory keeps state inside each process; "
+                          "this command needs SAGA_STORE=mongo")
+    by_url: dict[str, AsyncMongoClient[dict[str, Any]]] = {}
+    try:
+        for owner in ("orchestrator", *SERVICES):
+            url = common.mongo_url_for(owner)
+            if url not in by_url:
+                by_url[url] = mongo.client(url, app_name="sagactl")
+                await _ping(by_url[url], url, within)
+    except Unreachable:
+        for client in by_url.values():
+            await client.close()
+        raise
+    clients = {o: by_url[common.mongo_url_for(o)] for o in ("orchestrator", *SERVICES)}
+    services = {s: MongoDocumentStore(clients[s], common.database(s)) for s in SERVICES}
+    sagas = MongoSagaStore(clients["orchestrator"][common.database("orchestrator")], registry)
+    return Stores(clients, sagas, services)
+
+
+async def _ping(client: AsyncMongoClient[dict[str, Any]], url: str, within: float) -> None:
+    try:
+        await mongo.wait_until_ready(client, within=within)
+    except Exception as e:
+        raise Unreachable(f"cannot reach MongoDB at {redact(url)}: {type(e).__name__}") from e

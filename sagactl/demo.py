@@ -1,0 +1,367 @@
+"""``sagactl demo``: run the whole system on a few hundred orders with faults, then check it.
+
+With a reachable RabbitMQ it runs the real processes (the orchestrator and each worker as
+its own OS process), against the configured MongoDB or, when none is configured, the
+stand-in wire server. Without a broker it runs embedded: in-memory broker and stores in
+one process, with the same engine and the same worker handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Protocol, TextIO
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from contracts.commands import Operation
+from contracts.registry import SERVICES
+from contracts.topology import Topology
+from infra.memory_bus import InMemoryBroker
+from infra.settings import (
+    CommonSettings,
+    FaultSettings,
+    OrchestratorSettings,
+    WorkerSettings,
+    common_from_env,
+    redact,
+)
+from infra.transport import Transport
+from orchestrator.app import build, definitions
+from orchestrator.metrics import OrchestratorMetrics
+from orchestrator.service import Orchestrator
+from orchestrator.state import SagaStatus
+from orchestrator.store import SagaStore
+from orchestrator.store_memory import MemorySagaStore
+from sagactl import connect
+from sagactl.invariants import INVARIANTS, Report, audit
+from sagactl.orders import OutcomeWatcher, submit
+from sagactl.processes import Cluster, ManagedProcess, http_get, start_standins
+from sagactl.seed import demo_catalog, demo_orders, seed
+from workers.app import Worker
+from workers.metrics import WorkerMetrics
+from workers.services import SERVICES as SPECS
+from workers.store import DocumentStore
+from workers.store_memory import MemoryDocumentStore
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """What the demo does."""
+
+    orders: int = 300
+    transient_rate: float = 0.03
+    reject_rate: float = 0.02
+    duplicate_rate: float = 0.02
+    latency_ms: int = 0
+    crash_orchestrator: bool = True
+    orchestrators: int = 1
+    timeout: float = 600.0
+    embedded: bool = False
+    seed: int = 7
+
+
+class System(Protocol):
+    """What the demo drives: a running deployment of the whole system."""
+
+    @property
+    def description(self) -> str: ...
+    @property
+    def transport(self) -> Transport: ...
+    @property
+    def topology(self) -> Topology: ...
+
+    async def stores(self) -> tuple[SagaStore, Mapping[str, DocumentStore]]: ...
+    async def crash_orchestrator(self) -> str: ...
+    async def counters(self) -> Counter[str]: ...
+    async def close(self) -> None: ...
+
+
+def _fault_settings(opts: DemoOptions) -> FaultSettings:
+    return FaultSettings(transient_rate=opts.transient_rate, reject_rate=opts.reject_rate,
+                         duplicate_rate=opts.duplicate_rate, latency_ms=opts.latency_ms,
+                         seed=opts.seed)
+
+
+@dataclass
+class EmbeddedSystem:
+    """Everything in this process: in-memory broker, in-memory stores."""
+
+    opts: DemoOptions
+    description: str = "embedded (in-memory broker and stores, one process)"
+    broker: InMemoryBroker = field(default_factory=InMemoryBroker)
+    topology: Topology = field(default_factory=lambda: Topology("demo"))
+
+    def __post_init__(self) -> None:
+        self.common = CommonSettings(store="memory", namespace=self.topology.namespace)
+        self.settings = OrchestratorSettings(common=self.common, step_timeout=2.0,
+                                             tick_interval=0.05, relay_after=1.0,
+                                             faults=FaultSettings(
+                                                 duplicate_rate=self.opts.duplicate_rate))
+        self.registry = definitions(self.settings)
+        self.sagas = MemorySagaStore(self.registry)
+        self.services = {name: MemoryDocumentStore() for name in SERVICES}
+        self.transport = self.broker.connect()
+        self.registries = {name: CollectorRegistry() for name in SERVICES}
+        self.workers = [
+            Worker(settings=WorkerSettings(common=self.common, service=name,
+                                           faults=_fault_settings(self.opts)),
+                   spec=SPECS[name], transport=self.broker.connect(),
+                   store=self.services[name], metrics=WorkerMetrics(self.registries[name]))
+            for name in SERVICES]
+        self.orchestrator_registries: list[CollectorRegistry] = []
+        self.orchestrator = self._orchestrator()
+
+    def _orchestrator(self) -> Orchestrator:
+        registry = CollectorRegistry()
+        self.orchestrator_registries.append(registry)
+        return build(self.settings, self.broker.connect(), self.sagas, self.registry,
+                     OrchestratorMetrics(registry))
+
+    async def start(self) -> None:
+        """Start the orchestrator and the workers."""
+        await self.transport.declare(self.topology)
+        await self.orchestrator.start()
+        for worker in self.workers:
+            await worker.start()
+
+    async def stores(self) -> tuple[SagaStore, Mapping[str, DocumentStore]]:
+        """The in-memory stores."""
+        return self.sagas, self.services
+
+    async def crash_orchestrator(self) -> str:
+        """Drop the orchestrator without a final sweep and build a new one on the same store."""
+        await self.orchestrator.stop()
+        self.orchestrator = self._orchestrator()
+        await self.orchestrator.start()
+        return "orchestrator stopped and rebuilt on the same store"
+
+    async def counters(self) -> Counter[str]:
+        """Faults and their effects, from every component's metrics."""
+        counts: Counter[str] = Counter()
+        for registry in [*self.registries.values(), *self.orchestrator_registries]:
+            counts += _scrape(generate_latest(registry).decode())
+        return counts
+
+    async def close(self) -> None:
+        """Stop everything."""
+        await self.orchestrator.stop()
+        for worker in self.workers:
+            await worker.stop()
+        await self.transport.close()
+
+
+@dataclass
+class ProcessSystem:
+    """Real processes on a real broker and MongoDB (or the stand-in)."""
+
+    opts: DemoOptions
+    common: CommonSettings
+    mongo_configured: bool
+    out: TextIO
+    description: str = ""
+    standins: list[ManagedProcess] = field(default_factory=list)
+    transport: Transport = field(init=False)
+    topology: Topology = field(init=False)
+
+    async def start(self) -> None:
+        """Start the stand-ins if needed, then the orchestrator and the workers."""
+        tag = secrets.token_hex(3)
+        self.log_dir = Path(tempfile.mkdtemp(prefix=f"saga-demo-{tag}-"))
+        self.topology = Topology(f"demo-{tag}")
+        env = {"SAGA_AMQP_URL": self.common.amqp_url.get_secret_value(),
+               "SAGA_NAMESPACE": self.topology.namespace, "SAGA_MONGO_DB": f"demo_{tag}",
+               "SAGA_STORE": "mongo", "SAGA_TICK_INTERVAL": "0.1",
+               "SAGA_FAULT_DUPLICATE": str(self.opts.duplicate_rate)}
+        where = f"MongoDB at {redact(self.common.mongo_url.get_secret_value())}"
+        if not self.mongo_configured:
+            self.standins, urls = await start_standins(("orchestrator", *SERVICES), self.log_dir)
+            env |= urls | {"SAGA_TX_CONCURRENCY": "1"}
+            where = ("MongoDB stand-ins (mongoeco wire servers, one process per database; "
+                     "no SAGA_MONGO_URL was set)")
+        faults = {"SAGA_FAULT_TRANSIENT": str(self.opts.transient_rate),
+                  "SAGA_FAULT_REJECT": str(self.opts.reject_rate),
+                  "SAGA_FAULT_LATENCY_MS": str(self.opts.latency_ms),
+                  "SAGA_FAULT_SEED": str(self.opts.seed)}
+        self.settings = common_from_env({**os.environ, **env}, "sagactl")
+        self.description = (f"real processes ({self.opts.orchestrators} orchestrator(s) + "
+                            f"{len(SERVICES)} workers), RabbitMQ at "
+                            f"{redact(self.common.amqp_url.get_secret_value())}, {where}; "
+                            f"logs in {self.log_dir}")
+        self.cluster = Cluster(env, self.log_dir, faults)
+        self.cluster.add_system()
+        for n in range(2, self.opts.orchestrators + 1):
+            self.cluster.add(f"orchestrator-{n}", "orchestrator")
+        self.transport = await connect.transport(self.settings, "sagactl-demo")
+        await self.transport.declare(self.topology)
+        self.connections = await connect.stores(self.settings, definitions(
+            OrchestratorSettings(common=self.settings)))
+        await self.cluster.start()
+
+    async def stores(self) -> tuple[SagaStore, Mapping[str, DocumentStore]]:
+        """The MongoDB stores of every process."""
+        return self.connections.sagas, self.connections.services
+
+    async def crash_orchestrator(self) -> str:
+        """SIGKILL the orchestrator and start it again."""
+        began = time.monotonic()
+        self.cluster.processes["orchestrator"].kill()
+        await asyncio.sleep(0.5)
+        await self.cluster.restart("orchestrator")
+        return f"orchestrator SIGKILLed and restarted (back in {time.monotonic() - began:.1f}s)"
+
+    async def counters(self) -> Counter[str]:
+        """Faults and their effects, scraped from every process's /metrics (counters of a
+        killed process restart from zero)."""
+        counts: Counter[str] = Counter()
+        for process in self.cluster.processes.values():
+            counts += _scrape(await http_get(process.port, "/metrics"))
+        return counts
+
+    async def close(self) -> None:
+        """Stop every process, drop the demo's queues, stop the stand-in."""
+        self.cluster.stop()
+        await self.transport.undeclare(self.topology)
+        await self.transport.close()
+        await self.connections.close()
+        for standin in self.standins:
+            standin.stop()
+
+
+COUNTED = {
+    "saga_worker_duplicate_commands_total": "duplicate commands absorbed (workers)",
+    "saga_stale_replies_total": "stale replies ignored (orchestrator)",
+    "saga_version_conflicts_total": "version conflicts (orchestrator)",
+    "saga_worker_version_conflicts_total": "version conflicts (workers)",
+    "saga_worker_fence_events_total": "fence: {kind}",
+    "saga_worker_injected_faults_total": "injected: {kind}",
+    "saga_outbox_relayed_total": "outbox messages relayed",
+}
+
+
+def _scrape(text: str) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            label = COUNTED.get(sample.name)
+            if label is not None and sample.value:
+                counts[label.format(**sample.labels)] += int(sample.value)
+    return counts
+
+
+async def drive(system: System, opts: DemoOptions, out: TextIO) -> tuple[int, float, list[str]]:
+    """Seed, publish every order, crash the orchestrator once, wait for every outcome."""
+    _, services = await system.stores()
+    catalog = demo_catalog(opts.seed)
+    await seed(services["inventory"], services["payment"], catalog)
+    orders = demo_orders(catalog, opts.orders, opts.seed, prefix=f"{system.topology.namespace}-o")
+    watcher = OutcomeWatcher(system.transport, system.topology)
+    await watcher.start()
+    began = time.monotonic()
+    events = []
+    for order in orders:
+        await submit(system.transport, system.topology, order)
+    ids = {o.order_id for o in orders if o.order_id}
+    if opts.crash_orchestrator:
+        await watcher.wait_for_count(int(len(ids) * 0.4), opts.timeout)
+        events.append(f"{await system.crash_orchestrator()} after {len(watcher.outcomes)} outcomes")
+    missing = await watcher.wait_for(ids, max(1.0, opts.timeout - (time.monotonic() - began)))
+    elapsed = time.monotonic() - began
+    if missing:
+        out.write(f"{len(missing)} orders have no outcome after {elapsed:.0f}s, e.g. "
+                  f"{sorted(missing)[:5]}\n")
+    return len(missing), elapsed, events
+
+
+async def summarise(system: System, opts: DemoOptions, elapsed: float, events: list[str],
+                    out: TextIO) -> Report:
+    """Print the outcome table and the invariant check; return the report."""
+    sagas, services = await system.stores()
+    records = await sagas.find(None, 1_000_000)
+    by_outcome: Counter[str] = Counter()
+    compensated = 0
+    for r in records:
+        state = r.state
+        if state.status is SagaStatus.FAILED and state.failure:
+            by_outcome[f"rejected: {state.failure.reason_code.value}"] += 1
+        else:
+            by_outcome[state.status.value] += 1
+        if any(op is Operation.COMPENSATE and o.attempt for (_, op), o in state.ops.items()):
+            compensated += 1
+    faults = await system.counters()
+    # Reading the dead-letter queues through the transport takes them: fine here, the
+    # demo's namespace is deleted when it ends.
+    report = await audit(sagas, services, system.transport, system.topology)
+    _print_table(out, by_outcome, compensated, len(records), elapsed, faults, events)
+    out.write("\nInvariants\n")
+    failing = Counter(v.invariant for v in report.violations)
+    for name in INVARIANTS:
+        out.write(f"  {name:<44}{'ok' if not failing[name] else f'FAILED ({failing[name]})'}\n")
+    unfinished = sum(1 for r in records if not r.state.finished)
+    all_done = len(records) == opts.orders and not unfinished
+    out.write(f"  {'every saga finished':<44}{'ok' if all_done else f'FAILED ({unfinished})'}\n")
+    for v in report.violations[:20]:
+        out.write(f"    {v.invariant}: {v.subject}: {v.detail}\n")
+    return report
+
+
+def _print_table(out: TextIO, by_outcome: Counter[str], compensated: int, total: int,
+                 elapsed: float, faults: Counter[str], events: list[str]) -> None:
+    out.write(f"\n{'Outcome':<36}{'Sagas':>7}\n")
+    fixed = ("completed", "needs_attention")
+    rows = ["completed", *sorted(k for k in by_outcome if k not in fixed), "needs_attention"]
+    for key in rows:
+        label = "needs attention" if key == "needs_attention" else key
+        out.write(f"{label:<36}{by_outcome[key]:>7}\n")
+    out.write(f"{'compensated (ran at least one undo)':<36}{compensated:>7}\n")
+    rate = total / elapsed if elapsed else 0.0
+    out.write(f"{'total':<36}{total:>7}   in {elapsed:.1f}s ({rate:.1f} sagas/s)\n")
+    out.write("\nFaults and what absorbed them\n")
+    for kind, n in sorted(faults.items()):
+        out.write(f"  {kind:<42}{n:>7}\n")
+    for event in events:
+        out.write(f"  {event}\n")
+
+
+async def run(common: CommonSettings, opts: DemoOptions, mongo_configured: bool,
+              out: TextIO) -> int:
+    """The demo; returns the process exit code (0 only if every invariant holds)."""
+    system: EmbeddedSystem | ProcessSystem
+    if not opts.embedded and not await _broker_reachable(common):
+        out.write(f"No RabbitMQ at {redact(common.amqp_url.get_secret_value())}: "
+                  "running embedded instead.\n")
+        opts = replace(opts, embedded=True)
+    system = (EmbeddedSystem(opts) if opts.embedded
+              else ProcessSystem(opts, common, mongo_configured, out))
+    try:
+        await system.start()
+        out.write(f"Demo: {opts.orders} orders on {system.description}\n")
+        out.write(f"Injected: transient failures {opts.transient_rate:.0%}, business rejections "
+                  f"{opts.reject_rate:.0%}, duplicated messages {opts.duplicate_rate:.0%}"
+                  f"{', one orchestrator crash' if opts.crash_orchestrator else ''}\n")
+        missing, elapsed, events = await drive(system, opts, out)
+        report = await summarise(system, opts, elapsed, events, out)
+    finally:
+        await system.close()
+    ok = report.ok and not missing
+    verdict = ("PASS: stock and money conserved, no order both charged and rejected, "
+               "every saga finished" if ok else "FAIL: see the invariants above")
+    out.write(f"\n{verdict}\n")
+    return 0 if ok else 1
+
+
+async def _broker_reachable(common: CommonSettings) -> bool:
+    try:
+        transport = await connect.transport(common, "sagactl-probe", within=3.0)
+    except connect.Unreachable:
+        return False
+    await transport.close()
+    return True

@@ -1,0 +1,261 @@
+"""Dead-letter queues hold only messages that really are invalid, each with its reason.
+
+Every message of every ``<queue>.dlq`` of the namespace is read and validated again with
+the real codec, the way its consumer validated it. One that passes now was a valid order,
+command or reply dead-lettered by mistake (a handler that kept failing, a consumer that
+crashed 20 times): an order or a step lost, unless an operator replays it.
+
+AMQP 0-9-1 cannot browse a queue, so reading means taking the messages and putting them
+back. On RabbitMQ (``RabbitDeadLetters``) every message is taken unacknowledged, then each
+is published again through the dead-letter exchange with its queue's routing key (so it
+lands where the broker itself would put it), and acknowledged only once the broker
+confirmed the copy. A crash at any point therefore loses nothing: unacknowledged
+messages return to the queue, and at worst one message is duplicated. Requeueing with a
+nack instead would raise the delivery count of a quorum queue (on RabbitMQ 4 quorum
+queues drop messages past the default delivery limit) and would change nothing else.
+The queue keeps its order, except for dead letters arriving during the audit, which end
+up among the copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Set as AbstractSet
+from typing import Protocol, runtime_checkable
+
+import aio_pika
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
+
+from contracts.commands import StepReply
+from contracts.envelope import (
+    CodecError,
+    WireMessage,
+    is_identifier,
+    read_envelope,
+    read_payload,
+)
+from contracts.orders import OrderRequested, order_total
+from contracts.registry import ORDER_REQUESTED, SERVICE_COMMANDS, STEP_REPLY
+from contracts.topology import Topology, layout
+from infra.consumer import REASON_HEADER
+from infra.errors import PublishFailed
+from infra.rabbit import from_amqp
+from infra.transport import Transport
+from orchestrator.handlers import MAX_ORDER_TOTAL
+from sagactl.snapshot import DeadLetterQueue, Snapshot, SubjectKind, Violation
+
+DEAD_LETTERS_EXPLAINED = "dead letters carry a reason"
+DEAD_LETTERS_INVALID = "dead letters are invalid"
+
+DESCRIPTIONS = {
+    DEAD_LETTERS_EXPLAINED: "each dead letter says why (x-dead-letter-reason, or RabbitMQ's "
+                            "x-first-death-reason)",
+    DEAD_LETTERS_INVALID: "no dead letter passes its consumer's validation now",
+}
+
+BROKER_REASON_HEADER = "x-first-death-reason"  # set by RabbitMQ, e.g. "delivery_limit"
+# Read at most this many messages per queue; a larger queue is reported as not audited.
+MAX_MESSAGES = 10_000
+
+
+class TooManyDeadLetters(Exception):
+    """A dead-letter queue too large to audit in memory."""
+
+
+@runtime_checkable
+class DeadLetterReader(Protocol):
+    """Reads every message of a queue and leaves the queue as it was."""
+
+    async def read(self, queue: str, exchange: str, routing_key: str) -> tuple[WireMessage, ...]:
+        """The messages of ``queue``, each put back through ``exchange``/``routing_key``."""
+        ...
+
+
+class PortDeadLetters:
+    """A reader over the transport port, for the in-memory broker and tests.
+
+    The port's ``get`` acknowledges at once, so a crash between taking and putting back
+    would lose messages: with RabbitMQ use ``RabbitDeadLetters``.
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    async def read(self, queue: str, exchange: str, routing_key: str) -> tuple[WireMessage, ...]:
+        """Take every message, then publish each back in order."""
+        taken: list[WireMessage] = []
+        while (message := await self._transport.get(queue)) is not None:
+            taken.append(message)
+        for message in taken:
+            await self._transport.publish(exchange, routing_key, message)
+        if len(taken) > MAX_MESSAGES:
+            raise TooManyDeadLetters(f"{len(taken)} messages")
+        return tuple(taken)
+
+
+class RabbitDeadLetters:
+    """A reader on its own RabbitMQ connection: take unacknowledged, copy back, then ack."""
+
+    def __init__(self, url: str, connect_timeout: float = 5.0) -> None:
+        self._url = url
+        self._timeout = connect_timeout
+        self._connection: AbstractConnection | None = None
+
+    async def connect(self) -> None:
+        """Open the connection (raises when the broker cannot be reached)."""
+        self._connection = await aio_pika.connect(
+            self._url, timeout=self._timeout,
+            client_properties={"connection_name": "sagactl-audit"})
+
+    async def close(self) -> None:
+        """Close the connection; anything not yet copied back returns to its queue."""
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def read(self, queue: str, exchange: str, routing_key: str) -> tuple[WireMessage, ...]:
+        """See the module docstring for why it is done this way."""
+        if self._connection is None:
+            raise RuntimeError("RabbitDeadLetters.connect() was not called")
+        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        try:
+            source = await channel.declare_queue(queue, passive=True)
+            count = source.declaration_result.message_count or 0
+            if count > MAX_MESSAGES:
+                raise TooManyDeadLetters(f"{count} messages")
+            taken: list[AbstractIncomingMessage] = []
+            while len(taken) < MAX_MESSAGES and (
+                    incoming := await source.get(no_ack=False, fail=False)) is not None:
+                taken.append(incoming)
+            target = await channel.get_exchange(exchange, ensure=False)
+            for incoming in taken:
+                await target.publish(_copy(incoming), routing_key, mandatory=True)
+                await incoming.ack()
+            return tuple(from_amqp(incoming) for incoming in taken)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+
+def _copy(incoming: AbstractIncomingMessage) -> aio_pika.Message:
+    # Body, headers and properties as they were. user_id goes: the broker refuses a
+    # user_id other than the publisher's own login.
+    return aio_pika.Message(
+        incoming.body, headers=incoming.headers, content_type=incoming.content_type,
+        content_encoding=incoming.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT, priority=incoming.priority,
+        correlation_id=incoming.correlation_id, reply_to=incoming.reply_to,
+        expiration=incoming.expiration, message_id=incoming.message_id,
+        timestamp=incoming.timestamp, type=incoming.type, app_id=incoming.app_id)
+
+
+async def read_all(source: Transport | DeadLetterReader,
+                   topology: Topology) -> tuple[DeadLetterQueue, ...]:
+    """Every dead-letter queue of the namespace, read without losing anything."""
+    reader = source if isinstance(source, DeadLetterReader) else PortDeadLetters(source)
+    found = []
+    for spec in layout(topology)[1]:
+        if not spec.dead_letter_queue:
+            continue
+        exchange, queue = spec.bindings[0]
+        kind = _consumer(topology, queue)
+        try:
+            messages = await reader.read(spec.name, exchange, queue)
+        except TooManyDeadLetters as e:
+            found.append(DeadLetterQueue(spec.name, kind, (), f"not read: {e}"))
+        except ChannelNotFoundEntity:
+            found.append(DeadLetterQueue(spec.name, kind, (),
+                                         "not read: no such queue or exchange"))
+        except (AMQPError, PublishFailed) as e:
+            # Whatever was not copied back yet is still unacknowledged: it returns to the
+            # queue when the channel closes. Nothing is lost, but this queue is unaudited.
+            found.append(DeadLetterQueue(spec.name, kind, (), f"not read: {e!r}"[:300]))
+        else:
+            found.append(DeadLetterQueue(spec.name, kind, messages))
+    return tuple(found)
+
+
+def _consumer(t: Topology, queue: str) -> str:
+    """What a consumer queue receives: ``requests``, ``replies`` or a service's commands."""
+    if queue == t.requests_queue:
+        return "requests"
+    if queue == t.replies_queue:
+        return "replies"
+    return next(s for s in SERVICE_COMMANDS if t.command_queue(s) == queue)
+
+
+def check(s: Snapshot) -> list[Violation]:
+    """Every dead letter has a reason and is still invalid."""
+    out = []
+    for q in s.dead_letters or ():
+        for m in q.messages:
+            out += _judge(q, m, s)
+    return out
+
+
+def _judge(q: DeadLetterQueue, m: WireMessage, s: Snapshot) -> list[Violation]:
+    reason = _reason(m)
+    valid = _still_valid(q.source, m, s)
+    subject = valid or m.message_id or "(no message id)"
+    kind: SubjectKind = "order" if valid else "message"
+    out = []
+    if reason is None:
+        out.append(Violation(DEAD_LETTERS_EXPLAINED, subject,
+                             f"{q.name}: message {m.message_id} has no reason header", kind))
+    if valid:
+        out.append(Violation(DEAD_LETTERS_INVALID, subject,
+                             f"valid message dead-lettered: {m.type or 'untyped'} "
+                             f"{m.message_id} in {q.name} (reason given: {reason or 'none'})",
+                             kind))
+    return out
+
+
+def _reason(m: WireMessage) -> str | None:
+    for name in (REASON_HEADER, BROKER_REASON_HEADER):
+        value = m.headers.get(name)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
+def _still_valid(source: str, m: WireMessage, s: Snapshot) -> str | None:
+    """The order id of a message its consumer would accept now, or None."""
+    try:
+        if source == "requests":
+            return _request(m)
+        if source == "replies":
+            return _reply(m, s.sagas.keys())
+        return _command(source, m)
+    except CodecError:
+        return None
+
+
+def _request(m: WireMessage) -> str | None:
+    # As orchestrator/handlers.py on_order_request: only the body is required.
+    if m.type not in (None, "", ORDER_REQUESTED):
+        return None
+    request = read_payload(m, OrderRequested)
+    if m.message_id is not None and not is_identifier(m.message_id):
+        return None
+    if order_total(request.items) > MAX_ORDER_TOTAL:
+        return None
+    return request.order_id or m.message_id or "(order without an id)"
+
+
+def _reply(m: WireMessage, sagas: AbstractSet[str]) -> str | None:
+    envelope = read_envelope(m)
+    if envelope.message_type != STEP_REPLY or envelope.causation_id is None:
+        return None
+    reply = read_payload(m, StepReply)
+    if reply.saga_id != envelope.correlation_id:
+        return None
+    # A reply for a saga that does not exist is rightly dead-lettered.
+    return reply.saga_id if reply.saga_id in sagas else None
+
+
+def _command(service: str, m: WireMessage) -> str | None:
+    envelope = read_envelope(m)
+    model = SERVICE_COMMANDS[service].get(envelope.message_type)
+    if model is None:
+        return None
+    command = read_payload(m, model)
+    return command.saga_id if command.saga_id == envelope.correlation_id else None

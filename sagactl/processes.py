@@ -1,0 +1,208 @@
+"""Start, watch, kill and restart the system's processes (for the demo and the tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from contracts.registry import SERVICES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def http_ok(port: int, path: str, timeout: float = 1.0) -> bool:
+    """True if GET http://127.0.0.1:port/path answers 200."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), timeout)
+        return b" 200 " in status
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+
+
+async def http_get(port: int, path: str, timeout: float = 5.0) -> str:
+    """The body of GET http://127.0.0.1:port/path."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+    return data.split(b"\r\n\r\n", 1)[-1].decode()
+
+
+async def port_open(port: int) -> bool:
+    """True if something accepts connections on the port."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+@dataclass
+class ManagedProcess:
+    """One OS process of the system, with its log file and its ops port."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    port: int
+    ready_path: str | None = "/readyz"
+    popen: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        """Launch it; output goes to its log file (appended across restarts)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=self._log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until /readyz says ready (or the port opens); fail if the process died."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen is not None and self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}; "
+                                   f"see {self.log_path}")
+            ok = (await http_ok(self.port, self.ready_path) if self.ready_path
+                  else await port_open(self.port))
+            if ok:
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready after {timeout:.0f}s; see {self.log_path}")
+
+    @property
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.popen is not None and self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a crash."""
+        if self.popen is not None and self.alive:
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait()
+        self._close_log()
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL if it does not exit in time; returns the exit code."""
+        if self.popen is None:
+            return None
+        if self.alive:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._close_log()
+        return self.popen.returncode
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+@dataclass
+class Cluster:
+    """The orchestrator and every worker, plus (optionally) the MongoDB stand-in."""
+
+    env: Mapping[str, str]
+    log_dir: Path
+    worker_env: Mapping[str, str] = field(default_factory=dict)
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+
+    def add(self, name: str, module: str, extra_env: Mapping[str, str] | None = None) -> None:
+        """Register a process running ``python -m module`` with its own metrics port."""
+        port = free_port()
+        env = {**os.environ, **self.env, **(extra_env or {}), "SAGA_METRICS_PORT": str(port),
+               "SAGA_METRICS_HOST": "127.0.0.1"}
+        self.processes[name] = ManagedProcess(name, [sys.executable, "-m", module], env,
+                                              self.log_dir / f"{name}.log", port)
+
+    def add_system(self) -> None:
+        """The orchestrator and one worker per service."""
+        self.add("orchestrator", "orchestrator")
+        for service in SERVICES:
+            self.add(service, f"workers.{service}", self.worker_env)
+
+    async def start(self, timeout: float = 60.0) -> None:
+        """Start every process and wait until all are ready."""
+        for p in self.processes.values():
+            p.start()
+        await asyncio.gather(*(p.wait_ready(timeout) for p in self.processes.values()))
+
+    async def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Start a (killed or stopped) process again and wait until it is ready."""
+        process = self.processes[name]
+        process.start()
+        await process.wait_ready(timeout)
+
+    def stop(self) -> dict[str, int | None]:
+        """SIGTERM everything; returns exit codes."""
+        return {name: p.stop() for name, p in self.processes.items()}
+
+    def logs(self) -> str:
+        """Every log, for a failure message."""
+        parts = []
+        for p in self.processes.values():
+            if p.log_path.exists():
+                parts.append(f"===== {p.name}\n{p.log_path.read_text(errors='replace')[-4000:]}")
+        return "\n".join(parts)
+
+
+async def start_standin(log_dir: Path, sqlite_path: Path | None = None,
+                        port: int | None = None, name: str = "standin") -> tuple[ManagedProcess, str]:
+    """Run the MongoDB stand-in server in its own process; returns it and its URL."""
+    port = port or free_port()
+    argv = [sys.executable, "-m", "infra.standin", "--port", str(port)]
+    if sqlite_path is not None:
+        argv += ["--sqlite", str(sqlite_path)]
+    process = ManagedProcess(name, argv, dict(os.environ), log_dir / f"{name}.log", port,
+                             ready_path=None)
+    process.start()
+    try:
+        await process.wait_ready(30.0)
+    except BaseException:  # not ready, or the caller was cancelled: leave no orphan behind
+        process.stop()
+        raise
+    return process, f"mongodb://127.0.0.1:{port}/?directConnection=true"
+
+
+async def start_standins(owners: tuple[str, ...], log_dir: Path) -> tuple[
+        list[ManagedProcess], dict[str, str]]:
+    """One stand-in server per owner (the stand-in detects write conflicts server-wide, so
+    owners sharing one would conflict with each other); returns the processes and the
+    ``SAGA_MONGO_URL_<OWNER>`` variables pointing at them."""
+    started = await asyncio.gather(*(start_standin(log_dir, name=f"standin-{o}") for o in owners))
+    env = {f"SAGA_MONGO_URL_{o.upper()}": url for o, (_, url) in zip(owners, started, strict=True)}
+    return [p for p, _ in started], env

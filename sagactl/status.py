@@ -1,0 +1,70 @@
+"""Render a saga for people (a table) and for programs (JSON)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator.store import SagaRecord
+
+
+def _time(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+
+
+def as_json(record: SagaRecord) -> dict[str, Any]:
+    """Everything ``sagactl status`` knows about one saga."""
+    state = record.state
+    failure = state.failure
+    steps = sorted(state.ops.items(), key=lambda kv: (kv[1].started_at or 0.0, kv[0][0]))
+    return {
+        "saga_id": state.saga_id,
+        "definition": state.definition,
+        "definition_version": state.definition_version,
+        "status": state.status.value,
+        "created_at": _time(state.created_at),
+        "updated_at": _time(state.updated_at),
+        "deadline_at": _time(state.deadline_at),
+        "failure": None if failure is None else {
+            "reason_code": failure.reason_code.value, "reason": failure.reason,
+            "step": failure.step},
+        "attention": state.attention,
+        "data": state.data.model_dump(mode="json"),
+        "steps": [{
+            "step": step, "operation": op.value, "status": o.status.value,
+            "attempts": o.attempt, "message_id": o.message_id,
+            "started_at": _time(o.started_at), "finished_at": _time(o.finished_at),
+            "errors": [{"attempt": e.attempt, "code": e.code, "detail": e.detail,
+                        "at": _time(e.at)} for e in o.errors],
+        } for (step, op), o in steps],
+        "outbox_pending": len(record.outbox),
+        "version": state.version,
+    }
+
+
+def as_text(record: SagaRecord) -> str:
+    """A human-readable status block."""
+    j = as_json(record)
+    lines = [f"saga {j['saga_id']}: {j['status']}   ({j['definition']} v{j['definition_version']})",
+             f"  created {j['created_at']}   updated {j['updated_at']}   deadline {j['deadline_at']}"]
+    if j["failure"]:
+        f = j["failure"]
+        lines.append(f"  failure: {f['reason_code']} at {f['step'] or '-'}: {f['reason']}")
+    if j["attention"]:
+        lines.append(f"  NEEDS ATTENTION: {j['attention']}")
+    lines.append(f"  {'STEP':<20}{'OPERATION':<12}{'STATUS':<11}{'TRY':>4}  {'STARTED':<25}"
+                 f"{'FINISHED':<25}LAST ERROR")
+    for s in j["steps"]:
+        last = s["errors"][-1] if s["errors"] else None
+        error = f"{last['code']}: {last['detail']}" if last else ""
+        lines.append(f"  {s['step']:<20}{s['operation']:<12}{s['status']:<11}{s['attempts']:>4}  "
+                     f"{s['started_at'] or '-':<25}{s['finished_at'] or '-':<25}{error}")
+    return "\n".join(lines)
+
+
+def row(record: SagaRecord) -> str:
+    """One line per saga, for ``sagactl list``."""
+    state = record.state
+    reason = state.failure.reason_code.value if state.failure else ""
+    return (f"{state.saga_id:<40}{state.status.value:<16}{reason:<22}"
+            f"{_time(state.created_at)}")

@@ -1,0 +1,330 @@
+"""One contract for every SagaStore adapter: the in-memory one and MongoDB."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from contracts.commands import Operation, Outcome
+from contracts.orders import OrderItem, ReasonCode
+from contracts.topology import Topology
+from infra.errors import VersionConflict
+from orchestrator.definition import Failure
+from orchestrator.engine import start
+from orchestrator.outbox import outbox_messages
+from orchestrator.registry import DefinitionRegistry
+from orchestrator.sagas.order import OrderSagaData, order_saga
+from orchestrator.state import AttemptError, OpState, OpStatus, SagaState, SagaStatus
+from orchestrator.store import OutboxMessage, SagaStore, StoreHealth
+from orchestrator.store_memory import MemorySagaStore
+from orchestrator.store_mongo import MongoSagaStore
+
+DEFINITION = order_saga()
+TOPOLOGY = Topology("contract")
+T0 = 1_000.0
+# A saga started at ``t`` next wakes up when its first command's reply is due.
+STEP_TIMEOUT = 10.0
+
+Saga = SagaState[OrderSagaData]
+
+
+def data(order_id: str) -> OrderSagaData:
+    """An order of two lines, with a total that only survives as an exact Decimal."""
+    items = (OrderItem(sku="SKU-1", quantity=2, unit_price=Decimal("9.99")),
+             OrderItem(sku="SKU-2", quantity=1, unit_price=Decimal("0.01")))
+    return OrderSagaData(order_id=order_id, customer_id="cust-1", items=items,
+                         total=Decimal("19.99"))
+
+
+def started(saga_id: str, now: float = T0) -> tuple[Saga, tuple[OutboxMessage, ...]]:
+    """A fresh saga as the engine starts it, with the outbox the runner would store."""
+    decision = start(DEFINITION, saga_id, data(saga_id), now)
+    return decision.state, outbox_messages(decision, TOPOLOGY, None, now, None)
+
+
+def message(saga_id: str, n: int, created_at: float) -> OutboxMessage:
+    """An outbox entry with every optional field set."""
+    return OutboxMessage(f"{saga_id}:m{n}", TOPOLOGY.commands_exchange, "inventory",
+                         "inventory.prepare", f'{{"n": {n}}}', saga_id, f"cause-{n}", created_at,
+                         traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+
+
+def finished(state: Saga, at: float) -> Saga:
+    """The same saga, completed: it has no timer any more."""
+    return replace(state, status=SagaStatus.COMPLETED, updated_at=at)
+
+
+@pytest.fixture(params=["memory", "mongo"])
+def unindexed_store(request: pytest.FixtureRequest) -> MemorySagaStore | MongoSagaStore:
+    """Each adapter; MongoDB fixtures are only set up for the mongo case."""
+    registry = DefinitionRegistry([DEFINITION])
+    if request.param == "memory":
+        return MemorySagaStore(registry)
+    # Resolved here, in a synchronous fixture: an async fixture cannot set up another one.
+    client: AsyncMongoClient[Any] = request.getfixturevalue("mongo_client")
+    name: str = request.getfixturevalue("mongo_db_name")
+    return MongoSagaStore(client[name], registry)
+
+
+@pytest.fixture
+async def store(unindexed_store: MemorySagaStore | MongoSagaStore) -> SagaStore:
+    """The adapter under test, with its indexes in place."""
+    await unindexed_store.ensure_indexes()
+    return unindexed_store
+
+
+# --- create and load -------------------------------------------------------------------------
+
+
+async def test_create_then_load_round_trips_state_and_outbox(store: SagaStore) -> None:
+    """A created saga loads back equal, field for field, with its outbox in order."""
+    state, outbox = started("o-1")
+    extra = message("o-1", 1, T0)
+    assert await store.create(state, (*outbox, extra)) is True
+    record = await store.load("o-1")
+    assert record is not None
+    assert record.state == state
+    assert record.outbox == (*outbox, extra)
+    assert record.state.data.total == Decimal("19.99")
+
+
+async def test_state_with_errors_failure_and_attention_round_trips(store: SagaStore) -> None:
+    """Every optional part of a state (errors, outcomes, failure, attention) survives storage."""
+    state, _ = started("o-1")
+    undo = OpState(status=OpStatus.FAILED, attempt=2, message_id="o-1:reserve_stock:compensate:2",
+                   due_at=None, started_at=T0 + 1, finished_at=T0 + 2,
+                   outcome=Outcome.PERMANENT_ERROR,
+                   errors=(AttemptError(1, "retryable_error", "timeout", T0 + 1.5),
+                           AttemptError(2, "permanent_error", "no held reservation", T0 + 2)))
+    decided = replace(state, status=SagaStatus.NEEDS_ATTENTION, cursor=3,
+                      ops={**state.ops, ("reserve_stock", Operation.COMPENSATE): undo},
+                      failure=Failure(ReasonCode.PAYMENT_DECLINED, "12.00 needed", "hold_funds"),
+                      attention="release of stock failed")
+    assert await store.create(decided, ())
+    record = await store.load("o-1")
+    assert record is not None
+    assert record.state == decided
+    assert record.outbox == ()
+
+
+async def test_load_of_unknown_id_is_none(store: SagaStore) -> None:
+    """Loading a saga that was never created gives None, not an error."""
+    assert await store.load("nope") is None
+
+
+async def test_create_of_existing_id_returns_false_and_changes_nothing(store: SagaStore) -> None:
+    """A second create with the same id is refused and leaves the first saga untouched."""
+    state, outbox = started("o-1")
+    assert await store.create(state, outbox)
+    other = replace(state, status=SagaStatus.FAILED, updated_at=T0 + 5)
+    assert await store.create(other, (message("o-1", 9, T0),)) is False
+    record = await store.load("o-1")
+    assert record is not None
+    assert record.state == state
+    assert record.outbox == outbox
+
+
+# --- save ------------------------------------------------------------------------------------
+
+
+async def test_save_with_current_version_bumps_version_and_appends_outbox(store: SagaStore) -> None:
+    """A save at the version read stores the state at version + 1 and appends its messages."""
+    state, outbox = started("o-1")
+    await store.create(state, outbox)
+    changed = replace(state, cursor=1, updated_at=T0 + 1)
+    appended = (message("o-1", 1, T0 + 1), message("o-1", 2, T0 + 1))
+    saved = await store.save(changed, 0, appended)
+    assert saved == replace(changed, version=1)
+    record = await store.load("o-1")
+    assert record is not None
+    assert record.state == saved
+    assert record.outbox == (*outbox, *appended)
+
+    again = await store.save(replace(saved, cursor=2), 1, ())
+    assert again.version == 2
+    record = await store.load("o-1")
+    assert record is not None
+    assert record.state == again
+    assert record.outbox == (*outbox, *appended)
+
+
+async def test_save_with_stale_version_raises_and_loses_no_update(store: SagaStore) -> None:
+    """Two writers load the same version: the second save fails and the first one's change stays."""
+    state, outbox = started("o-1")
+    await store.create(state, outbox)
+    first = await store.load("o-1")
+    second = await store.load("o-1")
+    assert first is not None
+    assert second is not None
+    won = await store.save(replace(first.state, cursor=1), first.state.version,
+                           (message("o-1", 1, T0),))
+    with pytest.raises(VersionConflict):
+        await store.save(replace(second.state, cursor=2), second.state.version,
+                         (message("o-1", 2, T0),))
+    record = await store.load("o-1")
+    assert record is not None
+    assert record.state == won
+    assert record.state.cursor == 1
+    assert [m.message_id for m in record.outbox] == [*(m.message_id for m in outbox), "o-1:m1"]
+
+
+async def test_save_of_a_saga_never_created_raises_version_conflict(store: SagaStore) -> None:
+    """Saving creates nothing: a missing saga is a conflict, and it stays missing."""
+    state, _ = started("ghost")
+    with pytest.raises(VersionConflict):
+        await store.save(state, 0, ())
+    assert await store.load("ghost") is None
+
+
+# --- timers ----------------------------------------------------------------------------------
+
+
+async def test_due_returns_only_passed_timers_earliest_first_within_limit(store: SagaStore) -> None:
+    """Sagas whose wakeup is at or before now come back earliest first, at most ``limit``."""
+    for saga_id, at in [("late", T0 + 30), ("first", T0), ("second", T0 + 10), ("future", T0 + 100)]:
+        state, outbox = started(saga_id, at)
+        await store.create(state, outbox)
+    now = T0 + 30 + STEP_TIMEOUT  # exactly the wakeup of "late"
+    assert await store.due(now, 10) == ["first", "second", "late"]
+    assert await store.due(now, 2) == ["first", "second"]
+    assert await store.due(T0 + STEP_TIMEOUT - 0.001, 10) == []
+
+
+async def test_finished_saga_is_never_due(store: SagaStore) -> None:
+    """A saga saved as completed loses its timer, and one created completed never had one."""
+    running, outbox = started("was-running")
+    await store.create(running, outbox)
+    await store.save(finished(running, T0 + 1), 0, ())
+    done, _ = started("born-done")
+    await store.create(finished(done, T0), ())
+    still, outbox = started("still-running")
+    await store.create(still, outbox)
+    assert await store.due(T0 + 10_000, 10) == ["still-running"]
+
+
+async def test_save_moves_the_timer(store: SagaStore) -> None:
+    """A save that pushes the next wakeup later takes the saga out of due() until then."""
+    state, outbox = started("o-1")
+    await store.create(state, outbox)
+    later = replace(state, ops={key: replace(op, due_at=T0 + 50) for key, op in state.ops.items()})
+    await store.save(later, 0, ())
+    assert await store.due(T0 + STEP_TIMEOUT, 10) == []
+    assert await store.due(T0 + 50, 10) == ["o-1"]
+
+
+# --- outbox relay ----------------------------------------------------------------------------
+
+
+async def test_pending_outbox_returns_sagas_with_old_entries(store: SagaStore) -> None:
+    """Only sagas holding an entry written up to ``created_before`` are pending, within limit."""
+    for saga_id, at in [("old", T0), ("older", T0 - 5), ("new", T0 + 20)]:
+        state, _ = started(saga_id, at)
+        await store.create(state, (message(saga_id, 1, at),))
+    empty, _ = started("empty", T0 - 50)
+    await store.create(empty, ())
+    pending = await store.pending_outbox(T0 + 1, 10)
+    assert sorted(r.state.saga_id for r in pending) == ["old", "older"]
+    assert all(r.outbox == (message(r.state.saga_id, 1, r.state.created_at),) for r in pending)
+    assert len(await store.pending_outbox(T0 + 1, 1)) == 1
+    assert await store.pending_outbox(T0 - 10, 10) == []
+
+
+async def test_clear_outbox_removes_only_named_entries_and_keeps_version(store: SagaStore) -> None:
+    """Clearing drops exactly the named messages, never bumps versions, and ignores unknown ids."""
+    a, _ = started("a")
+    b, _ = started("b")
+    await store.create(a, (message("a", 1, T0), message("a", 2, T0), message("a", 3, T0)))
+    await store.create(b, (message("b", 1, T0),))
+    saved = await store.save(replace(a, cursor=1), 0, ())
+    await store.clear_outbox([("a", ["a:m1", "a:m3", "a:unknown"]), ("missing", ["x"])])
+    record_a = await store.load("a")
+    record_b = await store.load("b")
+    assert record_a is not None
+    assert record_b is not None
+    assert record_a.outbox == (message("a", 2, T0),)
+    assert record_a.state == saved
+    assert record_a.state.version == 1
+    assert record_b.outbox == (message("b", 1, T0),)
+    assert record_b.state.version == 0
+
+    await store.clear_outbox([])
+    await store.clear_outbox([("a", ["a:m2"]), ("b", ["b:m1"])])
+    assert await store.pending_outbox(T0 + 1_000, 10) == []
+
+
+async def test_save_after_clear_still_needs_the_version_read(store: SagaStore) -> None:
+    """A relay clearing the outbox does not invalidate a writer's version, nor refresh a stale one."""
+    state, outbox = started("o-1")
+    await store.create(state, outbox)
+    await store.clear_outbox([("o-1", [m.message_id for m in outbox])])
+    saved = await store.save(replace(state, cursor=1), 0, (message("o-1", 1, T0 + 1),))
+    assert saved.version == 1
+    with pytest.raises(VersionConflict):
+        await store.save(replace(state, cursor=2), 0, ())
+    record = await store.load("o-1")
+    assert record is not None
+    assert record.outbox == (message("o-1", 1, T0 + 1),)
+
+
+# --- queries ---------------------------------------------------------------------------------
+
+
+async def populate(store: SagaStore) -> None:
+    """Five sagas in three states, created a second apart in the order listed."""
+    statuses = [("s0", SagaStatus.RUNNING), ("s1", SagaStatus.COMPLETED), ("s2", SagaStatus.FAILED),
+                ("s3", SagaStatus.COMPLETED), ("s4", SagaStatus.RUNNING)]
+    for i, (saga_id, status) in enumerate(statuses):
+        state, _ = started(saga_id, T0 + i)
+        await store.create(replace(state, status=status), ())
+
+
+async def test_find_filters_by_status_newest_first(store: SagaStore) -> None:
+    """find() keeps the asked states, orders by creation time descending and honours limit."""
+    await populate(store)
+    ids = [r.state.saga_id for r in await store.find(None, 10)]
+    assert ids == ["s4", "s3", "s2", "s1", "s0"]
+    done = await store.find([SagaStatus.COMPLETED, SagaStatus.FAILED], 10)
+    assert [r.state.saga_id for r in done] == ["s3", "s2", "s1"]
+    assert [r.state.saga_id for r in await store.find([SagaStatus.RUNNING], 1)] == ["s4"]
+    assert await store.find([SagaStatus.COMPENSATING], 10) == []
+    assert await store.find([], 10) == []
+
+
+async def test_count_by_status_counts_every_saga(store: SagaStore) -> None:
+    """The counts per state add up to every saga, and states with none are absent."""
+    assert await store.count_by_status() == {}
+    await populate(store)
+    assert await store.count_by_status() == {SagaStatus.RUNNING: 2, SagaStatus.COMPLETED: 2,
+                                             SagaStatus.FAILED: 1}
+
+
+async def test_health_of_an_empty_store_is_all_zero(store: SagaStore) -> None:
+    """No sagas: nothing unfinished, overdue or waiting in an outbox."""
+    assert await store.health(T0) == StoreHealth()
+
+
+async def test_health_counts_unfinished_overdue_and_the_outbox_backlog(store: SagaStore) -> None:
+    """The oldest unfinished saga ignores finished ones; overdue means unfinished past the
+    deadline; the backlog counts every unconfirmed outbox entry and finds the oldest."""
+    await populate(store)  # s0 (T0) and s4 (T0+4) running; s1..s3 finished
+    old, _ = started("s-old", T0 - 50)
+    await store.create(replace(old, status=SagaStatus.COMPLETED), (message("s-old", 1, T0 - 50),))
+    late, _ = started("s-late", T0 + 5)
+    await store.create(replace(late, status=SagaStatus.COMPENSATING, deadline_at=T0 + 6),
+                       (message("s-late", 1, T0 + 7), message("s-late", 2, T0 + 8)))
+
+    health = await store.health(T0 + 10)
+
+    assert health.by_status == {SagaStatus.RUNNING: 2, SagaStatus.COMPLETED: 3,
+                                SagaStatus.FAILED: 1, SagaStatus.COMPENSATING: 1}
+    assert health.oldest_unfinished_at == T0
+    assert health.overdue == 1  # s-late; s0 and s4 have the default deadline, far away
+    assert health.outbox_messages == 3
+    assert health.oldest_outbox_at == T0 - 50
+    await store.clear_outbox([("s-old", ["s-old:m1"])])
+    after = await store.health(T0 + 10)
+    assert (after.outbox_messages, after.oldest_outbox_at) == (2, T0 + 7)

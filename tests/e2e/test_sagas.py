@@ -1,0 +1,184 @@
+"""The whole system as separate OS processes, driven only through the public contract."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from contracts.orders import ReasonCode
+from orchestrator.state import SagaStatus
+from tests.e2e.conftest import Deploy
+from workers.inventory import StockItem
+from workers.order import OrderRecord
+from workers.payment import Account
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+STOCK = {"apple": 50, "pear": 5}
+FUNDS = {"alice": 100_000, "bob": 1_000}  # cents
+
+
+async def test_orders_complete_and_every_store_agrees(deploy: Deploy) -> None:
+    """With no faults every order completes, and stock and money move exactly once."""
+    d = await deploy()
+    await d.seed(STOCK, FUNDS)
+    ids = {await d.order(f"ok-{i}", "alice", ("apple", 2, "1.50"), ("pear", 1, "4.00"))
+           for i in range(3)}
+    outcomes = await d.outcomes(ids)
+    assert {o.label for o in outcomes.values()} == {"completed"}
+    report = await d.settled()
+    assert report.ok, report.violations
+    apple = await d.stores.services["inventory"].get(StockItem, "apple")
+    alice = await d.stores.services["payment"].get(Account, "alice")
+    assert apple is not None
+    assert (apple.on_hand, apple.reserved) == (44, 0)
+    assert alice is not None
+    assert alice.balance == 100_000 - 3 * 700
+    saga = await d.saga("ok-0")
+    assert saga.state.status is SagaStatus.COMPLETED
+    assert not saga.outbox
+
+
+async def test_business_rejections_undo_everything_done_before(deploy: Deploy) -> None:
+    """Insufficient stock, a declined payment and an unknown SKU each fail their order with
+    the right reason, and whatever the other steps did is undone."""
+    d = await deploy()
+    await d.seed(STOCK, FUNDS)
+    await d.order("no-stock", "alice", ("pear", 6, "4.00"))
+    await d.order("no-money", "bob", ("apple", 1, "20.00"))
+    await d.order("no-sku", "alice", ("plum", 1, "1.00"))
+    outcomes = await d.outcomes({"no-stock", "no-money", "no-sku"})
+    assert outcomes["no-stock"].label == ReasonCode.INSUFFICIENT_STOCK
+    assert outcomes["no-money"].label == ReasonCode.PAYMENT_DECLINED
+    assert outcomes["no-sku"].label == ReasonCode.UNKNOWN_SKU
+    report = await d.settled()
+    assert report.ok, report.violations
+    order = await d.stores.services["order"].get(OrderRecord, "no-money")
+    assert order is not None
+    assert order.status == "REJECTED"
+    assert order.reason_code is ReasonCode.PAYMENT_DECLINED
+    bob = await d.stores.services["payment"].get(Account, "bob")
+    assert bob is not None
+    assert (bob.balance, bob.held) == (1_000, 0)
+
+
+@pytest.mark.parametrize(("service", "reason"), [
+    ("order", ReasonCode.ORDER_REFUSED),
+    ("shipping", ReasonCode.SHIPPING_UNAVAILABLE),
+])
+async def test_rejection_by_the_first_and_the_last_step_before_commit(
+        deploy: Deploy, service: str, reason: ReasonCode) -> None:
+    """A service that refuses every order (injected) fails it; stock and funds are released."""
+    d = await deploy()
+    await d.reconfigure(service, {"SAGA_FAULT_REJECT": "1"})
+    await d.seed(STOCK, FUNDS)
+    await d.order("refused", "alice", ("apple", 1, "1.00"))
+    outcomes = await d.outcomes({"refused"})
+    assert outcomes["refused"].label == reason
+    report = await d.settled()
+    assert report.ok, report.violations
+    apple = await d.stores.services["inventory"].get(StockItem, "apple")
+    assert apple is not None
+    assert (apple.on_hand, apple.reserved) == (50, 0)
+
+
+async def test_transient_failures_are_retried_until_they_succeed(deploy: Deploy) -> None:
+    """With a third of all commands failing transiently, every order still completes."""
+    d = await deploy(orchestrator={"SAGA_STEP_ATTEMPTS": "10", "SAGA_BACKOFF": "0.05"},
+                     workers={"SAGA_FAULT_TRANSIENT": "0.3", "SAGA_FAULT_SEED": "3"})
+    await d.seed(STOCK, FUNDS)
+    ids = {await d.order(f"flaky-{i}", "alice", ("apple", 1, "1.00")) for i in range(6)}
+    outcomes = await d.outcomes(ids)
+    assert {o.label for o in outcomes.values()} == {"completed"}
+    assert await d.metric("orchestrator", "saga_step_retries_total") > 0
+    report = await d.settled()
+    assert report.ok, report.violations
+
+
+async def test_a_step_that_never_answers_in_time_fails_the_order_with_timeout(
+        deploy: Deploy) -> None:
+    """Payment answers after the step timeout every time: the order fails with TIMEOUT, the
+    late holds are refused or released, and no money stays held."""
+    d = await deploy(orchestrator={"SAGA_STEP_TIMEOUT": "0.5", "SAGA_STEP_ATTEMPTS": "2",
+                                   "SAGA_BACKOFF": "0.05"})
+    await d.reconfigure("payment", {"SAGA_FAULT_LATENCY_MS": "1500"})
+    await d.seed(STOCK, FUNDS)
+    await d.order("slow", "alice", ("apple", 1, "1.00"))
+    outcomes = await d.outcomes({"slow"}, timeout=60)
+    assert outcomes["slow"].label == ReasonCode.TIMEOUT
+    assert await d.metric("orchestrator", "saga_step_timeouts_total", step="hold_funds") >= 2
+    report = await d.settled(timeout=45)
+    assert report.ok, report.violations
+    alice = await d.stores.services["payment"].get(Account, "alice")
+    assert alice is not None
+    assert (alice.balance, alice.held) == (100_000, 0)
+
+
+async def test_duplicated_commands_and_replies_are_applied_once(deploy: Deploy) -> None:
+    """Every command and every reply is published twice; each effect still happens once."""
+    d = await deploy(orchestrator={"SAGA_FAULT_DUPLICATE": "1"},
+                     workers={"SAGA_FAULT_DUPLICATE": "1"})
+    await d.seed(STOCK, FUNDS)
+    ids = {await d.order(f"dup-{i}", "alice", ("apple", 1, "2.00")) for i in range(4)}
+    outcomes = await d.outcomes(ids)
+    assert {o.label for o in outcomes.values()} == {"completed"}
+    report = await d.settled()
+    assert report.ok, report.violations
+    assert await d.metric("inventory", "saga_worker_duplicate_commands_total") > 0
+    assert await d.metric("orchestrator", "saga_stale_replies_total") > 0
+    apple = await d.stores.services["inventory"].get(StockItem, "apple")
+    assert apple is not None
+    assert apple.on_hand == 50 - 4
+
+
+async def test_a_repeated_order_id_does_not_start_a_second_saga(deploy: Deploy) -> None:
+    """Publishing the same order request twice charges the customer once."""
+    d = await deploy()
+    await d.seed(STOCK, FUNDS)
+    await d.order("twice", "alice", ("apple", 1, "3.00"))
+    await d.order("twice", "alice", ("apple", 1, "3.00"))
+    await d.outcomes({"twice"})
+    report = await d.settled()
+    assert report.ok, report.violations
+    alice = await d.stores.services["payment"].get(Account, "alice")
+    assert alice is not None
+    assert alice.balance == 100_000 - 300
+    assert await d.metric("orchestrator", "saga_duplicate_requests_total") == 1
+
+
+async def test_orchestrator_killed_mid_saga_resumes_every_saga(deploy: Deploy) -> None:
+    """SIGKILL of the orchestrator while sagas are in flight, then a restart: every saga
+    still finishes, and nothing is applied twice."""
+    d = await deploy(workers={"SAGA_FAULT_LATENCY_MS": "150"})
+    await d.seed({"apple": 100}, {"alice": 1_000_000})
+    ids = {await d.order(f"crash-{i}", "alice", ("apple", 1, "1.00")) for i in range(12)}
+    await d.watcher.wait_for_count(2, 30)
+    d.cluster.processes["orchestrator"].kill()
+    await asyncio.sleep(1.0)
+    await d.cluster.restart("orchestrator")
+    outcomes = await d.outcomes(ids, timeout=90)
+    assert {o.label for o in outcomes.values()} == {"completed"}
+    report = await d.settled()
+    assert report.ok, report.violations
+    apple = await d.stores.services["inventory"].get(StockItem, "apple")
+    assert apple is not None
+    assert (apple.on_hand, apple.reserved) == (88, 0)
+
+
+async def test_two_orchestrators_share_the_work_without_double_processing(deploy: Deploy) -> None:
+    """Two orchestrator instances consume the same queues; the version check of every save
+    means no saga is advanced twice, and every order still completes exactly once."""
+    d = await deploy(orchestrators=2, workers={"SAGA_FAULT_DUPLICATE": "0.5"})
+    await d.seed({"apple": 100}, {"alice": 1_000_000})
+    ids = {await d.order(f"pair-{i}", "alice", ("apple", 1, "1.00")) for i in range(16)}
+    outcomes = await d.outcomes(ids, timeout=90)
+    assert {o.label for o in outcomes.values()} == {"completed"}
+    report = await d.settled()
+    assert report.ok, report.violations
+    apple = await d.stores.services["inventory"].get(StockItem, "apple")
+    assert apple is not None
+    assert apple.on_hand == 100 - 16
+    started = [await d.metric(p, "saga_started_total") for p in ("orchestrator", "orchestrator-2")]
+    assert sum(started) == 16
+    assert min(started) > 0, "both instances should have taken order requests"

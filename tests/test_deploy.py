@@ -1,0 +1,542 @@
+"""Static checks of the deployment files: docker-compose.yml, .env.example, the RabbitMQ
+definitions, the MongoDB scripts, Prometheus and Grafana.
+
+No container runs here; these tests hold the files to the code they deploy (modules, ports,
+environment variables, broker users, metric names), check that no credential is written in
+them, and, with promtool, check the Prometheus files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from contracts.definitions import DEFAULT_VHOST, ORCHESTRATOR_USER, definitions, render, service_user
+from infra.settings import _COMMON, _FAULTS, _ORCHESTRATOR, METRICS_PORTS, CommonSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "sagas.json"
+METRIC_SOURCES = (ROOT / "orchestrator" / "metrics.py", ROOT / "workers" / "metrics.py",
+                  ROOT / "infra" / "mongo.py")
+ENV_EXAMPLE = ROOT / ".env.example"
+DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
+RABBITMQ_CONF = ROOT / "deploy" / "rabbitmq" / "rabbitmq.conf"
+RABBITMQ_ENTRYPOINT = ROOT / "deploy" / "rabbitmq" / "entrypoint.sh"
+MONGO_ENTRYPOINT = ROOT / "deploy" / "mongo" / "entrypoint.sh"
+MONGO_APP_USER = ROOT / "deploy" / "mongo" / "create-app-user.sh"
+
+APPS = ("orchestrator", "order", "inventory", "payment", "shipping", "notification")
+SERVICES = ("rabbitmq", "mongo", *APPS, "prometheus", "grafana")
+# Which SAGA_* variables each kind of process reads (infra/settings.py).
+READS = {"orchestrator": {*_COMMON, *_ORCHESTRATOR}, "worker": {*_COMMON, *_FAULTS}}
+HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
+# A metric or recording-rule name in a PromQL expression (not `saga-...` label values).
+NAME_IN_EXPR = re.compile(r"(?<![A-Za-z0-9_:])saga[_:][A-Za-z0-9_:]*")
+# ${VAR:?message}: compose refuses to start while VAR is unset or empty.
+REQUIRED = re.compile(r"\$\{([A-Z][A-Z0-9_]*):\?[^}]+\}")
+REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+# The password of any URL with credentials (scheme://user:password@host).
+URL_PASSWORD = re.compile(r"://[^\s/@:\"']+:([^\s\"']+)@")
+CREDENTIAL_NAME = re.compile(r"PASS|SECRET|TOKEN|_USER$|USERNAME")
+PROMTOOL_MISSING = ("promtool is not on PATH: install Debian's prometheus package "
+                    "(apt-get install -y prometheus), which provides it")
+
+
+def _load_yaml(path: Path) -> Any:
+    with path.open(encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, dict[str, Any]]:
+    compose = _load_yaml(COMPOSE)
+    assert isinstance(compose, dict), "docker-compose.yml is not a mapping"
+    result: dict[str, dict[str, Any]] = compose["services"]
+    return result
+
+
+@pytest.fixture(scope="module")
+def scrape_targets() -> dict[str, tuple[str, dict[str, str]]]:
+    """Every scrape target as ``host:port`` -> (job name, target labels)."""
+    targets: dict[str, tuple[str, dict[str, str]]] = {}
+    for job in _load_yaml(PROMETHEUS)["scrape_configs"]:
+        for group in job.get("static_configs", []):
+            for target in group["targets"]:
+                assert target not in targets, f"{target} is scraped twice"
+                targets[target] = (job["job_name"], group.get("labels", {}))
+    return targets
+
+
+@pytest.fixture(scope="module")
+def rules() -> list[dict[str, Any]]:
+    return [rule for group in _load_yaml(RULES)["groups"] for rule in group["rules"]]
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return result
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    command = service["command"]
+    return command.split() if isinstance(command, str) else [str(part) for part in command]
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def _code_metric_names() -> set[str]:
+    names: set[str] = set()
+    for source in METRIC_SOURCES:
+        text = source.read_text(encoding="utf-8")
+        names.update(re.findall(r"saga_[a-z_]+", text))
+        for histogram in re.findall(r"Histogram\(\s*\"(saga_[a-z_]+)\"", text):
+            names.update(histogram + suffix for suffix in HISTOGRAM_SUFFIXES)
+    return names
+
+
+def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    panels: list[dict[str, Any]] = []
+    for panel in dashboard["panels"]:
+        panels.append(panel)
+        panels.extend(panel.get("panels", []))  # panels folded into a collapsed row
+    return [p for p in panels if p.get("type") != "row"]
+
+
+def _dashboard_exprs(dashboard: dict[str, Any]) -> list[str]:
+    return [t["expr"] for p in _panels(dashboard) for t in p.get("targets", []) if t.get("expr")]
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail(PROMTOOL_MISSING)
+    return subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_every_expected_service_exists(services: dict[str, dict[str, Any]]) -> None:
+    """The compose file defines the broker, the database, all six processes and monitoring."""
+    assert set(SERVICES) <= set(services), f"missing: {sorted(set(SERVICES) - set(services))}"
+
+
+@pytest.mark.parametrize("name", APPS)
+def test_app_command_runs_a_module_of_the_repo(services: dict[str, dict[str, Any]], name: str) -> None:
+    """Each process runs ``python -m <module>`` of a module that exists and has a main guard."""
+    command = _command(services[name])
+    assert command[:2] == ["python", "-m"], command
+    module = ROOT.joinpath(*command[2].split("."))
+    path = module / "__main__.py" if module.is_dir() else module.with_suffix(".py")
+    assert path.is_file(), f"{name}: {command[2]} has no {path.relative_to(ROOT)}"
+    assert re.search(r"^if __name__ == \"__main__\":", path.read_text(encoding="utf-8"), re.M), (
+        f"{name}: {path.relative_to(ROOT)} does nothing when run with -m")
+    expected = "orchestrator" if name == "orchestrator" else f"workers.{name}"
+    assert command[2] == expected
+
+
+@pytest.mark.parametrize("name", APPS)
+def test_metrics_port_is_the_default_and_scraped(
+        services: dict[str, dict[str, Any]], scrape_targets: dict[str, tuple[str, dict[str, str]]],
+        name: str) -> None:
+    """Each process's SAGA_METRICS_PORT is its default port, exposed, and scraped by service name."""
+    port = METRICS_PORTS[name]
+    service = services[name]
+    assert _environment(service).get("SAGA_METRICS_PORT") == str(port)
+    assert str(port) in [str(p) for p in service.get("expose", [])], f"{name} does not expose {port}"
+    target = f"{name}:{port}"
+    assert target in scrape_targets, f"{target} is not a Prometheus scrape target"
+    job, labels = scrape_targets[target]
+    assert job == ("saga-orchestrator" if name == "orchestrator" else "saga-workers")
+    assert labels.get("service") == name
+
+
+def test_scrape_targets_are_compose_services(
+        services: dict[str, dict[str, Any]], scrape_targets: dict[str, tuple[str, dict[str, str]]]) -> None:
+    """Prometheus scrapes only the six processes, each at its own default port."""
+    assert set(scrape_targets) == {f"{name}:{port}" for name, port in METRICS_PORTS.items()}
+    assert {target.split(":")[0] for target in scrape_targets} <= set(services)
+
+
+@pytest.mark.parametrize("name", APPS)
+def test_app_waits_for_healthy_broker_and_database(
+        services: dict[str, dict[str, Any]], name: str) -> None:
+    """Each process starts after RabbitMQ and MongoDB are healthy and restarts when it stops."""
+    service = services[name]
+    depends = service["depends_on"]
+    for dependency in ("rabbitmq", "mongo"):
+        assert depends[dependency]["condition"] == "service_healthy"
+        assert "healthcheck" in services[dependency], f"{dependency} has no healthcheck"
+    assert service["restart"] == "unless-stopped"
+
+
+def test_bind_mounted_host_paths_exist(services: dict[str, dict[str, Any]]) -> None:
+    """Every host path mounted into a container exists in the repository."""
+    mounts = 0
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
+            if source.startswith((".", "/")):
+                mounts += 1
+                assert (ROOT / source).resolve().exists(), f"{name}: {source} does not exist"
+    assert mounts >= 4
+
+
+def test_build_contexts_have_a_dockerfile(services: dict[str, dict[str, Any]]) -> None:
+    """Every built service has a Dockerfile in its build context, and the image runs as non-root."""
+    built = [s["build"] for s in services.values() if "build" in s]
+    assert len(built) == len(APPS)
+    for build in built:
+        context = build if isinstance(build, str) else build.get("context", ".")
+        dockerfile = ROOT / context / (build.get("dockerfile", "Dockerfile") if isinstance(build, dict)
+                                       else "Dockerfile")
+        assert dockerfile.is_file(), f"no {dockerfile}"
+        text = dockerfile.read_text(encoding="utf-8")
+        users = re.findall(r"^USER\s+(\S+)", text, re.M)
+        assert users, "the Dockerfile has no USER"
+        assert users[-1] not in ("root", "0"), "the image runs as root"
+
+
+def test_compose_saga_variables_are_read_by_settings(services: dict[str, dict[str, Any]]) -> None:
+    """Every SAGA_* variable in the compose file is one infra/settings.py reads for that process."""
+    known = set().union(*READS.values())
+    in_text = set(re.findall(r"\bSAGA_[A-Z0-9_]+", COMPOSE.read_text(encoding="utf-8")))
+    assert in_text, "no SAGA_* variable found"
+    assert in_text <= known, f"not read by infra/settings.py: {sorted(in_text - known)}"
+    for name in APPS:
+        reads = READS["orchestrator" if name == "orchestrator" else "worker"]
+        used = {var for var in _environment(services[name]) if var.startswith("SAGA_")}
+        assert used <= reads, f"{name} does not read {sorted(used - reads)}"
+
+
+def _compose_without_comments() -> str:
+    lines = COMPOSE.read_text(encoding="utf-8").splitlines()
+    return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+
+
+def _env_example() -> dict[str, str]:
+    lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+    pairs = (line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+def test_definitions_file_matches_the_code() -> None:
+    """deploy/rabbitmq/definitions.json is exactly what the generator derives from the topology."""
+    assert DEFINITIONS.read_text(encoding="utf-8") == render(definitions()), (
+        "definitions.json is stale: python -m contracts.definitions --out deploy/rabbitmq/definitions.json")
+
+
+def test_every_compose_variable_is_required_and_in_env_example() -> None:
+    """Every ${...} in the compose file refuses to start without a value, and .env.example
+    lists exactly those variables, with placeholder values only."""
+    text = _compose_without_comments()
+    referenced = REFERENCE.findall(text)
+    assert referenced, "the compose file takes nothing from .env"
+    assert sorted(referenced) == sorted(REQUIRED.findall(text)), "use ${VAR:?message} everywhere"
+    example = _env_example()
+    assert set(example) == set(referenced), (
+        f"missing from .env.example: {sorted(set(referenced) - set(example))}; "
+        f"unused: {sorted(set(example) - set(referenced))}")
+    assert all(value.startswith("change-me") for value in example.values()), example
+
+
+def test_compose_holds_no_literal_credential(services: dict[str, dict[str, Any]]) -> None:
+    """Every password in a URL and every credential variable is a reference to .env; no
+    default account (guest, admin/admin) is left."""
+    text = COMPOSE.read_text(encoding="utf-8")
+    # With every reference replaced by REF, a URL's password can only be REF.
+    passwords = URL_PASSWORD.findall(REQUIRED.sub("REF", text))
+    assert passwords, "no URL with credentials found"
+    assert set(passwords) == {"REF"}, "a literal password in a URL of the compose file"
+    urls = 0
+    for name, service in services.items():
+        for var, value in _environment(service).items():
+            if CREDENTIAL_NAME.search(var):
+                assert REQUIRED.fullmatch(value), f"{name}: {var} is not a ${{...}} reference"
+            urls += bool(URL_PASSWORD.search(REQUIRED.sub("REF", value)))
+    assert urls == len(APPS) * 2, "expected a broker and a database URL with credentials per process"
+    assert "guest" not in text
+    assert "MONGO_INITDB_ROOT_PASSWORD" in text, "MongoDB without authentication"
+    assert "GF_SECURITY_ADMIN_PASSWORD" in text, "Grafana's default admin/admin"
+    assert ".env" in (ROOT / ".gitignore").read_text(encoding="utf-8").split()
+
+
+@pytest.mark.parametrize("name", APPS)
+def test_app_logs_in_as_its_own_users(services: dict[str, dict[str, Any]], name: str) -> None:
+    """Each process uses its own least-privilege broker user in the definitions' vhost, the
+    database's application user, and declares nothing."""
+    env = _environment(services[name])
+    user = ORCHESTRATOR_USER if name == "orchestrator" else service_user(name)
+    assert user in {u["name"] for u in json.loads(DEFINITIONS.read_text(encoding="utf-8"))["users"]}
+    amqp = re.fullmatch(r"amqp://([^:]+):(\$\{[^}]+\})@rabbitmq:5672/(.+)", env["SAGA_AMQP_URL"])
+    assert amqp, env["SAGA_AMQP_URL"]
+    assert (amqp[1], amqp[3]) == (user, DEFAULT_VHOST)
+    assert REQUIRED.fullmatch(amqp[2])
+    mongo = re.fullmatch(r"mongodb://(\$\{[^}]+\}):(\$\{[^}]+\})@mongo:27017/\?(.+)", env["SAGA_MONGO_URL"])
+    assert mongo, env["SAGA_MONGO_URL"]
+    assert {"replicaSet=rs0", "authSource=admin"} <= set(mongo[3].split("&"))
+    assert env["SAGA_DECLARE_TOPOLOGY"] == "false"
+
+
+def test_rabbitmq_loads_the_definitions(services: dict[str, dict[str, Any]]) -> None:
+    """RabbitMQ's config loads definitions.json from the path compose mounts it at, and the
+    broker starts through the entry point that sets the passwords."""
+    rabbitmq = services["rabbitmq"]
+    loaded = re.search(r"^load_definitions\s*=\s*(\S+)$", RABBITMQ_CONF.read_text(encoding="utf-8"), re.M)
+    assert loaded, "rabbitmq.conf does not load the definitions"
+    volumes = rabbitmq["volumes"]
+    assert f"./deploy/rabbitmq/definitions.json:{loaded[1]}:ro" in volumes
+    assert "./deploy/rabbitmq/rabbitmq.conf:/etc/rabbitmq/conf.d/20-saga.conf:ro" in volumes
+    assert "./deploy/rabbitmq/entrypoint.sh:/saga/entrypoint.sh:ro" in volumes
+    assert rabbitmq["entrypoint"] == ["sh", "/saga/entrypoint.sh"]
+    assert "/tmp/saga-users-ready" in " ".join(rabbitmq["healthcheck"]["test"])
+    assert "/tmp/saga-users-ready" in RABBITMQ_ENTRYPOINT.read_text(encoding="utf-8")
+
+
+def test_rabbitmq_entrypoint_sets_every_password(services: dict[str, dict[str, Any]]) -> None:
+    """Every user of the definitions gets its password from a variable the broker receives,
+    and the administrator is created from the environment too."""
+    script = RABBITMQ_ENTRYPOINT.read_text(encoding="utf-8")
+    env = _environment(services["rabbitmq"])
+    sets = dict(re.findall(r'change_password (saga-[a-z]+) "\$(\w+)"', script))
+    users = {u["name"] for u in json.loads(DEFINITIONS.read_text(encoding="utf-8"))["users"]}
+    assert set(sets) == users
+    for user, var in sets.items():
+        assert REQUIRED.fullmatch(env[var]), f"{user}: {var} is not passed to the broker"
+    for var in re.findall(r'"\$(RABBITMQ_ADMIN_\w+)"', script):
+        assert REQUIRED.fullmatch(env[var]), var
+
+
+def test_mongo_requires_authentication(services: dict[str, dict[str, Any]]) -> None:
+    """MongoDB gets a root user, a replica-set key generated at start (never committed), and
+    an application user limited to the system's databases."""
+    mongo = services["mongo"]
+    env = _environment(mongo)
+    for var in ("MONGO_INITDB_ROOT_USERNAME", "MONGO_INITDB_ROOT_PASSWORD", "MONGO_APP_USER",
+                "MONGO_APP_PASSWORD"):
+        assert REQUIRED.fullmatch(env[var]), var
+    assert mongo["entrypoint"] == ["sh", "/saga/entrypoint.sh"]
+    assert "./deploy/mongo/entrypoint.sh:/saga/entrypoint.sh:ro" in mongo["volumes"]
+    entrypoint = MONGO_ENTRYPOINT.read_text(encoding="utf-8")
+    assert re.search(r"mongod --replSet rs0 .*--keyFile", entrypoint)
+    assert "/dev/urandom" in entrypoint
+    assert not [p for p in (ROOT / "deploy").rglob("*") if p.suffix == ".key" or "keyfile" in p.name]
+    assert any(v.endswith(":/docker-entrypoint-initdb.d/10-saga-app-user.sh:ro") for v in mongo["volumes"])
+    script = MONGO_APP_USER.read_text(encoding="utf-8")
+    granted = set(re.findall(r'"(saga_[a-z]+)"', script))
+    assert granted == {CommonSettings().database(owner) for owner in METRICS_PORTS}
+    assert "process.env.MONGO_APP_PASSWORD" in script
+
+
+def test_rule_expressions_use_known_metrics(rules: list[dict[str, Any]]) -> None:
+    """Every metric in rules.yml is defined in the code or recorded by rules.yml itself."""
+    recorded = {rule["record"] for rule in rules if "record" in rule}
+    known = _code_metric_names() | recorded
+    for rule in rules:
+        used = set(NAME_IN_EXPR.findall(rule["expr"]))
+        assert used <= known, f"{rule.get('record') or rule.get('alert')}: unknown {sorted(used - known)}"
+    alerts = {rule["alert"] for rule in rules if "alert" in rule}
+    assert {"SagaNeedsAttention", "SagaDeadLetterQueueGrowing", "SagaTargetDown", "SagaOverdue",
+            "SagaNoProgress", "SagaOutboxBacklogGrowing", "SagaOutboxFailures"} <= alerts
+
+
+def test_dashboard_parses_and_panels_query_prometheus(dashboard: dict[str, Any]) -> None:
+    """The dashboard is valid JSON, and every panel queries the `prometheus` datasource."""
+    assert dashboard["uid"] == "saga-status"
+    assert dashboard["title"] == "Saga status"
+    assert dashboard["schemaVersion"] == 39
+    panels = _panels(dashboard)
+    assert panels
+    assert len({p["id"] for p in panels}) == len(panels), "panel ids are not unique"
+    for panel in panels:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}, panel["title"]
+        exprs = [t.get("expr") for t in panel.get("targets", [])]
+        assert exprs, f"{panel['title']}: no query"
+        assert all(exprs), f"{panel['title']}: an empty query"
+        for target in panel["targets"]:
+            assert target.get("datasource", panel["datasource"])["uid"] == "prometheus"
+
+
+def test_dashboard_expressions_use_known_metrics(
+        dashboard: dict[str, Any], rules: list[dict[str, Any]]) -> None:
+    """Every metric in the dashboard's queries is defined in the code or recorded by rules.yml."""
+    known = _code_metric_names() | {rule["record"] for rule in rules if "record" in rule}
+    used: set[str] = set()
+    for expr in _dashboard_exprs(dashboard):
+        used.update(NAME_IN_EXPR.findall(expr))
+    assert used, "the dashboard queries no saga metric"
+    assert used <= known, f"unknown metrics: {sorted(used - known)}"
+
+
+def test_grafana_provisioning_matches_compose(services: dict[str, dict[str, Any]]) -> None:
+    """The provisioned datasource and dashboard folder are the ones the dashboard and compose use."""
+    provisioning = ROOT / "deploy" / "grafana" / "provisioning"
+    datasources = _load_yaml(provisioning / "datasources" / "prometheus.yml")["datasources"]
+    assert [(d["name"], d["uid"], d["url"]) for d in datasources] == [
+        ("Prometheus", "prometheus", "http://prometheus:9090")]
+    providers = _load_yaml(provisioning / "dashboards" / "sagas.yml")["providers"]
+    assert [p["options"]["path"] for p in providers] == ["/var/lib/grafana/dashboards"]
+    assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in services["grafana"]["volumes"]
+
+
+def test_promtool_accepts_rules_and_config() -> None:
+    """promtool accepts rules.yml and prometheus.yml (which loads rules.yml by relative path)."""
+    for args in (("check", "rules", str(RULES)), ("check", "config", str(PROMETHEUS))):
+        result = _promtool(*args)
+        assert result.returncode == 0, f"promtool {' '.join(args[:2])}:\n{result.stdout}{result.stderr}"
+
+
+def test_promtool_accepts_dashboard_queries(dashboard: dict[str, Any], tmp_path: Path) -> None:
+    """Every dashboard query is valid PromQL (checked by promtool as recording rules)."""
+    exprs = [expr.replace("$__rate_interval", "1m") for expr in _dashboard_exprs(dashboard)]
+    group = {"name": "dashboard", "rules": [{"record": f"dashboard:query_{i}:check", "expr": expr}
+                                           for i, expr in enumerate(exprs)]}
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [group]}), encoding="utf-8")
+    result = _promtool("check", "rules", str(path))
+    assert result.returncode == 0, f"{result.stdout}{result.stderr}"
+
+
+# Alert cases, run by `promtool test rules`: each alert fires when it should and stays
+# quiet in the ordinary case. Series values use promtool's expanding notation; expected
+# alerts list their rendered annotations too (promtool compares them exactly).
+_NO_PROGRESS = {"summary": "3 saga(s) in flight and none finished in 10 minutes"}
+_OUTBOX = {"summary": "Outbox publishes are failing and the relay is not catching up"}
+ALERT_TESTS: list[dict[str, Any]] = [
+    {  # a saga needs attention; nothing else is wrong
+        "interval": "1m",
+        "input_series": [
+            {"series": "saga_needs_attention", "values": "0 0 2x5"},
+            {"series": 'up{job="saga-workers",service="payment",instance="payment:9403"}',
+             "values": "1x3 0x4"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "1m", "alertname": "SagaNeedsAttention", "exp_alerts": []},
+            {"eval_time": "3m", "alertname": "SagaNeedsAttention", "exp_alerts": [{
+                "exp_labels": {"severity": "page"},
+                "exp_annotations": {
+                    "summary": "2 saga(s) need attention",
+                    "description": "A confirmation or a compensation failed permanently. The saga "
+                                   "stays in needs_attention until someone repairs it by hand."}}]},
+            {"eval_time": "4m", "alertname": "SagaTargetDown", "exp_alerts": []},
+            {"eval_time": "6m", "alertname": "SagaTargetDown", "exp_alerts": [{"exp_labels": {
+                "severity": "page", "job": "saga-workers", "service": "payment",
+                "instance": "payment:9403"},
+                "exp_annotations": {"summary": "payment (payment:9403) cannot be scraped"}}]},
+        ],
+    },
+    {  # sagas in flight and none ever finished (no saga_finished_total series at all)
+        "interval": "1m",
+        "input_series": [
+            {"series": 'saga_inflight{status="running"}', "values": "3x30"},
+            {"series": 'saga_inflight{status="compensating"}', "values": "0x30"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "20m", "alertname": "SagaNoProgress", "exp_alerts": [{
+                "exp_labels": {"severity": "page"}, "exp_annotations": _NO_PROGRESS}]},
+        ],
+    },
+    {  # sagas in flight and finishing: not stuck; failures relayed: no outbox alert
+        "interval": "1m",
+        "input_series": [
+            {"series": 'saga_inflight{status="running"}', "values": "3x30"},
+            {"series": 'saga_finished_total{definition="order",status="completed",reason=""}',
+             "values": "0+1x30"},
+            {"series": "saga_outbox_publish_failures_total", "values": "0+2x30"},
+            {"series": "saga_outbox_relayed_total", "values": "0+2x30"},
+            {"series": 'saga_dead_letter_queue_messages{queue="payment.commands.dlq"}',
+             "values": "0x10 1x20"},
+            {"series": 'saga_dead_letter_queue_messages{queue="order.commands.dlq"}',
+             "values": "5x30"},
+            {"series": "saga_overdue", "values": "0x30"},
+            # A backlog that comes and goes (ordinary publishing) is not an alert.
+            {"series": "saga_outbox_backlog_messages", "values": " ".join(["0 3"] * 13)},
+            {"series": "saga_outbox_oldest_age_seconds", "values": " ".join(["0 1"] * 13)},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "20m", "alertname": "SagaNoProgress", "exp_alerts": []},
+            {"eval_time": "20m", "alertname": "SagaOutboxFailures", "exp_alerts": []},
+            {"eval_time": "20m", "alertname": "SagaOverdue", "exp_alerts": []},
+            {"eval_time": "20m", "alertname": "SagaOutboxBacklogGrowing", "exp_alerts": []},
+            {"eval_time": "15m", "alertname": "SagaDeadLetterQueueGrowing", "exp_alerts": [{
+                "exp_labels": {"severity": "warning", "queue": "payment.commands.dlq"},
+                "exp_annotations": {
+                    "summary": "Dead-letter queue payment.commands.dlq is growing",
+                    "description": "1 more message(s) than 10 minutes ago. Read them with "
+                                   "`sagactl audit`; their headers say why they were dead-lettered."},
+            }]},
+            {"eval_time": "25m", "alertname": "SagaDeadLetterQueueGrowing", "exp_alerts": []},
+        ],
+    },
+    {  # a compensation keeps retrying past the saga deadline
+        "interval": "1m",
+        "input_series": [
+            {"series": "saga_overdue", "values": "0 0 1x20"},
+            {"series": "saga_oldest_unfinished_age_seconds", "values": "60+60x22"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "5m", "alertname": "SagaOverdue", "exp_alerts": []},
+            {"eval_time": "10m", "alertname": "SagaOverdue", "exp_alerts": [{
+                "exp_labels": {"severity": "page"},
+                "exp_annotations": {
+                    "summary": "1 saga(s) unfinished past their deadline",
+                    "description": "The oldest unfinished saga is 11m 0s old. `sagactl list "
+                                   "--state running` (or compensating, committed) names them."}}]},
+        ],
+    },
+    {  # the broker refuses publishes: the outbox backlog grows and ages
+        "interval": "1m",
+        "input_series": [
+            {"series": "saga_outbox_backlog_messages", "values": "0 0 0+5x30"},
+            {"series": "saga_outbox_oldest_age_seconds", "values": "0 0 0+60x30"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "8m", "alertname": "SagaOutboxBacklogGrowing", "exp_alerts": []},
+            {"eval_time": "25m", "alertname": "SagaOutboxBacklogGrowing", "exp_alerts": [{
+                "exp_labels": {"severity": "page"},
+                "exp_annotations": {"summary": "The outbox backlog keeps growing (115 messages)"}}]},
+        ],
+    },
+    {  # publishes fail and the relay does not keep up
+        "interval": "1m",
+        "input_series": [
+            {"series": "saga_outbox_publish_failures_total", "values": "0+2x30"},
+            {"series": "saga_outbox_relayed_total", "values": "0x30"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "20m", "alertname": "SagaOutboxFailures", "exp_alerts": [{
+                "exp_labels": {"severity": "warning"}, "exp_annotations": _OUTBOX}]},
+        ],
+    },
+]
+
+
+def test_every_alert_has_a_firing_case(rules: list[dict[str, Any]]) -> None:
+    """No alert goes untested: each one is expected to fire in some case above."""
+    alerts = {rule["alert"] for rule in rules if "alert" in rule}
+    cases: list[dict[str, Any]] = [case for test in ALERT_TESTS
+                                   for case in test["alert_rule_test"]]
+    fired = {case["alertname"] for case in cases if case["exp_alerts"]}
+    assert alerts == fired
+
+
+def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
+    """The alerts fire on their failure cases and stay quiet in ordinary operation (promtool test)."""
+    path = tmp_path / "alert_tests.yml"
+    path.write_text(yaml.safe_dump({"rule_files": [str(RULES)], "evaluation_interval": "1m",
+                                    "tests": ALERT_TESTS}), encoding="utf-8")
+    result = _promtool("test", "rules", str(path))
+    assert result.returncode == 0, f"{result.stdout}{result.stderr}"

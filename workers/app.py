@@ -1,0 +1,114 @@
+"""Explicit wiring of one worker process from its settings."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from contracts.topology import Topology
+from infra import logs, mongo
+from infra.consumer import Boundary
+from infra.faults import faulty
+from infra.http import OpsServer
+from infra.process import ProcessShell, run_until_signalled
+from infra.rabbit import RabbitTransport
+from infra.settings import SettingsError, WorkerSettings, worker_from_env
+from infra.transport import Transport
+from workers.metrics import WorkerMetrics
+from workers.runtime import Clock, ServiceSpec, WorkerRuntime
+from workers.store import DocumentStore
+from workers.store_memory import MemoryDocumentStore
+from workers.store_mongo import MongoDocumentStore
+
+
+class Worker:
+    """One service's runtime, consuming its command queue."""
+
+    def __init__(self, *, settings: WorkerSettings, spec: ServiceSpec, transport: Transport,
+                 store: DocumentStore, metrics: WorkerMetrics, clock: Clock = time.time) -> None:
+        faults = settings.faults
+        transport = faulty(transport, faults)
+        self._transport = transport
+        self._topology = Topology(settings.common.namespace)
+        self._prefetch = settings.common.prefetch
+        self._declare = settings.common.declare_topology
+        self._metrics = metrics
+        metrics.prepare(spec.name)
+        self.spec = spec
+        self.runtime = WorkerRuntime(spec=spec, store=store, transport=transport,
+                                     topology=self._topology, metrics=metrics, faults=faults,
+                                     clock=clock, conflict_retries=settings.conflict_retries,
+                                     tx_concurrency=settings.tx_concurrency)
+        self.ready = False
+
+    async def start(self) -> None:
+        """Declare the topology and start consuming."""
+        if self._declare:
+            await self._transport.declare(self._topology)
+        boundary = Boundary(self._transport, self._topology,
+                            lambda q, kind: self._metrics.dead_lettered.labels(q, kind).inc())
+        await self._transport.consume(self._topology.command_queue(self.spec.name),
+                                      boundary.wrap(self.runtime.handle), self._prefetch)
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Stop consuming; unacknowledged commands go back to the queue."""
+        self.ready = False
+        await self._transport.close()
+
+
+@dataclass
+class WorkerProcess:
+    """A worker with real adapters and its ops endpoint."""
+
+    settings: WorkerSettings
+    spec: ServiceSpec
+
+    def __post_init__(self) -> None:
+        common = self.settings.common
+        self.registry = CollectorRegistry()
+        self.transport = RabbitTransport(common.amqp_url.get_secret_value(),
+                                         connection_name=f"worker-{self.spec.name}")
+        client = None
+        store: DocumentStore = MemoryDocumentStore()
+        if common.store == "mongo":
+            client = mongo.client(common.mongo_url_for(self.spec.name), app_name=self.spec.name,
+                                  listeners=[mongo.CommandCounter(self.registry)])
+            store = MongoDocumentStore(client, common.database(self.spec.name))
+        self.store = store
+        self.worker = Worker(settings=self.settings, spec=self.spec, transport=self.transport,
+                             store=store, metrics=WorkerMetrics(self.registry))
+        ops = OpsServer(self.registry, self._ready)
+        self.shell = ProcessShell(common, self.transport, ops, client)
+
+    async def _ready(self) -> bool:
+        return self.worker.ready and await self.shell.dependencies_ready()
+
+    async def start(self) -> None:
+        """Connect (waiting for broker and database), then consume."""
+        await self.shell.open()
+        await self.worker.start()
+
+    async def stop(self) -> None:
+        """Graceful shutdown."""
+        await self.worker.stop()
+        await self.shell.close()
+
+
+def main(service: str) -> None:
+    """Entry point of ``python -m workers.<service>``."""
+    from workers.services import SERVICES
+
+    try:
+        settings = worker_from_env(os.environ, service)
+    except SettingsError as e:
+        print(f"{service}: {e}", file=sys.stderr)
+        sys.exit(2)
+    logs.configure(service, settings.common.log_level)
+    process = WorkerProcess(settings, SERVICES[service])
+    asyncio.run(run_until_signalled(process.start, process.stop))

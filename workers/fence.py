@@ -1,0 +1,80 @@
+"""The fence: per (saga, step), what has happened, so that every order of arrival is safe.
+
+Two-phase systems such as Seata keep a table like this to solve two problems:
+
+* empty rollback: a cancel arrives before (or without) its prepare. It is recorded and
+  answered "done" with nothing to undo.
+* suspension: a prepare arrives after its cancel. It is refused, so no resource stays
+  reserved for a saga that has already been rolled back.
+
+The same rules make every operation idempotent at the business level, whatever the
+message id of the attempt.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from contracts.commands import Operation
+from contracts.orders import ReasonCode
+from workers.store import Doc
+
+
+class FenceState(StrEnum):
+    """The last thing that happened to one step of one saga at this participant."""
+
+    TRIED = "tried"  # forward done (prepared, or an action applied)
+    REJECTED = "rejected"  # forward refused for a business reason
+    CONFIRMED = "confirmed"
+    COMPENSATED = "compensated"  # undone, or fenced before anything happened
+
+
+class Fence(Doc):
+    """Fence record; ``id`` is ``<saga id>:<step>``."""
+
+    collection = "fences"
+    state: FenceState
+    reason_code: ReasonCode | None = None
+    detail: str = ""
+    updated_at: float = 0.0
+
+
+class Verdict(StrEnum):
+    """What the runtime should do with a command, given the fence."""
+
+    RUN = "run"  # call the handler
+    REPLAY = "replay"  # already done: answer as before, change nothing
+    EMPTY_ROLLBACK = "empty_rollback"  # record the cancel; nothing to undo
+    SUSPENDED = "suspended"  # refuse: the step was undone before this arrived
+    IMPOSSIBLE = "impossible"  # a permanent error: e.g. confirm without prepare
+
+
+_RULES: dict[tuple[Operation, FenceState | None], Verdict] = {
+    (Operation.FORWARD, None): Verdict.RUN,
+    (Operation.FORWARD, FenceState.TRIED): Verdict.REPLAY,
+    (Operation.FORWARD, FenceState.CONFIRMED): Verdict.REPLAY,
+    (Operation.FORWARD, FenceState.REJECTED): Verdict.REPLAY,
+    (Operation.FORWARD, FenceState.COMPENSATED): Verdict.SUSPENDED,
+    (Operation.CONFIRM, FenceState.TRIED): Verdict.RUN,
+    (Operation.CONFIRM, FenceState.CONFIRMED): Verdict.REPLAY,
+    (Operation.COMPENSATE, None): Verdict.EMPTY_ROLLBACK,
+    (Operation.COMPENSATE, FenceState.TRIED): Verdict.RUN,
+    (Operation.COMPENSATE, FenceState.REJECTED): Verdict.EMPTY_ROLLBACK,
+    (Operation.COMPENSATE, FenceState.COMPENSATED): Verdict.REPLAY,
+}
+
+AFTER_RUN = {
+    Operation.FORWARD: FenceState.TRIED,
+    Operation.CONFIRM: FenceState.CONFIRMED,
+    Operation.COMPENSATE: FenceState.COMPENSATED,
+}
+
+
+def verdict(op: Operation, state: FenceState | None) -> Verdict:
+    """The fence rule for an operation arriving when the step is in ``state``."""
+    return _RULES.get((op, state), Verdict.IMPOSSIBLE)
+
+
+def fence_id(saga_id: str, step: str) -> str:
+    """The fence key of one step of one saga."""
+    return f"{saga_id}:{step}"

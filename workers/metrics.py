@@ -1,0 +1,41 @@
+"""Prometheus metrics of a participant worker. Labels are bounded: never an order id."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+FENCE_KINDS = ("empty_rollback", "suspension_refused")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class WorkerMetrics:
+    """Every worker metric, registered on the registry passed in."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.commands = Counter("saga_worker_commands_total", "Commands handled, by reply outcome.",
+                                ["service", "command", "outcome"], registry=registry)
+        self.latency = Histogram("saga_worker_command_duration_seconds",
+                                 "Time to handle a command, from receipt to confirmed reply.",
+                                 ["service", "command"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.duplicates = Counter("saga_worker_duplicate_commands_total",
+                                  "Commands seen before (same message id): recorded reply re-sent.",
+                                  ["service"], registry=registry)
+        self.conflicts = Counter("saga_worker_version_conflicts_total",
+                                 "Optimistic-lock conflicts (transaction retried).", ["service"],
+                                 registry=registry)
+        self.fence = Counter("saga_worker_fence_events_total",
+                             "Empty rollbacks and refused late actions (suspensions).",
+                             ["service", "kind"], registry=registry)
+        self.faults = Counter("saga_worker_injected_faults_total", "Faults injected by configuration.",
+                              ["service", "kind"], registry=registry)
+        self.dead_lettered = Counter("saga_messages_dead_lettered_total",
+                                     "Messages moved to a dead-letter queue.", ["queue", "error"],
+                                     registry=registry)
+
+    def prepare(self, service: str) -> None:
+        """Create this service's label sets at zero, so that dashboards show 0 rather than
+        "no data" for what has not happened yet."""
+        self.duplicates.labels(service)
+        self.conflicts.labels(service)
+        for kind in FENCE_KINDS:
+            self.fence.labels(service, kind)

@@ -1,0 +1,273 @@
+"""The worker runtime: decode, deduplicate, fence, one transaction, reply, then ack.
+
+Handlers are plain async functions that read and write their own documents through a
+transaction. Everything around them is here, once, for every service:
+
+1. the command is validated (bad input raises, and the boundary dead-letters it);
+2. in one transaction: the inbox is checked for the message id (a duplicate gets its
+   recorded reply, nothing re-applied), the fence decides whether the handler may run,
+   the handler runs, the fence and the inbox (with the reply) are written;
+3. version conflicts abort the transaction and it is retried;
+4. after the commit the reply is published and confirmed; the boundary acks last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from contracts.commands import Operation, Outcome, SagaCommand, StepReply
+from contracts.envelope import (
+    Envelope,
+    WireMessage,
+    derived_id,
+    encode,
+    read_envelope,
+    read_payload,
+    utcnow,
+)
+from contracts.orders import ReasonCode
+from contracts.registry import STEP_REPLY
+from contracts.topology import REPLY_KEY, Topology
+from contracts.trace import child, trace_id_of
+from infra.errors import DuplicateKey, InvalidMessage, StoreFailed, VersionConflict
+from infra.faults import Dice, added_latency, crash_now, latency_ms
+from infra.settings import FaultSettings
+from infra.transport import Transport
+from workers.fence import AFTER_RUN, Fence, FenceState, Verdict, fence_id, verdict
+from workers.metrics import FENCE_KINDS, WorkerMetrics
+from workers.store import Doc, DocumentStore, Tx
+
+log = logging.getLogger(__name__)
+
+C = TypeVar("C", bound=SagaCommand)
+Clock = Callable[[], float]
+
+
+class Rejected(Exception):
+    """A business refusal (insufficient stock, payment declined); never retried."""
+
+    def __init__(self, code: ReasonCode, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+class Impossible(Exception):
+    """The handler can never carry the command out (its data is not there)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandHandler(Generic[C]):
+    """How one command type is handled. ``run`` returns a short detail for the reply."""
+
+    name: str
+    model: type[C]
+    op: Operation
+    run: Callable[[Tx, C, float], Awaitable[str]]
+    rejectable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """A participant service: its handlers and the documents it owns."""
+
+    name: str
+    handlers: tuple[CommandHandler[Any], ...]
+    rejection: ReasonCode
+    documents: tuple[type[Doc], ...]
+
+
+class Inbox(Doc):
+    """A handled command: its message id (the document id) and the reply it got."""
+
+    collection = "inbox"
+    command_type: str
+    reply: str
+    at: float
+
+
+class WorkerRuntime:
+    """Runs one service's handlers against its store and the transport."""
+
+    def __init__(self, *, spec: ServiceSpec, store: DocumentStore, transport: Transport,
+                 topology: Topology, metrics: WorkerMetrics, faults: FaultSettings, clock: Clock,
+                 conflict_retries: int = 20, tx_concurrency: int = 16) -> None:
+        self._spec = spec
+        self._handlers = {h.name: h for h in spec.handlers}
+        self._store = store
+        self._transport = transport
+        self._topology = topology
+        self._metrics = metrics
+        self._faults = faults
+        self._dice = Dice(faults.seed)
+        self._clock = clock
+        self._conflict_retries = conflict_retries
+        self._tx_slots = asyncio.Semaphore(tx_concurrency)
+
+    async def handle(self, message: WireMessage) -> None:
+        """Handle one command message and publish its reply."""
+        envelope = read_envelope(message)
+        handler = self._handlers.get(envelope.message_type)
+        if handler is None:
+            raise InvalidMessage(
+                f"{envelope.message_type!r} is not a command of the {self._spec.name} service")
+        command = read_payload(message, handler.model)
+        if command.saga_id != envelope.correlation_id:
+            raise InvalidMessage("command saga_id does not match its correlation_id")
+        started = self._clock()
+        delay = latency_ms(self._faults, self._dice)
+        if delay > self._faults.latency_ms:
+            self._injected("late_reply")
+        await added_latency(delay)
+        reply = self._injected_failure(handler, command)
+        if reply is None:
+            async with self._tx_slots:
+                reply = await self._execute(envelope, handler, command)
+            self._maybe_crash("after_commit")
+        await self._publish(envelope, reply)
+        self._maybe_crash("after_publish")
+        self._metrics.commands.labels(self._spec.name, handler.name, reply.outcome.value).inc()
+        self._metrics.latency.labels(self._spec.name, handler.name).observe(self._clock() - started)
+        log.info("handled %s: %s", handler.name, reply.outcome.value, extra={
+            "saga_id": command.saga_id, "message_id": envelope.message_id, "step": command.step,
+            "operation": handler.op.value, "outcome": reply.outcome.value,
+            "detail": reply.detail or None, "trace_id": trace_id_of(envelope.traceparent)})
+
+    def _injected_failure(self, handler: CommandHandler[Any],
+                          command: SagaCommand) -> StepReply | None:
+        """A configured fault instead of running the command, or None."""
+        if self._dice.roll(self._faults.transient_rate):
+            self._injected("transient")
+            return _reply(command, handler.op, Outcome.RETRYABLE_ERROR, None,
+                          "injected transient failure")
+        if (handler.op is Operation.COMPENSATE
+                and self._dice.roll(self._faults.compensation_failure_rate)):
+            self._injected("compensation_failure")
+            return _reply(command, handler.op, Outcome.PERMANENT_ERROR, None,
+                          "injected permanent compensation failure")
+        return None
+
+    def _maybe_crash(self, point: str) -> None:
+        # The two moments a worker crash is most interesting: the change is committed
+        # but nobody knows yet, and the reply is out but the command not acknowledged.
+        if point in self._faults.crash_points and self._dice.roll(self._faults.crash_rate):
+            self._injected(f"crash_{point}")
+            crash_now()
+
+    def _injected(self, kind: str) -> None:
+        # Logged as well as counted: a chaos run counts faults across restarts from the logs.
+        self._metrics.faults.labels(self._spec.name, kind).inc()
+        log.warning("injected fault %s", kind, extra={"fault": kind})
+
+    async def _execute(self, envelope: Envelope, handler: CommandHandler[Any],
+                       command: SagaCommand) -> StepReply:
+        for attempt in range(self._conflict_retries):
+            try:
+                try:
+                    return await self._attempt(envelope, handler, command)
+                except Rejected as rejection:
+                    return await self._record_rejection(envelope, handler, command, rejection)
+            except (VersionConflict, DuplicateKey) as e:
+                self._metrics.conflicts.labels(self._spec.name).inc()
+                log.debug("conflict on attempt %d: %s", attempt + 1, e)
+                await asyncio.sleep(min(0.5, 0.005 * 2**attempt))
+            except Impossible as e:
+                return _reply(command, handler.op, Outcome.PERMANENT_ERROR, None, str(e))
+            except StoreFailed as e:
+                # Not the command's fault: answer "try again later" (the orchestrator retries
+                # and, in the end, fails the step) rather than dead-letter a valid command.
+                log.error("database error on %s: %s", handler.name, e)
+                return _reply(command, handler.op, Outcome.RETRYABLE_ERROR, None,
+                              "database error; try again")
+        return _reply(command, handler.op, Outcome.RETRYABLE_ERROR, None,
+                      "too many concurrent updates; try again")
+
+    async def _attempt(self, envelope: Envelope, handler: CommandHandler[Any],
+                       command: SagaCommand) -> StepReply:
+        now = self._clock()
+        async with self._store.transaction() as tx:
+            seen = await tx.get(Inbox, envelope.message_id)
+            if seen is not None:
+                self._metrics.duplicates.labels(self._spec.name).inc()
+                return StepReply.model_validate_json(seen.reply)
+            fence = await tx.get(Fence, fence_id(command.saga_id, command.step))
+            reply = await self._judge(tx, handler, command, fence, now)
+            await tx.insert(Inbox(id=envelope.message_id, command_type=handler.name,
+                                  reply=reply.model_dump_json(), at=now))
+            return reply
+
+    async def _judge(self, tx: Tx, handler: CommandHandler[Any], command: SagaCommand,
+                     fence: Fence | None, now: float) -> StepReply:
+        op = handler.op
+        match verdict(op, fence.state if fence else None):
+            case Verdict.RUN:
+                if handler.rejectable and self._dice.roll(self._faults.reject_rate):
+                    self._injected("rejection")
+                    raise Rejected(self._spec.rejection, "injected business rejection")
+                detail = await handler.run(tx, command, now)
+                await _write_fence(tx, command, fence, AFTER_RUN[op], now)
+                return _reply(command, op, Outcome.SUCCEEDED, None, detail)
+            case Verdict.REPLAY:
+                assert fence is not None
+                if fence.state is FenceState.REJECTED:
+                    return _reply(command, op, Outcome.REJECTED, fence.reason_code, fence.detail)
+                return _reply(command, op, Outcome.SUCCEEDED, None, f"already {fence.state}")
+            case Verdict.EMPTY_ROLLBACK:
+                self._metrics.fence.labels(self._spec.name, FENCE_KINDS[0]).inc()
+                await _write_fence(tx, command, fence, FenceState.COMPENSATED, now)
+                return _reply(command, op, Outcome.SUCCEEDED, None, "nothing to undo")
+            case Verdict.SUSPENDED:
+                self._metrics.fence.labels(self._spec.name, FENCE_KINDS[1]).inc()
+                return _reply(command, op, Outcome.REJECTED, ReasonCode.CANCELLED,
+                              "the step was undone before this command arrived")
+            case _:
+                state = fence.state.value if fence else "never started"
+                return _reply(command, op, Outcome.PERMANENT_ERROR, None,
+                              f"cannot {op.value} a step that is {state}")
+
+    async def _record_rejection(self, envelope: Envelope, handler: CommandHandler[Any],
+                                command: SagaCommand, rejection: Rejected) -> StepReply:
+        # The handler's own writes were rolled back with its transaction; this one records
+        # the refusal so that any later attempt of the same step gets the same answer.
+        now = self._clock()
+        reply = _reply(command, handler.op, Outcome.REJECTED, rejection.code, rejection.detail)
+        async with self._store.transaction() as tx:
+            seen = await tx.get(Inbox, envelope.message_id)
+            if seen is not None:
+                return StepReply.model_validate_json(seen.reply)
+            fid = fence_id(command.saga_id, command.step)
+            if await tx.get(Fence, fid) is not None:
+                raise VersionConflict(f"fence {fid} changed while rejecting")
+            await tx.insert(Fence(id=fid, state=FenceState.REJECTED, reason_code=rejection.code,
+                                  detail=rejection.detail, updated_at=now))
+            await tx.insert(Inbox(id=envelope.message_id, command_type=handler.name,
+                                  reply=reply.model_dump_json(), at=now))
+        return reply
+
+    async def _publish(self, command: Envelope, reply: StepReply) -> None:
+        reply_id = derived_id(command.message_id, "reply")
+        envelope = Envelope(
+            message_id=reply_id, correlation_id=reply.saga_id,
+            causation_id=command.message_id, message_type=STEP_REPLY,
+            timestamp=utcnow(), traceparent=child(command.traceparent, reply_id))
+        await self._transport.publish(self._topology.replies_exchange, REPLY_KEY,
+                                      encode(envelope, reply))
+
+
+async def _write_fence(tx: Tx, command: SagaCommand, fence: Fence | None, state: FenceState,
+                       now: float) -> None:
+    if fence is None:
+        await tx.insert(Fence(id=fence_id(command.saga_id, command.step), state=state,
+                              updated_at=now))
+    else:
+        await tx.update(fence.model_copy(update={"state": state, "updated_at": now}))
+
+
+def _reply(command: SagaCommand, op: Operation, outcome: Outcome, code: ReasonCode | None,
+           detail: str) -> StepReply:
+    return StepReply(saga_id=command.saga_id, step=command.step, operation=op, outcome=outcome,
+                     reason_code=code, detail=detail[:500])

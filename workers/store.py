@@ -1,0 +1,55 @@
+"""The participant store port: typed documents, transactions, optimistic-lock versions."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Doc(BaseModel):
+    """A stored document. ``version`` is checked and bumped by every update."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    collection: ClassVar[str]
+
+    id: str
+    version: int = 0
+
+
+class Tx(Protocol):
+    """One transaction: all of its writes commit together or not at all."""
+
+    async def get[T: Doc](self, kind: type[T], id: str) -> T | None:
+        """Read a document (this transaction's own writes included)."""
+        ...
+
+    async def insert(self, doc: Doc) -> None:
+        """Insert; raises DuplicateKey if the id is taken (now or at commit)."""
+        ...
+
+    async def update[T: Doc](self, doc: T) -> T:
+        """Compare-and-set on ``doc.version``; returns the document with the next version.
+        Raises VersionConflict if someone else changed it first."""
+        ...
+
+
+class DocumentStore(Protocol):
+    """A participant's database."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
+        """A transaction; an exception inside the block aborts it."""
+        ...
+
+    async def get[T: Doc](self, kind: type[T], id: str) -> T | None:
+        """Read committed state."""
+        ...
+
+    async def all[T: Doc](self, kind: type[T], limit: int = 100_000) -> list[T]:
+        """Every document of a kind (for seeding, status and audits)."""
+        ...
+
+    async def put(self, doc: Doc) -> None:
+        """Insert or overwrite a document outside any saga (seeding only)."""
+        ...

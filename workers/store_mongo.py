@@ -1,0 +1,89 @@
+"""MongoDB adapter of the participant store: multi-document transactions on a replica set."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from infra.errors import VersionConflict
+from infra.mongo import translated
+from workers.store import Doc
+
+Document = dict[str, Any]
+
+
+def to_mongo(doc: Doc) -> Document:
+    """``id`` becomes ``_id``; the rest is the model's JSON form."""
+    data = doc.model_dump(mode="json")
+    data["_id"] = data.pop("id")
+    return data
+
+
+def from_mongo[T: Doc](kind: type[T], data: Document) -> T:
+    """The inverse of ``to_mongo``."""
+    data = dict(data)
+    data["id"] = data.pop("_id")
+    return kind.model_validate(data)
+
+
+class MongoTx:
+    """Operations bound to one session in a transaction."""
+
+    def __init__(self, db: AsyncDatabase[Document], session: AsyncClientSession) -> None:
+        self._db = db
+        self._session = session
+
+    async def get[T: Doc](self, kind: type[T], id: str) -> T | None:
+        """Read inside the transaction's snapshot."""
+        data = await self._db[kind.collection].find_one({"_id": id}, session=self._session)
+        return None if data is None else from_mongo(kind, data)
+
+    async def insert(self, doc: Doc) -> None:
+        """Insert; the unique _id index turns a taken id into DuplicateKey."""
+        await self._db[doc.collection].insert_one(to_mongo(doc), session=self._session)
+
+    async def update[T: Doc](self, doc: T) -> T:
+        """Replace only if the stored version is the one we read."""
+        new = doc.model_copy(update={"version": doc.version + 1})
+        result = await self._db[doc.collection].replace_one(
+            {"_id": doc.id, "version": doc.version}, to_mongo(new), session=self._session)
+        if result.matched_count == 0:
+            raise VersionConflict(f"{doc.collection}/{doc.id} changed since version {doc.version}")
+        return new
+
+
+class MongoDocumentStore:
+    """One database per service."""
+
+    def __init__(self, client: AsyncMongoClient[Document], database: str) -> None:
+        self._client = client
+        self._db: AsyncDatabase[Document] = client[database]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[MongoTx]:
+        """Start a session and a transaction; commit on success, abort on any exception."""
+        with translated():
+            async with self._client.start_session() as session, await session.start_transaction():
+                yield MongoTx(self._db, session)
+
+    async def get[T: Doc](self, kind: type[T], id: str) -> T | None:
+        """Committed state."""
+        with translated():
+            data = await self._db[kind.collection].find_one({"_id": id})
+        return None if data is None else from_mongo(kind, data)
+
+    async def all[T: Doc](self, kind: type[T], limit: int = 100_000) -> list[T]:
+        """Every document of a kind."""
+        with translated():
+            docs = await self._db[kind.collection].find({}).limit(limit).to_list()
+        return [from_mongo(kind, d) for d in docs]
+
+    async def put(self, doc: Doc) -> None:
+        """Upsert (seeding)."""
+        with translated():
+            await self._db[doc.collection].replace_one({"_id": doc.id}, to_mongo(doc), upsert=True)
