@@ -126,11 +126,11 @@ class Bench:
         return (after - before).published / (time.monotonic() - began)
 
     def _namespace(self, system: System, run: int | str) -> str:
-        return f"{self.tag}-{system.kind}{'-uv' if system.uvloop else ''}-{run}"
+        return f"{self.tag}-{system.name.replace('+', '-')}-{run}"
 
     def _deployment(self, system: System, namespace: str) -> Deployment:
         return Deployment(system.kind, self.plan.amqp_url, namespace, self.plan.log_dir / namespace,
-                          self.plan.extra_env, uvloop=system.uvloop)
+                          {**system.env, **self.plan.extra_env}, uvloop=system.uvloop_launcher)
 
     async def _measure(self, system: System, namespace: str) -> Figures:
         sizes = self.plan.sizes[system.kind]

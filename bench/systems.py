@@ -38,30 +38,53 @@ LABELS = {
 }
 
 
+LOOPS = ("uvloop", "asyncio")
+
+
 @dataclass(frozen=True, slots=True)
 class System:
-    """A system and the event loop its processes run on (``memory+uvloop``)."""
+    """A system and, optionally, the event loop its processes run on (``memory+asyncio``).
+
+    The product's processes run on uvloop unless ``SAGA_EVENT_LOOP=asyncio``; the baseline
+    is a plain asyncio script unless launched through ``bench.uvrun``.
+    """
 
     kind: Kind
-    uvloop: bool = False
+    loop: str = ""
 
     @classmethod
     def parse(cls, text: str) -> System:
-        """``baseline``, ``memory``, ``standin``, each optionally followed by ``+uvloop``."""
+        """``baseline``, ``memory``, ``standin``, each optionally ``+uvloop`` or ``+asyncio``."""
         kind, plus, loop = text.strip().partition("+")
-        if plus and loop != "uvloop":
-            raise ValueError(f"unknown variant {loop!r} in {text!r}: only +uvloop")
-        return cls(Kind(kind), uvloop=bool(plus))
+        if plus and loop not in LOOPS:
+            raise ValueError(f"unknown variant {loop!r} in {text!r}: +uvloop or +asyncio")
+        if kind not in {k.value for k in Kind}:
+            raise ValueError(f"unknown system {kind!r}: baseline, memory or standin")
+        return cls(Kind(kind), loop)
 
     @property
     def name(self) -> str:
         """Short name, as given on the command line."""
-        return f"{self.kind}+uvloop" if self.uvloop else str(self.kind)
+        return f"{self.kind}+{self.loop}" if self.loop else str(self.kind)
 
     @property
     def label(self) -> str:
         """Name in the table."""
-        return LABELS[self.kind] + (", on uvloop" if self.uvloop else "")
+        if self.loop:
+            return f"{LABELS[self.kind]}, on {self.loop}"
+        return LABELS[self.kind] + (", asyncio" if self.kind is Kind.BASELINE else ", uvloop")
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The product's own setting for the loop (the baseline has none)."""
+        if self.kind is Kind.BASELINE or not self.loop:
+            return {}
+        return {"SAGA_EVENT_LOOP": self.loop}
+
+    @property
+    def uvloop_launcher(self) -> bool:
+        """The baseline on uvloop needs the launcher; the product chooses by setting."""
+        return self.kind is Kind.BASELINE and self.loop == "uvloop"
 
 
 def _argv(kind: Kind, role: str, uvloop: bool) -> list[str]:

@@ -7,13 +7,12 @@ the same ``WorkerProcess`` and seeds its store before it starts consuming.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 
 from bench.catalog import seed
 from infra import logs
-from infra.process import run_until_signalled
+from infra.process import run_process
 from infra.settings import SettingsError, worker_from_env
 from workers.app import WorkerProcess
 from workers.services import SERVICES
@@ -40,7 +39,7 @@ def main(argv: list[str]) -> int:
         await seed(service, process.store)
         await process.start()
 
-    asyncio.run(run_until_signalled(start, process.stop))
+    run_process(settings.common, start, process.stop)
     return 0
 
 

@@ -19,6 +19,18 @@ from infra.settings import CommonSettings
 log = logging.getLogger(__name__)
 
 
+def run_process(common: CommonSettings, start: Callable[[], Awaitable[None]],
+                stop: Callable[[], Awaitable[None]]) -> None:
+    """The whole life of a service process, on the configured event loop."""
+    main = run_until_signalled(start, stop)
+    if common.event_loop == "uvloop":
+        import uvloop  # only imported where chosen: it is not on every platform
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
 async def run_until_signalled(start: Callable[[], Awaitable[None]],
                               stop: Callable[[], Awaitable[None]]) -> None:
     """Start, wait for SIGTERM/SIGINT, stop. A failed start still runs ``stop``."""

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 
 from infra import logs
-from infra.process import run_until_signalled
+from infra.process import run_process
 from infra.settings import SettingsError, orchestrator_from_env
 from orchestrator.app import OrchestratorProcess
 
@@ -21,7 +20,7 @@ def main() -> int:
         return 2
     logs.configure("orchestrator", settings.common.log_level)
     process = OrchestratorProcess(settings)
-    asyncio.run(run_until_signalled(process.start, process.stop))
+    run_process(settings.common, process.start, process.stop)
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
@@ -15,7 +14,11 @@ from orchestrator.store import OutboxMessage, SagaRecord, StoreHealth
 
 
 class MemorySagaStore:
-    """Stores the same documents the MongoDB adapter would, so serde bugs show here too."""
+    """Stores the same documents the MongoDB adapter would, so serde bugs show here too.
+
+    A stored document is never changed in place, only replaced (``clear_outbox`` rebinds its
+    outbox list), and ``from_document`` builds fresh objects: loads need no copy.
+    """
 
     def __init__(self, registry: DefinitionRegistry) -> None:
         self._docs: dict[str, Document] = {}
@@ -34,7 +37,7 @@ class MemorySagaStore:
     async def load(self, saga_id: str) -> SagaRecord | None:
         """A copy of the stored saga."""
         doc = self._docs.get(saga_id)
-        return None if doc is None else from_document(copy.deepcopy(doc), self._registry)
+        return None if doc is None else from_document(doc, self._registry)
 
     async def save(self, state: SagaState[Any], expected_version: int,
                    outbox: Sequence[OutboxMessage]) -> SagaState[Any]:
@@ -58,7 +61,7 @@ class MemorySagaStore:
         """Sagas with old outbox entries."""
         found = [d for d in self._docs.values()
                  if any(m["created_at"] <= created_before for m in d["outbox"])]
-        return [from_document(copy.deepcopy(d), self._registry) for d in found[:limit]]
+        return [from_document(d, self._registry) for d in found[:limit]]
 
     async def clear_outbox(self, published: Sequence[tuple[str, Sequence[str]]]) -> None:
         """Drop published entries."""
@@ -72,7 +75,7 @@ class MemorySagaStore:
         wanted = None if statuses is None else {s.value for s in statuses}
         docs = sorted((d for d in self._docs.values() if wanted is None or d["status"] in wanted),
                       key=lambda d: d["created_at"], reverse=True)
-        return [from_document(copy.deepcopy(d), self._registry) for d in docs[:limit]]
+        return [from_document(d, self._registry) for d in docs[:limit]]
 
     async def count_by_status(self) -> dict[SagaStatus, int]:
         """Count."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import time
@@ -15,7 +14,7 @@ from infra import logs, mongo
 from infra.consumer import Boundary
 from infra.faults import faulty
 from infra.http import OpsServer
-from infra.process import ProcessShell, run_until_signalled
+from infra.process import ProcessShell, run_process
 from infra.rabbit import RabbitTransport
 from infra.settings import SettingsError, WorkerSettings, worker_from_env
 from infra.transport import Transport
@@ -111,4 +110,4 @@ def main(service: str) -> None:
         sys.exit(2)
     logs.configure(service, settings.common.log_level)
     process = WorkerProcess(settings, SERVICES[service])
-    asyncio.run(run_until_signalled(process.start, process.stop))
+    run_process(settings.common, process.start, process.stop)
