@@ -188,17 +188,31 @@ class WorkerRuntime:
 
     async def _attempt(self, envelope: Envelope, handler: CommandHandler[Any],
                        command: SagaCommand) -> StepReply:
+        # The inbox is not read first: its unique id makes the insert at the end fail for a
+        # command already handled, which rolls back everything this attempt did. Duplicates
+        # are rare, so this spares a read per command and costs one only for a duplicate.
         now = self._clock()
+        try:
+            async with self._store.transaction() as tx:
+                fence = await tx.get(Fence, fence_id(command.saga_id, command.step))
+                reply = await self._judge(tx, handler, command, fence, now)
+                await tx.insert(Inbox(id=envelope.message_id, command_type=handler.name,
+                                      reply=reply.model_dump_json(), at=now))
+                return reply
+        except DuplicateKey:
+            recorded = await self._recorded_reply(envelope.message_id)
+            if recorded is None:
+                raise  # another key (a fence inserted concurrently): retried as a conflict
+            return recorded
+
+    async def _recorded_reply(self, message_id: str) -> StepReply | None:
+        """The reply recorded for a command handled before, counted as a duplicate."""
         async with self._store.transaction() as tx:
-            seen = await tx.get(Inbox, envelope.message_id)
-            if seen is not None:
-                self._metrics.duplicates.labels(self._spec.name).inc()
-                return StepReply.model_validate_json(seen.reply)
-            fence = await tx.get(Fence, fence_id(command.saga_id, command.step))
-            reply = await self._judge(tx, handler, command, fence, now)
-            await tx.insert(Inbox(id=envelope.message_id, command_type=handler.name,
-                                  reply=reply.model_dump_json(), at=now))
-            return reply
+            seen = await tx.get(Inbox, message_id)
+        if seen is None:
+            return None
+        self._metrics.duplicates.labels(self._spec.name).inc()
+        return StepReply.model_validate_json(seen.reply)
 
     async def _judge(self, tx: Tx, handler: CommandHandler[Any], command: SagaCommand,
                      fence: Fence | None, now: float) -> StepReply:
