@@ -56,7 +56,18 @@ def _sizes(args: argparse.Namespace) -> dict[Kind, Sizes]:
 def main(argv: list[str]) -> int:
     """Run the plan and print the table (and write it, with --results)."""
     args = _parser().parse_args(argv)
-    systems = tuple(System.parse(s) for s in args.systems.split(",") if s.strip())
+    try:
+        systems = tuple(System.parse(s) for s in args.systems.split(",") if s.strip())
+    except ValueError as e:
+        print(f"python -m bench: --systems: {e}", file=sys.stderr)
+        return 2
+    if bad := [e for e in args.env if "=" not in e or not e.split("=", 1)[0]]:
+        print(f"python -m bench: --env wants NAME=VALUE, got {bad[0]!r}", file=sys.stderr)
+        return 2
+    if args.profile is not None and not (Path(sys.executable).parent / "py-spy").exists():
+        print("python -m bench: --profile needs py-spy: pip install -c constraints.txt -e '.[bench]'",
+              file=sys.stderr)
+        return 2
     log_dir = Path(tempfile.mkdtemp(prefix="saga-bench-"))
     plan = Plan(systems=systems, sizes=_sizes(args), runs=args.runs or (1 if args.quick else 3),
                 rss=not args.no_rss, amqp_url=os.environ.get("SAGA_AMQP_URL", DEFAULT_AMQP_URL),
