@@ -1,0 +1,66 @@
+"""The benchmark's own arithmetic: system names, medians, ratios and verdicts in the report.
+
+The benchmark itself runs outside the suite (``python -m bench``); this checks that what
+it prints follows from what it measured.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bench.measure import cpu_seconds, median, percentile
+from bench.report import Context, details, table
+from bench.run import Figures, Plan, Rss, Sizes
+from bench.systems import Kind, System
+
+SIZES = Sizes(warmup=1, latency_1=1, latency_64=1, saturation=1, saturation_inflight=1, rss=1)
+
+
+def test_system_names_parse_and_reject_unknown_ones() -> None:
+    assert System.parse("memory") == System(Kind.MEMORY)
+    assert System.parse("baseline+uvloop").uvloop_launcher
+    assert System.parse("memory+asyncio").env == {"SAGA_EVENT_LOOP": "asyncio"}
+    assert System.parse("memory").env == {}  # the product's own default
+    for bad in ("mongo", "memory+trio", ""):
+        with pytest.raises(ValueError, match="unknown"):
+            System.parse(bad)
+
+
+def test_medians_and_percentiles() -> None:
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert percentile([float(i) for i in range(1, 101)], 99) == pytest.approx(99.0, abs=1.0)
+
+
+def test_cpu_seconds_of_this_process_grow_with_work() -> None:
+    before = cpu_seconds(os.getpid())
+    sum(i * i for i in range(2_000_000))
+    assert cpu_seconds(os.getpid()) > before
+
+
+def _plan(*systems: System) -> Plan:
+    return Plan(systems=systems, sizes={k: SIZES for k in Kind}, runs=3, rss=True,
+                amqp_url="amqp://x", log_dir=Path("."))
+
+
+def test_report_uses_medians_and_states_each_target() -> None:
+    base, product = System(Kind.BASELINE), System(Kind.MEMORY)
+    figures = {
+        base: [Figures(rate=r, cpu_per_saga=0.010) for r in (100.0, 80.0, 120.0)],
+        product: [Figures(rate=r, cpu_per_saga=0.020) for r in (40.0, 60.0, 50.0)],
+    }
+    rss = {product: Rss(inflight=10_000, rss=150 * 2**20, reached_after=3.0)}
+    context = Context("python -m bench", 2, datetime(2026, 12, 1, tzinfo=UTC), 0.0)
+    text = details(_plan(base, product), figures, rss, context)
+    assert "Throughput ratio product, in-memory stores, uvloop / baseline: 0.50" in text
+    assert "NOT met" in text  # 0.50 < 0.8 and a CPU ratio of 2.00 > 1.5
+    assert "150 MB with 10000 sagas" in text
+    assert "target < 200 MB at 10,000: met" in text
+    rows = table(_plan(base, product), figures, rss).splitlines()
+    assert len(rows) == 4  # header, rule, one row per system
+    # The medians (100 and 50), not the means or the first run.
+    assert rows[2].split("|")[2].strip() == "100"
+    assert rows[3].split("|")[2].strip() == "50"
