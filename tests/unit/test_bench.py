@@ -49,8 +49,8 @@ def _plan(*systems: System) -> Plan:
 def test_report_uses_medians_and_states_each_target() -> None:
     base, product = System(Kind.BASELINE), System(Kind.MEMORY)
     figures = {
-        base: [Figures(rate=r, cpu_per_saga=0.010) for r in (100.0, 80.0, 120.0)],
-        product: [Figures(rate=r, cpu_per_saga=0.020) for r in (40.0, 60.0, 50.0)],
+        base: [Figures(rate=r, cpu_per_saga=0.010) for r in (80.0, 100.0, 150.0)],
+        product: [Figures(rate=r, cpu_per_saga=0.020) for r in (40.0, 70.0, 50.0)],
     }
     rss = {product: Rss(inflight=10_000, rss=150 * 2**20, reached_after=3.0)}
     context = Context("python -m bench", 2, datetime(2026, 12, 1, tzinfo=UTC), 0.0)
