@@ -7,6 +7,7 @@ import asyncio
 import os
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -73,6 +74,9 @@ def main(argv: list[str]) -> int:
                 rss=not args.no_rss, amqp_url=os.environ.get("SAGA_AMQP_URL", DEFAULT_AMQP_URL),
                 log_dir=log_dir, extra_env=dict(e.split("=", 1) for e in args.env),
                 profile_dir=args.profile)
+    # SIGTERM behaves like Ctrl-C: the run is cancelled and every deployment's processes and
+    # queues are removed on the way out, rather than left behind.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     started = now()
     bench = Bench(plan, lambda line: print(line, file=sys.stderr, flush=True))
     try:
