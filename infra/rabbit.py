@@ -51,10 +51,14 @@ class RabbitDelivery:
 class RabbitTransport:
     """Publishes on one confirming channel; each consumer gets its own channel and prefetch."""
 
-    def __init__(self, url: str, *, connection_name: str, connect_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, connection_name: str, connect_timeout: float = 30.0,
+                 publish_timeout: float = 30.0) -> None:
         self._url = url
         self._name = connection_name
         self._connect_timeout = connect_timeout
+        # A confirm lost with a connection would otherwise be awaited forever, and with it
+        # the saga's lock and the delivery being handled: a chaos run stalled that way.
+        self._publish_timeout = publish_timeout
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
@@ -121,8 +125,9 @@ class RabbitTransport:
                 await self._publisher.reopen()
                 self._exchanges.clear()
             target = await self._exchange(exchange)
-            await target.publish(to_amqp(message), routing_key=routing_key)
-        except (AMQPError, ConnectionError, OSError, RuntimeError) as e:
+            await target.publish(to_amqp(message), routing_key=routing_key,
+                                 timeout=self._publish_timeout)
+        except (AMQPError, ConnectionError, OSError, RuntimeError) as e:  # TimeoutError is an OSError
             raise PublishFailed(f"publish to {exchange}/{routing_key} failed: {e!r}") from e
 
     async def _exchange(self, name: str) -> AbstractExchange:

@@ -125,24 +125,6 @@ def _roll_back_orphans() -> None:
     SQLiteSessionRuntime.start_session_transaction = start_clean  # type: ignore[method-assign]
 
 
-def _without_change_dispatch() -> None:
-    """Do not hand committed writes to change-stream watchers: the proxy serves none.
-
-    After every write outside a transaction, mongoeco's SQLite engine dispatches the change
-    to in-process watchers under a lease row it updates on a second SQLite connection, from
-    the event loop's thread. When the first connection holds the file's write lock, that
-    update waits for SQLite's busy timeout with the whole server frozen: a soak run saw the
-    orchestrator's stand-in answer a ping in 14 s, and its clients time out server selection
-    (also the likely cause of a CI chaos failure). Nothing ever consumes these changes here.
-    """
-    from mongoeco.engines.adapter import EngineSpiAdapter
-
-    def no_dispatch(self: Any, sink: object | None) -> None:
-        return None
-
-    EngineSpiAdapter.dispatch_committed_changes = no_dispatch  # type: ignore[method-assign]
-
-
 async def serve(host: str, port: int, sqlite_path: str | None, user: str | None = None,
                 transaction_lifetime: float = 10.0) -> None:
     """Run the server until SIGTERM/SIGINT; print its URL once listening."""
@@ -154,7 +136,6 @@ async def serve(host: str, port: int, sqlite_path: str | None, user: str | None 
               file=sys.stderr)
         raise SystemExit(2) from None
     _end_failed_transactions()
-    _without_change_dispatch()
     engine = SQLiteEngine(sqlite_path) if sqlite_path else None
     users = (WireAuthUser(user, os.environ[PASSWORD_ENV]),) if user else ()
     server = AsyncMongoEcoProxyServer(engine=engine, host=host, port=port, auth_users=users)
