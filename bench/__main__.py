@@ -25,9 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--inflight", type=int, default=256, help="sagas in flight at saturation")
     p.add_argument("--runs", type=int, help="runs per system; figures are medians (default 3)")
     p.add_argument("--quick", action="store_true", help="small phases and one run: a smoke test")
-    p.add_argument("--systems", default="baseline,baseline+uvloop,memory,memory+asyncio,standin",
+    p.add_argument("--systems", default="baseline,baseline+uvloop,memory,memory+uvloop,standin",
                    help="comma-separated: baseline, memory, standin, each optionally +uvloop or "
-                        "+asyncio (the product runs on uvloop unless told otherwise)")
+                        "+asyncio (the product runs on asyncio unless told otherwise)")
     p.add_argument("--rss-sagas", type=int, help="sagas in flight for the RSS reading (10000)")
     p.add_argument("--standin-rss-sagas", type=int,
                    help="the same on the stand-in, whose inserts slow down as it fills (2000)")

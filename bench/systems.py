@@ -45,7 +45,7 @@ LOOPS = ("uvloop", "asyncio")
 class System:
     """A system and, optionally, the event loop its processes run on (``memory+asyncio``).
 
-    The product's processes run on uvloop unless ``SAGA_EVENT_LOOP=asyncio``; the baseline
+    The product's processes run on asyncio unless ``SAGA_EVENT_LOOP=uvloop``; the baseline
     is a plain asyncio script unless launched through ``bench.uvrun``.
     """
 
@@ -72,7 +72,7 @@ class System:
         """Name in the table."""
         if self.loop:
             return f"{LABELS[self.kind]}, on {self.loop}"
-        return LABELS[self.kind] + (", asyncio" if self.kind is Kind.BASELINE else ", uvloop")
+        return LABELS[self.kind] + ", asyncio"
 
     @property
     def env(self) -> dict[str, str]:

@@ -55,7 +55,7 @@ def test_report_uses_medians_and_states_each_target() -> None:
     rss = {product: Rss(inflight=10_000, rss=150 * 2**20, reached_after=3.0)}
     context = Context("python -m bench", 2, datetime(2026, 12, 1, tzinfo=UTC), 0.0)
     text = details(_plan(base, product), figures, rss, context)
-    assert "Throughput ratio product, in-memory stores, uvloop / baseline: 0.50" in text
+    assert "Throughput ratio product, in-memory stores, asyncio / baseline: 0.50" in text
     assert "NOT met" in text  # 0.50 < 0.8 and a CPU ratio of 2.00 > 1.5
     assert "150 MB with 10000 sagas" in text
     assert "target < 200 MB at 10,000: met" in text
