@@ -47,9 +47,9 @@ class CommonSettings(Frozen):
     # process's broker user may not configure anything (least privilege).
     declare_topology: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # uvloop measured faster (python -m bench: README, Performance), but the short chaos run
-    # stalled on it: the orchestrator's robust broker connection stayed closed after a
-    # connection cut. asyncio stays the default until that is understood.
+    # uvloop measured faster (python -m bench: README, Performance), but a short chaos run on
+    # it fell far behind where the same run on asyncio passed; asyncio stays the default
+    # until that is understood.
     event_loop: Literal["uvloop", "asyncio"] = "asyncio"
 
     def database(self, owner: str) -> str:
