@@ -19,7 +19,6 @@ from orchestrator import engine
 from orchestrator.engine import Decision, Event, NoteKind
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher, outbox_messages
-from orchestrator.recent import RecentStates
 from orchestrator.registry import DefinitionRegistry, UnknownDefinition
 from orchestrator.state import OpStatus, SagaState
 from orchestrator.store import SagaStore
@@ -36,8 +35,7 @@ class SagaRunner:
     """Runs sagas of every registered definition against one store and one transport."""
 
     def __init__(self, *, registry: DefinitionRegistry, store: SagaStore, outbox: OutboxPublisher,
-                 topology: Topology, metrics: OrchestratorMetrics, clock: Clock,
-                 recent: RecentStates | None = None) -> None:
+                 topology: Topology, metrics: OrchestratorMetrics, clock: Clock) -> None:
         self._registry = registry
         self._store = store
         self._outbox = outbox
@@ -45,7 +43,6 @@ class SagaRunner:
         self._metrics = metrics
         self._clock = clock
         self._locks = KeyedLock()
-        self._recent = RecentStates() if recent is None else recent
 
     async def start(self, name: str, saga_id: str, data: Model, causation_id: str | None,
                     traceparent: str | None = None) -> bool:
@@ -61,7 +58,6 @@ class SagaRunner:
                 self._metrics.duplicate_requests.inc()
                 log.info("saga %s already exists; request %s ignored", saga_id, causation_id)
                 return False
-            self._recent.remember(decision.state)
             self._metrics.observe(definition.name, decision)
             _log_decision(decision, "new", causation_id)
             await self._outbox.publish(saga_id, messages)
@@ -79,20 +75,13 @@ class SagaRunner:
 
     async def _try_apply(self, saga_id: str, event_at: EventAt, causation_id: str | None,
                          traceparent: str | None) -> Decision[Any] | None:
-        cached = self._recent.get(saga_id)
-        state = cached or await self._load(saga_id)
+        state = await self._load(saga_id)
         try:
             definition = self._registry.get(state.definition, state.definition_version)
         except UnknownDefinition as e:
             raise InvalidMessage(str(e)) from e
         now = self._clock()
         decision = engine.decide(definition, state, event_at(now))
-        if not decision.changed and cached is not None:
-            # A cached state that ignores the event may only be stale (another instance
-            # moved the saga on): no save would catch that, so ask the store.
-            self._recent.forget(saga_id)
-            state = await self._load(saga_id)
-            decision = engine.decide(definition, state, event_at(now))
         if not decision.changed:
             self._metrics.observe(definition.name, decision)
             return decision
@@ -101,12 +90,7 @@ class SagaRunner:
             saved = await self._store.save(decision.state, state.version, messages)
         except VersionConflict:
             self._metrics.conflicts.inc()
-            self._recent.forget(saga_id)
             return None
-        except BaseException:
-            self._recent.forget(saga_id)  # written or not: only the store knows now
-            raise
-        self._recent.remember(saved)
         decision = Decision(saved, decision.commands, decision.outcome, decision.notes, True)
         self._metrics.observe(definition.name, decision)
         _log_decision(decision, state.status.value, causation_id)
