@@ -20,7 +20,7 @@ from orchestrator.engine import Decision, Event, NoteKind
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher, outbox_messages
 from orchestrator.registry import DefinitionRegistry, UnknownDefinition
-from orchestrator.state import OpStatus, SagaState
+from orchestrator.state import OpStatus
 from orchestrator.store import SagaStore
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,10 @@ class SagaRunner:
 
     async def _try_apply(self, saga_id: str, event_at: EventAt, causation_id: str | None,
                          traceparent: str | None) -> Decision[Any] | None:
-        state = await self._load(saga_id)
+        record = await self._store.load(saga_id)
+        if record is None:
+            raise UnknownSaga(f"no saga with id {saga_id}")
+        state = record.state
         try:
             definition = self._registry.get(state.definition, state.definition_version)
         except UnknownDefinition as e:
@@ -96,13 +99,6 @@ class SagaRunner:
         _log_decision(decision, state.status.value, causation_id)
         await self._outbox.publish(saga_id, messages)
         return decision
-
-
-    async def _load(self, saga_id: str) -> SagaState[Any]:
-        record = await self._store.load(saga_id)
-        if record is None:
-            raise UnknownSaga(f"no saga with id {saga_id}")
-        return record.state
 
 
 def _log_decision(decision: Decision[Any], before: str | None = None,
