@@ -20,58 +20,106 @@ from typing import Any
 PASSWORD_ENV = "SAGA_STANDIN_PASSWORD"
 
 
-def _end_failed_transactions() -> None:
-    """Make a failed commit end its transaction, as MongoDB does.
-
-    mongoeco 4.11 leaves the transaction of a session open when its commit fails (a write
-    conflict), and the next ``startTransaction`` on that server session silently continues
-    it. PyMongo pools server sessions, so the next transaction of the same client would see
-    the failed one's writes and fail forever. This patch only runs inside the stand-in
-    server process.
-    """
-    from mongoeco.wire.sessions import WireSessionStore
-
-    commit = WireSessionStore.commit_transaction
-    apply_metadata = WireSessionStore._apply_transaction_metadata
-
-    def commit_or_abort(self: WireSessionStore, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            result: dict[str, Any] = commit(self, body)
-        except Exception:
-            session = self._require_session(body)
-            if session.transaction_active:
-                session.abort_transaction()
-            raise
-        return result
-
-    def fresh_start(session: Any, body: dict[str, Any]) -> None:
-        if body.get("startTransaction") is True and session.transaction_active:
-            session.abort_transaction()
-        apply_metadata(session, body)
-
-    _roll_back_orphans()
-    WireSessionStore.commit_transaction = commit_or_abort  # type: ignore[method-assign]
-    WireSessionStore._apply_transaction_metadata = staticmethod(fresh_start)  # type: ignore[method-assign]
+NO_SUCH_TRANSACTION = 251
+TRANSACTION_COMMANDS = ("commitTransaction", "abortTransaction")
 
 
-class TransactionReaper:
-    """Aborts transactions idle for longer than a lifetime limit, as MongoDB does
-    (``transactionLifetimeLimitSeconds``). Without it, a client killed in the middle of a
-    transaction would hold the SQLite engine's single transaction slot forever.
+class Transactions:
+    """Makes the stand-in's transactions all-or-nothing, as MongoDB's are.
 
-    Idle means no command of the session is running: a transaction whose command is slow
-    (a large write under load) must not be aborted under its feet, or part of its writes
-    would land outside the transaction.
+    mongoeco 4.11 ignores ``txnNumber``. A command of a transaction the server no longer has
+    (ended by the lifetime limit, or lost with a server restart) ran outside any transaction,
+    and ``commitTransaction`` answered success: the writes after the break landed on their
+    own, a partial commit. Here, as in MongoDB, such a command fails with NoSuchTransaction
+    (labelled TransientTransactionError), so the client retries the whole transaction.
+
+    It also ends transactions nobody can finish any more, because the SQLite engine runs one
+    transaction at a time and every other client waits for it:
+
+    * a transaction idle for longer than the lifetime limit is aborted, as MongoDB's
+      ``transactionLifetimeLimitSeconds`` does; time the server itself was frozen does not
+      count as idle, or a stall would abort transactions whose next command is waiting;
+    * a transaction whose client's connection closed is aborted at once (a killed client).
+      A live client that goes on over another connection gets NoSuchTransaction and retries.
+
+    Every patch here applies only inside the stand-in server process.
     """
 
     def __init__(self, server: Any, lifetime: float) -> None:
+        self._store = server._session_store
+        self._lifetime = lifetime
+        self._open: dict[str, object] = {}  # session id -> txnNumber of its open transaction
+        self._committed: dict[str, object] = {}  # session id -> txnNumber of its last commit
+        self._last_used: dict[str, float] = {}  # wire session key -> end of its last command
+        self._running: dict[str, int] = {}  # wire session key -> commands in progress
+        self._connection: dict[str, int] = {}  # wire session key -> its last connection
+        self._patch_sessions(type(self._store))
+        self._track_commands(server._executor)
+        self._watch_connections(server._connections)
+
+    # --- transaction numbers ------------------------------------------------------------
+
+    def _patch_sessions(self, store: Any) -> None:
+        self._start_transaction = store._apply_transaction_metadata
+        guard = self
+        store._apply_transaction_metadata = staticmethod(self._apply)
+        store.commit_transaction = lambda store_self, body: guard._commit(store_self, body)
+        store.abort_transaction = lambda store_self, body: guard._abort(store_self, body)
+
+    def _apply(self, session: Any, body: dict[str, Any]) -> None:
+        """Start a transaction, or check that a command belongs to the open one."""
+        if body.get("autocommit") is None or any(c in body for c in TRANSACTION_COMMANDS):
+            return  # not part of a transaction (retryable writes carry a number too)
+        number = body.get("txnNumber")
+        if body.get("startTransaction") is True:
+            if session.transaction_active:
+                # The client abandoned the previous transaction of this session.
+                session.abort_transaction()
+            self._start_transaction(session, body)
+            self._open[session.session_id] = number
+        elif not self._is_open(session, number):
+            raise _no_such_transaction(number)
+
+    def _is_open(self, session: Any, number: object) -> bool:
+        return bool(session.transaction_active) and self._open.get(session.session_id) == number
+
+    def _commit(self, store: Any, body: dict[str, Any]) -> dict[str, Any]:
+        session = self._session(store, body)
+        number = body.get("txnNumber")
+        if self._committed.get(session.session_id) == number:
+            return {"ok": 1.0}  # the retry of a commit whose answer was lost
+        if not self._is_open(session, number):
+            raise _no_such_transaction(number)
+        try:
+            session.commit_transaction()
+        except Exception:
+            # A failed commit (a write conflict) ends the transaction, as in MongoDB.
+            if session.transaction_active:
+                session.abort_transaction()
+            raise
+        finally:
+            self._open.pop(session.session_id, None)
+        self._committed[session.session_id] = number
+        return {"ok": 1.0}
+
+    def _abort(self, store: Any, body: dict[str, Any]) -> dict[str, Any]:
+        session = self._session(store, body)
+        if self._is_open(session, body.get("txnNumber")):
+            session.abort_transaction()
+        return {"ok": 1.0}
+
+    @staticmethod
+    def _session(store: Any, body: dict[str, Any]) -> Any:
+        try:
+            return store._require_session(body)
+        except Exception:
+            raise _no_such_transaction(body.get("txnNumber")) from None
+
+    # --- idle and orphaned transactions ---------------------------------------------------
+
+    def _track_commands(self, executor: Any) -> None:
         from mongoeco.wire._session_identity import wire_session_key
 
-        self._sessions = server._session_store
-        self._lifetime = lifetime
-        self._last_used: dict[str, float] = {}
-        self._running: dict[str, int] = {}
-        executor = server._executor
         execute = executor.execute_prepared
 
         async def tracked(context: Any) -> Any:
@@ -79,6 +127,7 @@ class TransactionReaper:
             key = None if lsid is None else wire_session_key(lsid)
             if key is not None:
                 self._running[key] = self._running.get(key, 0) + 1
+                self._connection[key] = context.connection.connection_id
             try:
                 return await execute(context)
             finally:
@@ -88,16 +137,49 @@ class TransactionReaper:
 
         executor.execute_prepared = tracked
 
-    async def run(self) -> None:
-        """Check every second."""
+    def _watch_connections(self, registry: Any) -> None:
+        close = registry.close
+
+        def closed(connection: Any) -> None:
+            close(connection)
+            gone = connection.connection_id
+            for key in [k for k, c in self._connection.items() if c == gone]:
+                del self._connection[key]
+                self._abort_idle(key, "its client's connection closed")
+
+        registry.close = closed
+
+    def _abort_idle(self, key: str, why: str) -> None:
+        context = self._store._sessions.get(key)
+        if context is None or self._running.get(key, 0) or not context.session.transaction_active:
+            return
+        context.session.abort_transaction()
+        print(f"standin: aborted a transaction: {why}", file=sys.stderr)
+
+    async def run_reaper(self, interval: float = 1.0) -> None:
+        """Abort transactions idle longer than the lifetime limit, checked every second."""
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(interval)
             now = time.monotonic()
-            for key, context in list(self._sessions._sessions.items()):
-                if self._running.get(key, 0) or not context.session.transaction_active:
-                    continue
+            stalled = now - last - interval
+            last = now
+            if stalled > interval:
+                # The event loop was blocked: no command could arrive meanwhile.
+                for key in self._last_used:
+                    self._last_used[key] += stalled
+            for key in list(self._store._sessions):
                 if now - self._last_used.get(key, now) > self._lifetime:
-                    context.session.abort_transaction()
+                    self._abort_idle(key, f"idle for more than {self._lifetime:g}s")
+
+
+def _no_such_transaction(number: object) -> Exception:
+    from mongoeco.errors import OperationFailure
+
+    return OperationFailure(
+        f"Transaction with txnNumber {number} has been aborted or never started",
+        code=NO_SUCH_TRANSACTION, details={"codeName": "NoSuchTransaction"},
+        error_labels=("TransientTransactionError",))
 
 
 def _roll_back_orphans() -> None:
@@ -135,13 +217,13 @@ async def serve(host: str, port: int, sqlite_path: str | None, user: str | None 
         print("standin: the mongoeco package is missing (pip install mongoeco; Python 3.13+)",
               file=sys.stderr)
         raise SystemExit(2) from None
-    _end_failed_transactions()
+    _roll_back_orphans()
     engine = SQLiteEngine(sqlite_path) if sqlite_path else None
     users = (WireAuthUser(user, os.environ[PASSWORD_ENV]),) if user else ()
     server = AsyncMongoEcoProxyServer(engine=engine, host=host, port=port, auth_users=users)
+    transactions = Transactions(server, transaction_lifetime)
     address = await server.start()
-    reaper = asyncio.create_task(
-        TransactionReaper(server, transaction_lifetime).run())
+    reaper = asyncio.create_task(transactions.run_reaper())
     print(f"mongodb://{address.host}:{address.port}/?directConnection=true", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -181,10 +181,11 @@ class Cluster:
 
 
 async def start_standin(log_dir: Path, sqlite_path: Path | None = None,
-                        port: int | None = None, name: str = "standin") -> tuple[ManagedProcess, str]:
+                        port: int | None = None, name: str = "standin",
+                        extra_args: tuple[str, ...] = ()) -> tuple[ManagedProcess, str]:
     """Run the MongoDB stand-in server in its own process; returns it and its URL."""
     port = port or free_port()
-    argv = [sys.executable, "-m", "infra.standin", "--port", str(port)]
+    argv = [sys.executable, "-m", "infra.standin", "--port", str(port), *extra_args]
     if sqlite_path is not None:
         argv += ["--sqlite", str(sqlite_path)]
     process = ManagedProcess(name, argv, dict(os.environ), log_dir / f"{name}.log", port,

@@ -1,0 +1,166 @@
+"""The MongoDB stand-in keeps a transaction all-or-nothing, whatever ends it half-way.
+
+MongoDB answers a command that belongs to a transaction it no longer has (aborted by its
+lifetime limit, or lost with a restart) with NoSuchTransaction. mongoeco ran such a command
+outside any transaction instead, so the writes after the break landed on their own: a
+partial commit. These tests break a transaction in the middle, finish it from the client,
+and check that none of its writes is visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.errors import OperationFailure, PyMongoError
+
+from sagactl.processes import start_standin
+
+Client = AsyncMongoClient[dict[str, Any]]
+
+
+async def _client(url: str) -> Client:
+    client: Client = AsyncMongoClient(url, serverSelectionTimeoutMS=10_000)
+    await client.admin.command("ping")
+    return client
+
+
+@pytest.fixture
+async def reaping_standin(tmp_path: Path) -> AsyncIterator[str]:
+    """A stand-in that reaps transactions idle for one second."""
+    process, url = await start_standin(tmp_path, extra_args=("--transaction-lifetime", "1"))
+    try:
+        yield url
+    finally:
+        process.stop()
+
+
+async def _finish(client: Client, collection: str, first: str, second: str,
+                  between: Any) -> PyMongoError | None:
+    """Insert ``first`` and ``second`` in one transaction, calling ``between`` in between;
+    returns the error that ended the transaction, if any."""
+    coll = client["atomic"][collection]
+    try:
+        async with client.start_session() as session, await session.start_transaction():
+            await coll.insert_one({"_id": first}, session=session)
+            await between()
+            await coll.insert_one({"_id": second}, session=session)
+    except PyMongoError as e:
+        return e
+    return None
+
+
+async def test_a_reaped_transaction_commits_nothing(reaping_standin: str) -> None:
+    """The reaper aborts the idle transaction; the write after it and the commit must fail
+    rather than land outside the transaction."""
+    client = await _client(reaping_standin)
+    try:
+        error = await _finish(client, "reaped", "a", "b", lambda: asyncio.sleep(3.0))
+        assert error is not None, "the transaction committed after it had been aborted"
+        assert isinstance(error, OperationFailure), error
+        assert error.code == 251, error
+        assert error.has_error_label("TransientTransactionError")
+        assert await client["atomic"]["reaped"].count_documents({}) == 0
+    finally:
+        await client.close()
+
+
+async def test_a_transaction_cut_by_a_server_restart_commits_nothing(tmp_path: Path) -> None:
+    """The server is killed between two writes of a transaction and comes back with its
+    data file: the second write must not start a life of its own on the new server."""
+    process, url = await start_standin(tmp_path, sqlite_path=tmp_path / "db.sqlite")
+    client = await _client(url)
+
+    async def restart() -> None:
+        process.kill()
+        process.start()
+        await process.wait_ready(30.0)
+
+    try:
+        error = await _finish(client, "restarted", "a", "b", restart)
+        assert error is not None, "the transaction went on across a server restart"
+        assert await client["atomic"]["restarted"].count_documents({}) == 0
+    finally:
+        await client.close()
+        process.stop()
+
+
+async def test_a_repeated_commit_of_a_committed_transaction_succeeds(
+        reaping_standin: str) -> None:
+    """The driver retries a commit whose answer was lost; MongoDB answers it with success,
+    and so must the stand-in (an error would make the caller redo committed work)."""
+    client = await _client(reaping_standin)
+    try:
+        async with client.start_session() as session:
+            await session.start_transaction()
+            await client["atomic"]["commits"].insert_one({"_id": "a"}, session=session)
+            await session.commit_transaction()
+            await session.commit_transaction()
+        assert await client["atomic"]["commits"].count_documents({}) == 1
+    finally:
+        await client.close()
+
+
+HOLDER = """
+import asyncio, sys
+from pymongo import AsyncMongoClient
+
+async def main():
+    client = AsyncMongoClient(sys.argv[1])
+    session = client.start_session()
+    await session.start_transaction()
+    await client["atomic"]["slot"].insert_one({"_id": "held"}, session=session)
+    print("holding", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_client_frees_the_transaction_slot(tmp_path: Path) -> None:
+    """The stand-in's SQLite engine runs one transaction at a time. A client killed inside its transaction
+    must not block every other client until the lifetime limit (here 60 s): its
+    transaction ends when its connection does, and none of its writes remain."""
+    process, url = await start_standin(tmp_path, sqlite_path=tmp_path / "db.sqlite",
+                                       extra_args=("--transaction-lifetime", "60"))
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLDER, url, stdout=asyncio.subprocess.PIPE)
+    other = await _client(url)
+    try:
+        assert holder.stdout is not None
+        assert (await asyncio.wait_for(holder.stdout.readline(), 30)).strip() == b"holding"
+        holder.kill()  # SIGKILL: no endSessions, no abort; only its sockets close
+        await holder.wait()
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    async with other.start_session() as s, await s.start_transaction():
+                        await other["atomic"]["slot"].insert_one({"_id": "next"}, session=s)
+                    break
+                except OperationFailure:
+                    await asyncio.sleep(0.2)
+        assert await other["atomic"]["slot"].distinct("_id") == ["next"]
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
+        await other.close()
+        process.stop()
+
+
+async def test_writes_outside_transactions_still_work(reaping_standin: str) -> None:
+    """Retryable writes carry a transaction number too; they are not transactions."""
+    client = await _client(reaping_standin)
+    try:
+        coll = client["atomic"]["plain"]
+        await coll.insert_one({"_id": "a"})
+        await coll.update_one({"_id": "a"}, {"$set": {"n": 1}})
+        assert await coll.find_one({"_id": "a"}) == {"_id": "a", "n": 1}
+    finally:
+        await client.close()
+
