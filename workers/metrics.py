@@ -23,6 +23,13 @@ class WorkerMetrics:
         self.conflicts = Counter("saga_worker_version_conflicts_total",
                                  "Optimistic-lock conflicts (transaction retried).", ["service"],
                                  registry=registry)
+        self.exhausted = Counter("saga_worker_conflict_retries_exhausted_total",
+                                 "Commands answered retryable after conflicting on every "
+                                 "attempt (the log names the key).", ["service"],
+                                 registry=registry)
+        self.orphaned = Counter("saga_worker_orphaned_effects_total",
+                                "Steps failed because their effect existed without its fence.",
+                                ["service"], registry=registry)
         self.fence = Counter("saga_worker_fence_events_total",
                              "Empty rollbacks and refused late actions (suspensions).",
                              ["service", "kind"], registry=registry)
@@ -37,5 +44,7 @@ class WorkerMetrics:
         "no data" for what has not happened yet."""
         self.duplicates.labels(service)
         self.conflicts.labels(service)
+        self.exhausted.labels(service)
+        self.orphaned.labels(service)
         for kind in FENCE_KINDS:
             self.fence.labels(service, kind)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -58,6 +59,11 @@ class Rejected(Exception):
 
 class Impossible(Exception):
     """The handler can never carry the command out (its data is not there)."""
+
+
+class EffectExists(Exception):
+    """The handler's write found its natural key taken while the fence says the step never
+    ran here: an effect without its record (a manual repair, or a write from outside)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,16 +171,24 @@ class WorkerRuntime:
 
     async def _execute(self, envelope: Envelope, handler: CommandHandler[Any],
                        command: SagaCommand) -> StepReply:
+        last: Exception | None = None
         for attempt in range(self._conflict_retries):
             try:
                 try:
                     return await self._attempt(envelope, handler, command)
                 except Rejected as rejection:
                     return await self._record_rejection(envelope, handler, command, rejection)
+            except EffectExists as e:
+                # Once may be a concurrent attempt of the same step that committed meanwhile:
+                # the next attempt then finds its fence. Twice, the effect has no record.
+                if isinstance(last, EffectExists):
+                    return self._orphaned(handler, command, e)
+                last = e
             except (VersionConflict, DuplicateKey) as e:
+                last = e
                 self._metrics.conflicts.labels(self._spec.name).inc()
                 log.debug("conflict on attempt %d: %s", attempt + 1, e)
-                await asyncio.sleep(min(0.5, 0.005 * 2**attempt))
+                await asyncio.sleep(_backoff(attempt))
             except Impossible as e:
                 return _reply(command, handler.op, Outcome.PERMANENT_ERROR, None, str(e))
             except StoreFailed as e:
@@ -183,8 +197,23 @@ class WorkerRuntime:
                 log.error("database error on %s: %s", handler.name, e)
                 return _reply(command, handler.op, Outcome.RETRYABLE_ERROR, None,
                               "database error; try again")
+        # Conflicts on every attempt are not load: something holds the key. Say which.
+        self._metrics.exhausted.labels(self._spec.name).inc()
+        log.error("gave up after %d conflicts: %s", self._conflict_retries, last, extra={
+            "saga_id": command.saga_id, "step": command.step})
         return _reply(command, handler.op, Outcome.RETRYABLE_ERROR, None,
-                      "too many concurrent updates; try again")
+                      f"too many concurrent updates; try again (last: {last})")
+
+    def _orphaned(self, handler: CommandHandler[Any], command: SagaCommand,
+                  e: EffectExists) -> StepReply:
+        """Fail the step for good and visibly: applying the effect twice, or claiming it as
+        this step's without knowing, could both be wrong; an operator decides."""
+        self._metrics.orphaned.labels(self._spec.name).inc()
+        log.error("effect exists without its fence: %s", e, extra={
+            "saga_id": command.saga_id, "step": command.step})
+        return _reply(command, handler.op, Outcome.PERMANENT_ERROR, None,
+                      f"the effect of this step already exists but was not recorded as done "
+                      f"here; check it by hand ({e})")
 
     async def _attempt(self, envelope: Envelope, handler: CommandHandler[Any],
                        command: SagaCommand) -> StepReply:
@@ -222,7 +251,10 @@ class WorkerRuntime:
                 if handler.rejectable and self._dice.roll(self._faults.reject_rate):
                     self._injected("rejection")
                     raise Rejected(self._spec.rejection, "injected business rejection")
-                detail = await handler.run(tx, command, now)
+                try:
+                    detail = await handler.run(tx, command, now)
+                except DuplicateKey as e:
+                    raise EffectExists(str(e)) from e
                 await _write_fence(tx, command, fence, AFTER_RUN[op], now)
                 return _reply(command, op, Outcome.SUCCEEDED, None, detail)
             case Verdict.REPLAY:
@@ -279,6 +311,12 @@ async def _write_fence(tx: Tx, command: SagaCommand, fence: Fence | None, state:
                               updated_at=now))
     else:
         await tx.update(fence.model_copy(update={"state": state, "updated_at": now}))
+
+
+def _backoff(attempt: int) -> float:
+    """Capped exponential backoff with full jitter, so that retries of conflicting
+    transactions spread out instead of colliding again in step."""
+    return random.uniform(0, min(0.5, 0.005 * 2**attempt))
 
 
 def _reply(command: SagaCommand, op: Operation, outcome: Outcome, code: ReasonCode | None,

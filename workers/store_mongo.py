@@ -40,18 +40,21 @@ class MongoTx:
 
     async def get[T: Doc](self, kind: type[T], id: str) -> T | None:
         """Read inside the transaction's snapshot."""
-        data = await self._db[kind.collection].find_one({"_id": id}, session=self._session)
+        with translated():
+            data = await self._db[kind.collection].find_one({"_id": id}, session=self._session)
         return None if data is None else from_mongo(kind, data)
 
     async def insert(self, doc: Doc) -> None:
         """Insert; the unique _id index turns a taken id into DuplicateKey."""
-        await self._db[doc.collection].insert_one(to_mongo(doc), session=self._session)
+        with translated():
+            await self._db[doc.collection].insert_one(to_mongo(doc), session=self._session)
 
     async def update[T: Doc](self, doc: T) -> T:
         """Replace only if the stored version is the one we read."""
         new = doc.model_copy(update={"version": doc.version + 1})
-        result = await self._db[doc.collection].replace_one(
-            {"_id": doc.id, "version": doc.version}, to_mongo(new), session=self._session)
+        with translated():
+            result = await self._db[doc.collection].replace_one(
+                {"_id": doc.id, "version": doc.version}, to_mongo(new), session=self._session)
         if result.matched_count == 0:
             raise VersionConflict(f"{doc.collection}/{doc.id} changed since version {doc.version}")
         return new

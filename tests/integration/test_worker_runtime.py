@@ -455,3 +455,22 @@ async def test_misrouted_or_mismatched_commands_are_dead_lettered(rig: Rig) -> N
     worker = rig.participants["inventory"]
     assert worker.metric("saga_messages_dead_lettered_total",
                          queue=rig.topology.command_queue("inventory"), error="InvalidMessage") == 2
+
+
+# --- state left behind by a manual repair ---------------------------------------------------
+
+
+async def test_an_effect_without_its_fence_fails_the_step_visibly(rig: Rig) -> None:
+    """A reservation that exists although the fence says the step never ran here (a manual
+    repair, a write from outside) is neither applied again nor retried forever: the step
+    fails permanently with a reason an operator can act on, and it is counted."""
+    await add_stock(rig.inventory, SKU, 10)
+    await rig.inventory.put(Reservation(id="o-1", lines=(StockLine(sku=SKU, quantity=2),),
+                                        state="held", updated_at=0.0))
+    reply = await rig.call("inventory.prepare", reserve("o-1", 2), "p-1")
+    assert reply.outcome is Outcome.PERMANENT_ERROR, reply.detail
+    assert "already exists" in reply.detail
+    assert (await rig.stock()).reserved == 0
+    assert await rig.inventory.get(Fence, fence_id("o-1", RESERVE)) is None
+    worker = rig.participants["inventory"]
+    assert worker.metric("saga_worker_orphaned_effects_total", service="inventory") == 1
