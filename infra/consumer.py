@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from contracts.envelope import CodecError, WireMessage, utcnow
-from contracts.topology import Topology
+from contracts.topology import DELIVERY_LIMIT, Topology
 from infra.errors import InvalidMessage
 from infra.transport import Delivery, Handler, Transport
 
@@ -32,6 +32,7 @@ REASON_HEADER = "x-dead-letter-reason"
 ERROR_KIND_HEADER = "x-dead-letter-error"
 QUEUE_HEADER = "x-original-queue"
 TIME_HEADER = "x-dead-lettered-at"
+DELIVERY_COUNT_HEADER = "x-delivery-count"  # set by quorum queues on every redelivery
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,13 @@ class Boundary:
         return guarded
 
     async def _run(self, handler: MessageHandler, delivery: Delivery) -> None:
+        deliveries = delivery.message.headers.get(DELIVERY_COUNT_HEADER)
+        if isinstance(deliveries, int) and deliveries >= DELIVERY_LIMIT // 2:
+            # Each return of an unacknowledged message (a consumer's channel closing) counts;
+            # at DELIVERY_LIMIT the broker dead-letters it, valid or not.
+            log.warning("message %s delivered %d times (the broker gives up at %d)",
+                        delivery.message.message_id, deliveries, DELIVERY_LIMIT,
+                        extra={"queue": delivery.queue})
         attempt = 0
         while True:
             attempt += 1

@@ -110,6 +110,9 @@ class WorkerSettings(Frozen):
     # Concurrent transactions per worker. MongoDB handles many; the mongoeco stand-in
     # detects conflicts server-wide, so the test harness runs it with 1.
     tx_concurrency: int = Field(default=16, ge=1, le=1000)
+    # How long a command waits for an unreachable database before it is answered "try
+    # again later" (the orchestrator's retry policy takes over).
+    store_patience: float = Field(default=20.0, ge=0, le=3600)
 
 
 _COMMON = {
@@ -123,7 +126,8 @@ _ORCHESTRATOR = {
     "SAGA_SETTLE_ATTEMPTS": "settle_attempts", "SAGA_BACKOFF": "backoff", "SAGA_DEADLINE": "deadline",
     "SAGA_TICK_INTERVAL": "tick_interval", "SAGA_RELAY_AFTER": "relay_after",
 }
-_WORKER = {"SAGA_CONFLICT_RETRIES": "conflict_retries", "SAGA_TX_CONCURRENCY": "tx_concurrency"}
+_WORKER = {"SAGA_CONFLICT_RETRIES": "conflict_retries", "SAGA_TX_CONCURRENCY": "tx_concurrency",
+           "SAGA_STORE_PATIENCE": "store_patience"}
 _FAULTS = {
     "SAGA_FAULT_TRANSIENT": "transient_rate", "SAGA_FAULT_REJECT": "reject_rate",
     "SAGA_FAULT_LATENCY_MS": "latency_ms", "SAGA_FAULT_SLOW": "slow_rate",

@@ -42,7 +42,8 @@ class Worker:
         self.runtime = WorkerRuntime(spec=spec, store=store, transport=transport,
                                      topology=self._topology, metrics=metrics, faults=faults,
                                      clock=clock, conflict_retries=settings.conflict_retries,
-                                     tx_concurrency=settings.tx_concurrency)
+                                     tx_concurrency=settings.tx_concurrency,
+                                     store_patience=settings.store_patience)
         self.ready = False
 
     async def start(self) -> None:

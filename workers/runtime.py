@@ -20,6 +20,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
 from contracts.commands import Operation, Outcome, SagaCommand, StepReply
 from contracts.envelope import (
     Envelope,
@@ -34,7 +41,13 @@ from contracts.orders import ReasonCode
 from contracts.registry import STEP_REPLY
 from contracts.topology import REPLY_KEY, Topology
 from contracts.trace import child, trace_id_of
-from infra.errors import DuplicateKey, InvalidMessage, StoreFailed, VersionConflict
+from infra.errors import (
+    DuplicateKey,
+    InvalidMessage,
+    StoreFailed,
+    StoreUnavailable,
+    VersionConflict,
+)
 from infra.faults import Dice, added_latency, crash_now, latency_ms
 from infra.settings import FaultSettings
 from infra.transport import Transport
@@ -101,7 +114,8 @@ class WorkerRuntime:
 
     def __init__(self, *, spec: ServiceSpec, store: DocumentStore, transport: Transport,
                  topology: Topology, metrics: WorkerMetrics, faults: FaultSettings, clock: Clock,
-                 conflict_retries: int = 20, tx_concurrency: int = 16) -> None:
+                 conflict_retries: int = 20, tx_concurrency: int = 16,
+                 store_patience: float = 20.0) -> None:
         self._spec = spec
         self._handlers = {h.name: h for h in spec.handlers}
         self._store = store
@@ -112,6 +126,7 @@ class WorkerRuntime:
         self._dice = Dice(faults.seed)
         self._clock = clock
         self._conflict_retries = conflict_retries
+        self._store_patience = store_patience
         self._tx_slots = asyncio.Semaphore(tx_concurrency)
 
     async def handle(self, message: WireMessage) -> None:
@@ -171,6 +186,27 @@ class WorkerRuntime:
 
     async def _execute(self, envelope: Envelope, handler: CommandHandler[Any],
                        command: SagaCommand) -> StepReply:
+        """Run the command's transaction; wait out a database that does not answer for a
+        while, then answer "try again later" instead of holding the command: a held
+        command is returned to its queue on every broker reconnect, and the broker
+        dead-letters it after DELIVERY_LIMIT returns, valid or not."""
+        try:
+            async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(StoreUnavailable),
+                    wait=wait_random_exponential(multiplier=0.05, max=2.0),
+                    stop=stop_after_delay(self._store_patience), reraise=True):
+                with attempt:
+                    return await self._settle(envelope, handler, command)
+        except StoreUnavailable as e:
+            log.error("database unavailable for %.0fs on %s: %s", self._store_patience,
+                      handler.name, e, extra={"saga_id": command.saga_id, "step": command.step})
+            return _reply(command, handler.op, Outcome.RETRYABLE_ERROR, None,
+                          "database unavailable; try again")
+        raise AssertionError("unreachable: tenacity returns or raises")
+
+    async def _settle(self, envelope: Envelope, handler: CommandHandler[Any],
+                      command: SagaCommand) -> StepReply:
+        """One command, through conflicts: the reply to send."""
         last: Exception | None = None
         for attempt in range(self._conflict_retries):
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -33,6 +34,7 @@ from contracts.orders import ReasonCode
 from contracts.registry import STEP_REPLY
 from contracts.topology import REPLY_KEY, Topology, dead_letter_queue
 from infra.consumer import REASON_HEADER
+from infra.errors import StoreUnavailable
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, WorkerSettings
 from sagactl.seed import add_funds, add_stock
@@ -42,7 +44,7 @@ from workers.fence import Fence, FenceState, fence_id
 from workers.inventory import Reservation, StockItem
 from workers.metrics import WorkerMetrics
 from workers.payment import Account, Hold
-from workers.store import DocumentStore
+from workers.store import Doc, DocumentStore, Tx
 from workers.store_memory import MemoryDocumentStore
 from workers.store_mongo import MongoDocumentStore
 
@@ -474,3 +476,80 @@ async def test_an_effect_without_its_fence_fails_the_step_visibly(rig: Rig) -> N
     assert await rig.inventory.get(Fence, fence_id("o-1", RESERVE)) is None
     worker = rig.participants["inventory"]
     assert worker.metric("saga_worker_orphaned_effects_total", service="inventory") == 1
+
+
+# --- an unreachable database ------------------------------------------------------------------
+
+
+class Unreachable:
+    """A participant store whose first ``failures`` transactions find no database."""
+
+    def __init__(self, inner: DocumentStore, failures: float) -> None:
+        self._inner = inner
+        self.failures = failures
+
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
+        """Fail while failures remain, then behave as the wrapped store."""
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailable("database unreachable: ServerSelectionTimeoutError")
+        return self._inner.transaction()
+
+    async def get[T: Doc](self, kind: type[T], id: str) -> T | None:
+        """Delegate."""
+        return await self._inner.get(kind, id)
+
+    async def all[T: Doc](self, kind: type[T], limit: int = 100_000) -> list[T]:
+        """Delegate."""
+        return await self._inner.all(kind, limit)
+
+    async def put(self, doc: Doc) -> None:
+        """Delegate."""
+        await self._inner.put(doc)
+
+
+async def _unreachable_rig(rabbit: RabbitTransport, topology: Topology, amqp_url: str,
+                           store: Unreachable, patience: float) -> tuple[Rig, Worker]:
+    common = CommonSettings(amqp_url=SecretStr(amqp_url), namespace=topology.namespace,
+                            store="memory")
+    settings = WorkerSettings(common=common, service="inventory", store_patience=patience)
+    transport = RabbitTransport(amqp_url, connection_name="pytest-inventory", connect_timeout=10)
+    await transport.connect()
+    worker = Worker(settings=settings, spec=inventory.SPEC, transport=transport, store=store,
+                    metrics=WorkerMetrics(CollectorRegistry()))
+    await worker.start()
+    reply_queue = await rabbit.temporary_queue(topology.replies_exchange, (REPLY_KEY,))
+    return Rig(rabbit, topology, reply_queue, {}), worker
+
+
+async def test_a_database_blip_is_waited_out(rabbit: RabbitTransport, topology: Topology,
+                                             amqp_url: str) -> None:
+    """A database that fails three times and then answers costs a command nothing."""
+    inner = MemoryDocumentStore()
+    await add_stock(inner, SKU, 10)
+    store = Unreachable(inner, failures=3)
+    rig, worker = await _unreachable_rig(rabbit, topology, amqp_url, store, patience=20)
+    try:
+        reply = await rig.call("inventory.prepare", reserve("o-1", 2), "p-1")
+        assert reply.outcome is Outcome.SUCCEEDED
+        assert store.failures == 0
+    finally:
+        await worker.stop()
+
+
+async def test_a_database_down_for_good_gets_a_retryable_answer(
+        rabbit: RabbitTransport, topology: Topology, amqp_url: str) -> None:
+    """A command is not held while the database stays away: after the patience it is
+    answered "try again later" (the orchestrator's policy retries it), acknowledged, and
+    never dead-lettered, so broker reconnects cannot push it to the delivery limit."""
+    store = Unreachable(MemoryDocumentStore(), failures=float("inf"))
+    rig, worker = await _unreachable_rig(rabbit, topology, amqp_url, store, patience=0.5)
+    try:
+        reply = await rig.call("inventory.prepare", reserve("o-1", 2), "p-1")
+        assert reply.outcome is Outcome.RETRYABLE_ERROR
+        assert "database unavailable" in reply.detail
+        dlq = dead_letter_queue(topology.command_queue("inventory"))
+        assert await rabbit.get(dlq) is None
+        assert await rabbit.depth(topology.command_queue("inventory")) == 0
+    finally:
+        await worker.stop()
