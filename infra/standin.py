@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 # The password of --user comes from the environment, never from the command line (which
 # every local user can read in the process list).
@@ -32,6 +32,12 @@ class Transactions:
     and ``commitTransaction`` answered success: the writes after the break landed on their
     own, a partial commit. Here, as in MongoDB, such a command fails with NoSuchTransaction
     (labelled TransientTransactionError), so the client retries the whole transaction.
+
+    It also runs the commands of one session one at a time, as MongoDB checks a session
+    out for each command, and checks the transaction again when a command starts. A client
+    task cancelled in the middle of a write closes its connection and sends abortTransaction
+    on another one; without this, the abort could run between the write's decoding and its
+    execution, and the write then landed outside the aborted transaction.
 
     It also ends transactions nobody can finish any more, because the SQLite engine runs one
     transaction at a time and every other client waits for it:
@@ -53,6 +59,7 @@ class Transactions:
         self._last_used: dict[str, float] = {}  # wire session key -> end of its last command
         self._running: dict[str, int] = {}  # wire session key -> commands in progress
         self._connection: dict[str, int] = {}  # wire session key -> its last connection
+        self._checked_out: dict[str, asyncio.Lock] = {}  # wire session key -> its command lock
         self._patch_sessions(type(self._store))
         self._track_commands(server._executor)
         self._watch_connections(server._connections)
@@ -124,18 +131,29 @@ class Transactions:
 
         async def tracked(context: Any) -> Any:
             lsid = context.raw_body.get("lsid")
-            key = None if lsid is None else wire_session_key(lsid)
-            if key is not None:
-                self._running[key] = self._running.get(key, 0) + 1
-                self._connection[key] = context.connection.connection_id
-            try:
+            if lsid is None:
                 return await execute(context)
+            key = wire_session_key(lsid)
+            self._running[key] = self._running.get(key, 0) + 1
+            self._connection[key] = context.connection.connection_id
+            try:
+                async with self._checked_out.setdefault(key, asyncio.Lock()):
+                    self._still_in_transaction(context)
+                    return await execute(context)
             finally:
-                if key is not None:
-                    self._running[key] -= 1
-                    self._last_used[key] = time.monotonic()
+                self._running[key] -= 1
+                self._last_used[key] = time.monotonic()
 
         executor.execute_prepared = tracked
+
+    def _still_in_transaction(self, context: Any) -> None:
+        """A command of a transaction runs only while that transaction is open."""
+        body = context.raw_body
+        if (body.get("autocommit") is None or body.get("startTransaction") is True
+                or any(c in body for c in TRANSACTION_COMMANDS) or context.session is None):
+            return
+        if not self._is_open(context.session, body.get("txnNumber")):
+            raise _no_such_transaction(body.get("txnNumber"))
 
     def _watch_connections(self, registry: Any) -> None:
         close = registry.close
@@ -182,6 +200,47 @@ def _no_such_transaction(number: object) -> Exception:
         error_labels=("TransientTransactionError",))
 
 
+def _guard_sqlite_transactions() -> None:
+    """Fail a session's write or commit when its SQLite transaction is gone.
+
+    The engine runs a session transaction as one SQLite transaction on its shared
+    connection and wraps every write in a SAVEPOINT. If that SQLite transaction has ended
+    underneath the session (seen in chaos runs: a confirm's fence update persisted while
+    the writes before it were rolled back), SQLite starts a new transaction at the
+    SAVEPOINT and commits it at its RELEASE: every later write of the session would land
+    on its own. Here that write fails with NoSuchTransaction instead, and the client
+    retries the whole transaction.
+    """
+    from mongoeco.engines._sqlite_session_runtime import SQLiteSessionRuntime
+
+    begin = SQLiteSessionRuntime.begin_write
+    commit = SQLiteSessionRuntime.commit_session_transaction
+
+    def begin_write(self: Any, conn: Any, context: Any) -> None:
+        if self.session_owns_transaction(context) and not conn.in_transaction:
+            _lost(self, context)
+        begin(self, conn, context)
+
+    def commit_session(self: Any, session: Any) -> None:
+        conn = self._engine._connection
+        if (conn is not None and self._engine._transaction_owner_session_id == session.session_id
+                and not conn.in_transaction):
+            _lost(self, session)
+        commit(self, session)
+
+    SQLiteSessionRuntime.begin_write = begin_write  # type: ignore[method-assign]
+    SQLiteSessionRuntime.commit_session_transaction = commit_session  # type: ignore[method-assign]
+
+
+def _lost(runtime: Any, session: Any) -> NoReturn:
+    """Release the engine from a session whose SQLite transaction ended, and fail."""
+    runtime._engine._transaction_owner_session_id = None
+    runtime._write_states.pop(runtime._engine._connection, None)
+    print("standin: a session's SQLite transaction had ended underneath it; "
+          "failing it rather than committing its writes one by one", file=sys.stderr)
+    raise _no_such_transaction(session.transaction_number)
+
+
 def _roll_back_orphans() -> None:
     """Before a transaction begins, roll back any SQLite transaction that no session owns.
 
@@ -218,6 +277,7 @@ async def serve(host: str, port: int, sqlite_path: str | None, user: str | None 
               file=sys.stderr)
         raise SystemExit(2) from None
     _roll_back_orphans()
+    _guard_sqlite_transactions()
     engine = SQLiteEngine(sqlite_path) if sqlite_path else None
     users = (WireAuthUser(user, os.environ[PASSWORD_ENV]),) if user else ()
     server = AsyncMongoEcoProxyServer(engine=engine, host=host, port=port, auth_users=users)
