@@ -278,7 +278,11 @@ async def serve(host: str, port: int, sqlite_path: str | None, user: str | None 
         raise SystemExit(2) from None
     _roll_back_orphans()
     _guard_sqlite_transactions()
-    engine = SQLiteEngine(sqlite_path) if sqlite_path else None
+    # One engine thread: mongoeco runs SQLite work on a pool of threads sharing one
+    # connection, and under chaos runs that left its connection inside a transaction no
+    # session owned, refusing every later one ("cannot start a transaction within a
+    # transaction") until restarted. SQLite writes one at a time anyway.
+    engine = SQLiteEngine(sqlite_path, executor_workers=1) if sqlite_path else None
     users = (WireAuthUser(user, os.environ[PASSWORD_ENV]),) if user else ()
     server = AsyncMongoEcoProxyServer(engine=engine, host=host, port=port, auth_users=users)
     transactions = Transactions(server, transaction_lifetime)
