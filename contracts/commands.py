@@ -1,17 +1,27 @@
-"""Commands the orchestrator sends to participant services, and the one reply they send back."""
+"""Commands the orchestrator sends to participants, and the one reply they send back.
+
+Every command has the same body, a ``StepCommand``: which saga and step it belongs to, the
+operation's parameters (validated by the participant against the operation's own model,
+published in its manifest), and, when undoing, why the saga failed. Its message type says
+which operation of which service it is and which phase of it (``command_type``).
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, JsonValue
 
 from contracts.envelope import Model
-from contracts.orders import CustomerId, Money, OrderId, OrderItem, Quantity, ReasonCode, Sku
+from contracts.reasons import ReasonCode
 
+# The orchestrator names sagas <definition>:<business key>, e.g. "order:o-17", unique
+# across definitions; participants treat the id as opaque.
+SagaId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
 StepName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
-Amount = Money
+# A participant service or one of its operations.
+Name = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
 
 
 class Operation(StrEnum):
@@ -20,6 +30,40 @@ class Operation(StrEnum):
     FORWARD = "forward"
     CONFIRM = "confirm"
     COMPENSATE = "compensate"
+
+
+class OperationKind(StrEnum):
+    """How a participant's operation takes part in a saga."""
+
+    # Runs once; undone by its compensation when the saga fails (if it has one).
+    ACTION = "action"
+    # Prepare (a reservation that changes no committed state), then confirm or cancel.
+    TWO_PHASE = "two_phase"
+
+
+_SUFFIX = {
+    (OperationKind.ACTION, Operation.FORWARD): "",
+    (OperationKind.ACTION, Operation.COMPENSATE): ".undo",
+    (OperationKind.TWO_PHASE, Operation.FORWARD): ".prepare",
+    (OperationKind.TWO_PHASE, Operation.CONFIRM): ".confirm",
+    (OperationKind.TWO_PHASE, Operation.COMPENSATE): ".cancel",
+}
+
+
+def command_type(service: str, operation: str, kind: OperationKind, phase: Operation) -> str:
+    """The message type of one phase of an operation: ``inventory.reserve.prepare``,
+    ``order.create``, ``order.create.undo``."""
+    try:
+        return f"{service}.{operation}{_SUFFIX[(kind, phase)]}"
+    except KeyError:
+        raise ValueError(f"a {kind} operation has no {phase} phase") from None
+
+
+def phases(kind: OperationKind, undoable: bool = True) -> tuple[Operation, ...]:
+    """The phases an operation of ``kind`` has."""
+    if kind is OperationKind.TWO_PHASE:
+        return Operation.FORWARD, Operation.CONFIRM, Operation.COMPENSATE
+    return (Operation.FORWARD, Operation.COMPENSATE) if undoable else (Operation.FORWARD,)
 
 
 class Outcome(StrEnum):
@@ -34,116 +78,27 @@ class Outcome(StrEnum):
     PERMANENT_ERROR = "permanent_error"
 
 
-class SagaCommand(Model):
-    """Base of every command: which saga and which of its steps it belongs to."""
+class StepFailure(Model):
+    """Why the saga is being undone, sent with its compensations."""
 
-    saga_id: OrderId
-    step: StepName
-
-
-class StockLine(Model):
-    """A quantity of one SKU."""
-
-    sku: Sku
-    quantity: Quantity
-
-
-class CreateOrder(SagaCommand):
-    """order.create: record the order as PENDING."""
-
-    order_id: OrderId
-    customer_id: CustomerId
-    items: tuple[OrderItem, ...] = Field(min_length=1, max_length=50)
-    total: Amount
-
-
-class RejectOrder(SagaCommand):
-    """order.reject: compensation of order.create; mark the order REJECTED with a reason."""
-
-    order_id: OrderId
     reason_code: ReasonCode
     reason: str = Field(max_length=500)
 
 
-class ApproveOrder(SagaCommand):
-    """order.approve: mark the order APPROVED (after the commit point)."""
+class StepCommand(Model):
+    """The body of every command: saga, step, the operation's parameters, and on an undo the
+    saga's failure."""
 
-    order_id: OrderId
-
-
-class ReserveStock(SagaCommand):
-    """inventory.prepare: reserve stock without changing stock on hand."""
-
-    order_id: OrderId
-    lines: tuple[StockLine, ...] = Field(min_length=1, max_length=50)
-
-
-class CommitStock(SagaCommand):
-    """inventory.confirm: deduct the reserved stock from stock on hand."""
-
-    order_id: OrderId
-
-
-class ReleaseStock(SagaCommand):
-    """inventory.cancel: release a reservation (or fence one that never arrived)."""
-
-    order_id: OrderId
-
-
-class HoldFunds(SagaCommand):
-    """payment.prepare: hold an amount without changing the balance."""
-
-    order_id: OrderId
-    customer_id: CustomerId
-    amount: Amount
-
-
-class CaptureFunds(SagaCommand):
-    """payment.confirm: take the held amount from the balance."""
-
-    order_id: OrderId
-
-
-class ReleaseFunds(SagaCommand):
-    """payment.cancel: release a hold (or fence one that never arrived)."""
-
-    order_id: OrderId
-
-
-class ScheduleShipment(SagaCommand):
-    """shipping.schedule: book a shipment for the order."""
-
-    order_id: OrderId
-    customer_id: CustomerId
-    lines: tuple[StockLine, ...] = Field(min_length=1, max_length=50)
-
-
-class CancelShipment(SagaCommand):
-    """shipping.cancel: compensation of shipping.schedule."""
-
-    order_id: OrderId
-
-
-class NotificationKind(StrEnum):
-    """Which outcome a notification announces."""
-
-    APPROVED = "approved"
-    REJECTED = "rejected"
-
-
-class NotifyCustomer(SagaCommand):
-    """notification.send: tell the customer how the order ended."""
-
-    order_id: OrderId
-    customer_id: CustomerId
-    kind: NotificationKind
-    text: str = Field(max_length=500)
+    saga_id: SagaId
+    step: StepName
+    params: dict[str, JsonValue] = Field(default_factory=dict)
+    failure: StepFailure | None = None
 
 
 class StepReply(Model):
     """saga.reply: a participant's answer to one command (causation id = the command's id)."""
 
-    saga_id: OrderId
+    saga_id: SagaId
     step: StepName
     operation: Operation
     outcome: Outcome

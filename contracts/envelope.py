@@ -4,7 +4,7 @@ The envelope travels in AMQP properties and headers, so the body of every messag
 exactly its payload model as JSON. Any AMQP client can read and write it:
 
     message_id      -> property ``message_id``
-    correlation_id  -> property ``correlation_id`` (the saga id, which is the order id)
+    correlation_id  -> property ``correlation_id`` (the saga id, ``<definition>:<key>``)
     causation_id    -> header ``x-causation-id`` (the message this one answers)
     message_type    -> property ``type``
     schema_version  -> header ``x-schema-version``

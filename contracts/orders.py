@@ -1,4 +1,4 @@
-"""The public contract: order requests in, order outcomes out (exchange ``orders``)."""
+"""The public contract of the order saga: requests in, outcomes out (exchange ``orders``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from contracts.envelope import Model
+from contracts.reasons import ReasonCode
 
 OrderId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 CustomerId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -37,8 +38,8 @@ Money = Annotated[
 MAX_ITEMS = 50
 
 
-class ReasonCode(StrEnum):
-    """Why an order failed; carried by ``order.failed`` and by rejection replies."""
+class OrderReason(StrEnum):
+    """The order saga's business reasons, next to the platform's (``contracts.reasons``)."""
 
     INSUFFICIENT_STOCK = "INSUFFICIENT_STOCK"
     UNKNOWN_SKU = "UNKNOWN_SKU"
@@ -46,11 +47,8 @@ class ReasonCode(StrEnum):
     UNKNOWN_CUSTOMER = "UNKNOWN_CUSTOMER"
     SHIPPING_UNAVAILABLE = "SHIPPING_UNAVAILABLE"
     ORDER_REFUSED = "ORDER_REFUSED"
-    TIMEOUT = "TIMEOUT"
-    SERVICE_ERROR = "SERVICE_ERROR"
-    CANCELLED = "CANCELLED"
-    COMPENSATION_FAILED = "COMPENSATION_FAILED"
-    CONFIRMATION_FAILED = "CONFIRMATION_FAILED"
+    # Another order with different content already has this order id.
+    DUPLICATE_ORDER_ID = "DUPLICATE_ORDER_ID"
 
 
 class OrderItem(Model):
@@ -82,10 +80,12 @@ class OrderFailed(Model):
 
     ``needs_attention`` is true when an undo or a confirmation failed permanently: an
     operator must look at the order (``sagactl status``) before anything is assumed.
+    ``customer_id`` is absent only when the request itself was unreadable
+    (``INVALID_REQUEST``).
     """
 
     order_id: OrderId
-    customer_id: CustomerId
+    customer_id: CustomerId | None = None
     reason_code: ReasonCode
     reason: str
     needs_attention: bool = False

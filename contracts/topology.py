@@ -2,13 +2,50 @@
 
 A namespace prefixes every name so that several independent deployments (or test
 runs) can share one broker. The default, empty namespace gives the documented names.
+
+What exists depends on what is registered: each saga definition with a start message
+has a public topic exchange and a requests queue of the orchestrator's, each participant
+service a command queue. ``Plan`` lists them; ``layout`` turns a plan into declarations.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contracts.registry import ORDER_COMPLETED, ORDER_FAILED, ORDER_REQUESTED, SERVICES
+from contracts.registry import ORDER_COMPLETED, ORDER_FAILED, ORDER_REQUESTED
+
+REPLY_KEY = "reply"
+# A message that makes its consumer crash this many times goes to the dead-letter queue,
+# even if the consumer never gets the chance to dead-letter it itself.
+DELIVERY_LIMIT = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A public way into the platform: a definition's start message and its outcomes."""
+
+    definition: str
+    exchange: str  # without the namespace
+    requested: str  # the start routing key
+    outcomes: tuple[str, ...]  # routing keys of the events it publishes
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What is registered: the entries and the participant services."""
+
+    entries: tuple[Entry, ...] = ()
+    services: tuple[str, ...] = ()
+
+    def merged(self, other: Plan) -> Plan:
+        """Both plans' entries and services, each once."""
+        entries = {e.definition: e for e in (*self.entries, *other.entries)}
+        return Plan(tuple(entries.values()),
+                    tuple(dict.fromkeys((*self.services, *other.services))))
+
+
+# The order saga's public contract, shipped with the product.
+ORDER_ENTRY = Entry("order", "orders", ORDER_REQUESTED, (ORDER_COMPLETED, ORDER_FAILED))
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,10 +57,23 @@ class Topology:
     def _name(self, base: str) -> str:
         return f"{self.namespace}.{base}" if self.namespace else base
 
+    def exchange(self, base: str) -> str:
+        """A public topic exchange: ``orders``, ``transfers``, ``transactions``."""
+        return self._name(base)
+
+    def requests_queue_of(self, definition: str) -> str:
+        """The orchestrator's queue of one definition's start messages."""
+        return self._name(f"orchestrator.{definition}.requests")
+
     @property
     def orders_exchange(self) -> str:
-        """Public topic exchange: order.requested in, order.completed / order.failed out."""
-        return self._name("orders")
+        """The order saga's public exchange (order.requested in, outcomes out)."""
+        return self.exchange(ORDER_ENTRY.exchange)
+
+    @property
+    def requests_queue(self) -> str:
+        """The orchestrator's queue of order requests."""
+        return self.requests_queue_of(ORDER_ENTRY.definition)
 
     @property
     def commands_exchange(self) -> str:
@@ -41,11 +91,6 @@ class Topology:
         return self._name("saga.dlx")
 
     @property
-    def requests_queue(self) -> str:
-        """The orchestrator's queue of order requests."""
-        return self._name("orchestrator.requests")
-
-    @property
     def replies_queue(self) -> str:
         """The orchestrator's queue of participant replies."""
         return self._name("orchestrator.replies")
@@ -54,16 +99,9 @@ class Topology:
         """The queue a participant service consumes."""
         return self._name(f"{service}.commands")
 
-    def consumer_queues(self) -> tuple[str, ...]:
+    def consumer_queues(self, plan: Plan) -> tuple[str, ...]:
         """Every queue some process of the system consumes."""
-        services = tuple(self.command_queue(s) for s in SERVICES)
-        return (self.requests_queue, self.replies_queue, *services)
-
-
-REQUESTED_KEY = ORDER_REQUESTED
-COMPLETED_KEY = ORDER_COMPLETED
-FAILED_KEY = ORDER_FAILED
-REPLY_KEY = "reply"
+        return tuple(q.name for q in layout(self, plan)[1] if not q.dead_letter_queue)
 
 
 def dead_letter_queue(queue: str) -> str:
@@ -88,30 +126,35 @@ class QueueSpec:
     dead_letter_queue: bool = False
 
 
-# A message that makes its consumer crash this many times goes to the dead-letter queue,
-# even if the consumer never gets the chance to dead-letter it itself.
-DELIVERY_LIMIT = 20
-
-
-def layout(t: Topology) -> tuple[tuple[ExchangeSpec, ...], tuple[QueueSpec, ...]]:
-    """Everything the system declares: exchanges, consumer queues and their DLQs."""
+def layout(t: Topology, plan: Plan) -> tuple[tuple[ExchangeSpec, ...], tuple[QueueSpec, ...]]:
+    """Everything a plan declares: exchanges, consumer queues and their DLQs."""
     exchanges = (
-        ExchangeSpec(t.orders_exchange, "topic"),
+        *(ExchangeSpec(t.exchange(e.exchange), "topic")
+          for e in _unique_exchanges(plan.entries)),
         ExchangeSpec(t.commands_exchange, "direct"),
         ExchangeSpec(t.replies_exchange, "direct"),
         ExchangeSpec(t.dead_letter_exchange, "direct"),
     )
     consumers = [
-        QueueSpec(t.requests_queue, ((t.orders_exchange, REQUESTED_KEY),)),
+        *(QueueSpec(t.requests_queue_of(e.definition), ((t.exchange(e.exchange), e.requested),))
+          for e in plan.entries),
         QueueSpec(t.replies_queue, ((t.replies_exchange, REPLY_KEY),)),
-        *(QueueSpec(t.command_queue(s), ((t.commands_exchange, s),)) for s in SERVICES),
+        *(QueueSpec(t.command_queue(s), ((t.commands_exchange, s),)) for s in plan.services),
     ]
-    dlqs = [
-        QueueSpec(dead_letter_queue(q.name), ((t.dead_letter_exchange, q.name),),
-                  dead_letter_queue=True)
-        for q in consumers
-    ]
-    return exchanges, (*consumers, *dlqs)
+    return exchanges, (*consumers, *(dead_letters_of(q, t) for q in consumers))
+
+
+def dead_letters_of(queue: QueueSpec, t: Topology) -> QueueSpec:
+    """The dead-letter queue of a consumer queue."""
+    return QueueSpec(dead_letter_queue(queue.name), ((t.dead_letter_exchange, queue.name),),
+                     dead_letter_queue=True)
+
+
+def _unique_exchanges(entries: tuple[Entry, ...]) -> list[Entry]:
+    seen: dict[str, Entry] = {}
+    for e in entries:
+        seen.setdefault(e.exchange, e)
+    return list(seen.values())
 
 
 def queue_arguments(spec: QueueSpec, t: Topology) -> dict[str, str | int]:
