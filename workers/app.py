@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from contracts.topology import Topology
+from contracts.topology import Plan, Topology
 from infra import logs, mongo
 from infra.consumer import Boundary
 from infra.faults import faulty
@@ -19,7 +19,8 @@ from infra.rabbit import RabbitTransport
 from infra.settings import SettingsError, WorkerSettings, worker_from_env
 from infra.transport import Transport
 from workers.metrics import WorkerMetrics
-from workers.runtime import Clock, ServiceSpec, WorkerRuntime
+from workers.runtime import Clock, WorkerRuntime
+from workers.sdk import Participant
 from workers.store import DocumentStore
 from workers.store_memory import MemoryDocumentStore
 from workers.store_mongo import MongoDocumentStore
@@ -28,7 +29,7 @@ from workers.store_mongo import MongoDocumentStore
 class Worker:
     """One service's runtime, consuming its command queue."""
 
-    def __init__(self, *, settings: WorkerSettings, spec: ServiceSpec, transport: Transport,
+    def __init__(self, *, settings: WorkerSettings, spec: Participant, transport: Transport,
                  store: DocumentStore, metrics: WorkerMetrics, clock: Clock = time.time) -> None:
         faults = settings.faults
         transport = faulty(transport, faults)
@@ -49,7 +50,7 @@ class Worker:
     async def start(self) -> None:
         """Declare the topology and start consuming."""
         if self._declare:
-            await self._transport.declare(self._topology)
+            await self._transport.declare(self._topology, Plan((), (self.spec.name,)))
         boundary = Boundary(self._transport, self._topology,
                             lambda q, kind: self._metrics.dead_lettered.labels(q, kind).inc())
         await self._transport.consume(self._topology.command_queue(self.spec.name),
@@ -67,7 +68,7 @@ class WorkerProcess:
     """A worker with real adapters and its ops endpoint."""
 
     settings: WorkerSettings
-    spec: ServiceSpec
+    spec: Participant
 
     def __post_init__(self) -> None:
         common = self.settings.common
@@ -100,15 +101,14 @@ class WorkerProcess:
         await self.shell.close()
 
 
-def main(service: str) -> None:
-    """Entry point of ``python -m workers.<service>``."""
-    from workers.services import SERVICES
-
+def run(spec: Participant) -> int:
+    """Run one participant process until SIGTERM (``python -m workers``)."""
     try:
-        settings = worker_from_env(os.environ, service)
+        settings = worker_from_env(os.environ, spec.name, spec.metrics_port)
     except SettingsError as e:
-        print(f"{service}: {e}", file=sys.stderr)
-        sys.exit(2)
-    logs.configure(service, settings.common.log_level)
-    process = WorkerProcess(settings, SERVICES[service])
+        print(f"{spec.name}: {e}", file=sys.stderr)
+        return 2
+    logs.configure(spec.name, settings.common.log_level)
+    process = WorkerProcess(settings, spec)
     run_process(settings.common, process.start, process.stop)
+    return 0

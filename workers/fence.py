@@ -16,7 +16,6 @@ from __future__ import annotations
 from enum import StrEnum
 
 from contracts.commands import Operation
-from contracts.orders import ReasonCode
 from workers.store import Doc
 
 
@@ -34,7 +33,7 @@ class Fence(Doc):
 
     collection = "fences"
     state: FenceState
-    reason_code: ReasonCode | None = None
+    reason_code: str | None = None
     detail: str = ""
     updated_at: float = 0.0
 

@@ -1,4 +1,4 @@
-"""Inventory: two-phase stock reservations. ``python -m workers.inventory``.
+"""Inventory: two-phase stock reservations.
 
 Committed stock is ``on_hand``. A reservation only raises ``reserved``; confirm moves it
 out of ``on_hand``; cancel releases it. Readers of ``on_hand`` never see tentative
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from contracts.commands import CommitStock, Operation, ReleaseStock, ReserveStock, StockLine
-from contracts.orders import ReasonCode
-from workers.runtime import CommandHandler, Impossible, Rejected, ServiceSpec
+from contracts.order_steps import ReserveStock, StockLine
+from contracts.orders import OrderReason
+from workers.sdk import Impossible, Participant, Rejected, StepContext, TwoPhase
 from workers.store import Doc, Tx
 
 
@@ -45,22 +45,23 @@ async def _items(tx: Tx, skus: list[str]) -> dict[str, StockItem]:
     for sku in sorted(skus):
         item = await tx.get(StockItem, sku)
         if item is None:
-            raise Rejected(ReasonCode.UNKNOWN_SKU, f"unknown SKU {sku}")
+            raise Rejected(OrderReason.UNKNOWN_SKU, f"unknown SKU {sku}")
         items[sku] = item
     return items
 
 
-async def reserve(tx: Tx, cmd: ReserveStock, now: float) -> str:
+async def reserve(tx: Tx, cmd: ReserveStock, step: StepContext) -> str:
     """Hold stock for every line, or for none of them."""
     wanted = _merged(cmd.lines)
     items = await _items(tx, list(wanted))
     for sku, quantity in wanted.items():
         free = items[sku].on_hand - items[sku].reserved
         if free < quantity:
-            raise Rejected(ReasonCode.INSUFFICIENT_STOCK, f"{sku}: {quantity} wanted, {free} free")
+            raise Rejected(OrderReason.INSUFFICIENT_STOCK, f"{sku}: {quantity} wanted, {free} free")
     for sku, quantity in wanted.items():
         await tx.update(items[sku].model_copy(update={"reserved": items[sku].reserved + quantity}))
-    await tx.insert(Reservation(id=cmd.order_id, lines=cmd.lines, state="held", updated_at=now))
+    await tx.insert(Reservation(id=cmd.order_id, lines=cmd.lines, state="held",
+                                updated_at=step.now))
     return f"reserved {sum(wanted.values())} units"
 
 
@@ -80,28 +81,23 @@ async def _settle(tx: Tx, order_id: str, now: float, commit: bool) -> str:
     return f"{state} {sum(wanted.values())} units"
 
 
-async def commit(tx: Tx, cmd: CommitStock, now: float) -> str:
+async def commit(tx: Tx, cmd: ReserveStock, step: StepContext) -> str:
     """Deduct the reserved stock from stock on hand."""
-    return await _settle(tx, cmd.order_id, now, commit=True)
+    return await _settle(tx, cmd.order_id, step.now, commit=True)
 
 
-async def release(tx: Tx, cmd: ReleaseStock, now: float) -> str:
+async def release(tx: Tx, cmd: ReserveStock, step: StepContext) -> str:
     """Give the reserved stock back."""
-    return await _settle(tx, cmd.order_id, now, commit=False)
+    return await _settle(tx, cmd.order_id, step.now, commit=False)
 
 
-SPEC = ServiceSpec(
+SERVICE = Participant(
+    metrics_port=9402,
     name="inventory",
-    handlers=(
-        CommandHandler("inventory.prepare", ReserveStock, Operation.FORWARD, reserve, rejectable=True),
-        CommandHandler("inventory.confirm", CommitStock, Operation.CONFIRM, commit),
-        CommandHandler("inventory.cancel", ReleaseStock, Operation.COMPENSATE, release),
-    ),
-    rejection=ReasonCode.INSUFFICIENT_STOCK,
+    description="Stock per SKU, reserved in two phases.",
+    operations=(TwoPhase("reserve", ReserveStock, prepare=reserve, confirm=commit,
+                         cancel=release),),
     documents=(StockItem, Reservation),
+    rejection=OrderReason.INSUFFICIENT_STOCK,
+    reasons=(OrderReason.INSUFFICIENT_STOCK, OrderReason.UNKNOWN_SKU),
 )
-
-if __name__ == "__main__":
-    from workers.app import main
-
-    main("inventory")

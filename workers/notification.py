@@ -1,40 +1,36 @@
-"""Notification: tell customers how their orders ended. ``python -m workers.notification``."""
+"""Notification: tell people how their sagas ended, once per (reference, kind)."""
 
 from __future__ import annotations
 
-from contracts.commands import NotificationKind, NotifyCustomer, Operation
-from contracts.orders import ReasonCode
-from workers.runtime import CommandHandler, ServiceSpec
+from contracts.notices import Notify
+from workers.sdk import Action, Participant, StepContext
 from workers.store import Doc, Tx
 
 
 class Notification(Doc):
-    """A message sent to a customer; ``id`` is ``<order id>:<kind>``."""
+    """A message sent; ``id`` is ``<reference>:<kind>``."""
 
     collection = "notifications"
-    order_id: str
-    customer_id: str
-    kind: NotificationKind
+    reference: str
+    recipient: str
+    kind: str
     text: str
     sent_at: float
 
 
-async def send(tx: Tx, cmd: NotifyCustomer, now: float) -> str:
+async def send(tx: Tx, cmd: Notify, step: StepContext) -> str:
     """Record (and, in a real deployment, deliver) one notification."""
-    await tx.insert(Notification(id=f"{cmd.order_id}:{cmd.kind.value}", order_id=cmd.order_id,
-                                 customer_id=cmd.customer_id, kind=cmd.kind, text=cmd.text,
-                                 sent_at=now))
-    return f"{cmd.kind.value} notification sent"
+    await tx.insert(Notification(id=f"{cmd.reference}:{cmd.kind}", reference=cmd.reference,
+                                 recipient=cmd.recipient, kind=cmd.kind, text=cmd.text,
+                                 sent_at=step.now))
+    return f"{cmd.kind} notification sent"
 
 
-SPEC = ServiceSpec(
+SERVICE = Participant(
+    metrics_port=9405,
     name="notification",
-    handlers=(CommandHandler("notification.send", NotifyCustomer, Operation.FORWARD, send),),
-    rejection=ReasonCode.SERVICE_ERROR,
+    description="Messages to customers and account holders.",
+    operations=(Action("send", Notify, run=send),),
     documents=(Notification,),
+    rejection="NOT_DELIVERED",
 )
-
-if __name__ == "__main__":
-    from workers.app import main
-
-    main("notification")

@@ -1,12 +1,13 @@
-"""Order: the order record and its status. ``python -m workers.order``."""
+"""Order: the order record and its status."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from contracts.commands import ApproveOrder, CreateOrder, Operation, RejectOrder
-from contracts.orders import OrderItem, ReasonCode, to_cents
-from workers.runtime import CommandHandler, Impossible, ServiceSpec
+from contracts.order_steps import ApproveOrder, CreateOrder
+from contracts.orders import OrderItem, OrderReason, to_cents
+from contracts.reasons import PlatformReason
+from workers.sdk import Action, Impossible, Participant, StepContext
 from workers.store import Doc, Tx
 
 
@@ -18,17 +19,17 @@ class OrderRecord(Doc):
     items: tuple[OrderItem, ...]
     total: int
     status: Literal["PENDING", "APPROVED", "REJECTED"]
-    reason_code: ReasonCode | None = None
+    reason_code: str | None = None
     reason: str = ""
     created_at: float
     updated_at: float
 
 
-async def create(tx: Tx, cmd: CreateOrder, now: float) -> str:
+async def create(tx: Tx, cmd: CreateOrder, step: StepContext) -> str:
     """Record the order as PENDING."""
     await tx.insert(OrderRecord(id=cmd.order_id, customer_id=cmd.customer_id, items=cmd.items,
-                                total=to_cents(cmd.total), status="PENDING", created_at=now,
-                                updated_at=now))
+                                total=to_cents(cmd.total), status="PENDING", created_at=step.now,
+                                updated_at=step.now))
     return "order PENDING"
 
 
@@ -39,33 +40,32 @@ async def _pending(tx: Tx, order_id: str) -> OrderRecord:
     return order
 
 
-async def reject(tx: Tx, cmd: RejectOrder, now: float) -> str:
-    """Compensation of create: REJECTED, with the saga's reason."""
+async def reject(tx: Tx, cmd: CreateOrder, step: StepContext) -> str:
+    """The undo of create: REJECTED, with the saga's reason."""
     order = await _pending(tx, cmd.order_id)
-    await tx.update(order.model_copy(update={"status": "REJECTED", "reason_code": cmd.reason_code,
-                                             "reason": cmd.reason, "updated_at": now}))
-    return f"order REJECTED ({cmd.reason_code})"
+    code = step.failure.reason_code if step.failure else PlatformReason.SERVICE_ERROR
+    reason = step.failure.reason if step.failure else "rejected"
+    await tx.update(order.model_copy(update={"status": "REJECTED", "reason_code": code,
+                                             "reason": reason, "updated_at": step.now}))
+    return f"order REJECTED ({code})"
 
 
-async def approve(tx: Tx, cmd: ApproveOrder, now: float) -> str:
+async def approve(tx: Tx, cmd: ApproveOrder, step: StepContext) -> str:
     """After the commit point: APPROVED."""
     order = await _pending(tx, cmd.order_id)
-    await tx.update(order.model_copy(update={"status": "APPROVED", "updated_at": now}))
+    await tx.update(order.model_copy(update={"status": "APPROVED", "updated_at": step.now}))
     return "order APPROVED"
 
 
-SPEC = ServiceSpec(
+SERVICE = Participant(
+    metrics_port=9401,
     name="order",
-    handlers=(
-        CommandHandler("order.create", CreateOrder, Operation.FORWARD, create, rejectable=True),
-        CommandHandler("order.reject", RejectOrder, Operation.COMPENSATE, reject),
-        CommandHandler("order.approve", ApproveOrder, Operation.FORWARD, approve),
+    description="Order records: PENDING, then APPROVED or REJECTED.",
+    operations=(
+        Action("create", CreateOrder, run=create, undo=reject, rejectable=True),
+        Action("approve", ApproveOrder, run=approve),
     ),
-    rejection=ReasonCode.ORDER_REFUSED,
     documents=(OrderRecord,),
+    rejection=OrderReason.ORDER_REFUSED,
+    reasons=(OrderReason.ORDER_REFUSED,),
 )
-
-if __name__ == "__main__":
-    from workers.app import main
-
-    main("order")

@@ -1,4 +1,4 @@
-"""Payment: two-phase holds on customer balances. ``python -m workers.payment``.
+"""Payment: two-phase holds on customer balances.
 
 Amounts are integer cents. A hold only raises ``held``; capture takes it from the
 balance; release drops it. ``balance`` is committed money, never tentative.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from contracts.commands import CaptureFunds, HoldFunds, Operation, ReleaseFunds
-from contracts.orders import ReasonCode, to_cents
-from workers.runtime import CommandHandler, Impossible, Rejected, ServiceSpec
+from contracts.order_steps import HoldFunds
+from contracts.orders import OrderReason, to_cents
+from workers.sdk import Impossible, Participant, Rejected, StepContext, TwoPhase
 from workers.store import Doc, Tx
 
 
@@ -33,19 +33,19 @@ class Hold(Doc):
     updated_at: float
 
 
-async def hold(tx: Tx, cmd: HoldFunds, now: float) -> str:
+async def hold(tx: Tx, cmd: HoldFunds, step: StepContext) -> str:
     """Hold the order total if the customer can afford it."""
     amount = to_cents(cmd.amount)
     account = await tx.get(Account, cmd.customer_id)
     if account is None:
-        raise Rejected(ReasonCode.UNKNOWN_CUSTOMER, f"unknown customer {cmd.customer_id}")
+        raise Rejected(OrderReason.UNKNOWN_CUSTOMER, f"unknown customer {cmd.customer_id}")
     available = account.balance - account.held
     if available < amount:
-        raise Rejected(ReasonCode.PAYMENT_DECLINED,
+        raise Rejected(OrderReason.PAYMENT_DECLINED,
                        f"{amount / 100:.2f} needed, {available / 100:.2f} available")
     await tx.update(account.model_copy(update={"held": account.held + amount}))
     await tx.insert(Hold(id=cmd.order_id, customer_id=cmd.customer_id, amount=amount,
-                         state="held", updated_at=now))
+                         state="held", updated_at=step.now))
     return f"held {amount / 100:.2f}"
 
 
@@ -64,28 +64,22 @@ async def _settle(tx: Tx, order_id: str, now: float, capture: bool) -> str:
     return f"{state} {held.amount / 100:.2f}"
 
 
-async def capture(tx: Tx, cmd: CaptureFunds, now: float) -> str:
+async def capture(tx: Tx, cmd: HoldFunds, step: StepContext) -> str:
     """Take the held amount."""
-    return await _settle(tx, cmd.order_id, now, capture=True)
+    return await _settle(tx, cmd.order_id, step.now, capture=True)
 
 
-async def release(tx: Tx, cmd: ReleaseFunds, now: float) -> str:
+async def release(tx: Tx, cmd: HoldFunds, step: StepContext) -> str:
     """Drop the hold."""
-    return await _settle(tx, cmd.order_id, now, capture=False)
+    return await _settle(tx, cmd.order_id, step.now, capture=False)
 
 
-SPEC = ServiceSpec(
+SERVICE = Participant(
+    metrics_port=9403,
     name="payment",
-    handlers=(
-        CommandHandler("payment.prepare", HoldFunds, Operation.FORWARD, hold, rejectable=True),
-        CommandHandler("payment.confirm", CaptureFunds, Operation.CONFIRM, capture),
-        CommandHandler("payment.cancel", ReleaseFunds, Operation.COMPENSATE, release),
-    ),
-    rejection=ReasonCode.PAYMENT_DECLINED,
+    description="Customer balances, held in two phases and captured after the commit point.",
+    operations=(TwoPhase("hold", HoldFunds, prepare=hold, confirm=capture, cancel=release),),
     documents=(Account, Hold),
+    rejection=OrderReason.PAYMENT_DECLINED,
+    reasons=(OrderReason.PAYMENT_DECLINED, OrderReason.UNKNOWN_CUSTOMER),
 )
-
-if __name__ == "__main__":
-    from workers.app import main
-
-    main("payment")

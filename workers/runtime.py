@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
 
+from pydantic import ValidationError
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -27,17 +27,19 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from contracts.commands import Operation, Outcome, SagaCommand, StepReply
+from contracts.commands import Operation, Outcome, StepCommand, StepReply
 from contracts.envelope import (
     Envelope,
+    Model,
     WireMessage,
     derived_id,
+    describe,
     encode,
     read_envelope,
     read_payload,
     utcnow,
 )
-from contracts.orders import ReasonCode
+from contracts.reasons import PlatformReason
 from contracts.registry import STEP_REPLY
 from contracts.topology import REPLY_KEY, Topology
 from contracts.trace import child, trace_id_of
@@ -53,25 +55,12 @@ from infra.settings import FaultSettings
 from infra.transport import Transport
 from workers.fence import AFTER_RUN, Fence, FenceState, Verdict, fence_id, verdict
 from workers.metrics import FENCE_KINDS, WorkerMetrics
+from workers.sdk import Impossible, Participant, Rejected, Route, StepContext
 from workers.store import Doc, DocumentStore, Tx
 
 log = logging.getLogger(__name__)
 
-C = TypeVar("C", bound=SagaCommand)
 Clock = Callable[[], float]
-
-
-class Rejected(Exception):
-    """A business refusal (insufficient stock, payment declined); never retried."""
-
-    def __init__(self, code: ReasonCode, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-
-
-class Impossible(Exception):
-    """The handler can never carry the command out (its data is not there)."""
 
 
 class EffectExists(Exception):
@@ -80,24 +69,27 @@ class EffectExists(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class CommandHandler(Generic[C]):
-    """How one command type is handled. ``run`` returns a short detail for the reply."""
+class Command:
+    """A decoded command: its route, its validated parameters and the rest of its body."""
 
-    name: str
-    model: type[C]
-    op: Operation
-    run: Callable[[Tx, C, float], Awaitable[str]]
-    rejectable: bool = False
+    route: Route
+    body: StepCommand
+    params: Model
 
+    @property
+    def op(self) -> Operation:
+        """The phase this command runs."""
+        return self.route.phase
 
-@dataclass(frozen=True, slots=True)
-class ServiceSpec:
-    """A participant service: its handlers and the documents it owns."""
+    @property
+    def saga_id(self) -> str:
+        """The saga it belongs to."""
+        return self.body.saga_id
 
-    name: str
-    handlers: tuple[CommandHandler[Any], ...]
-    rejection: ReasonCode
-    documents: tuple[type[Doc], ...]
+    @property
+    def step(self) -> str:
+        """The step it belongs to."""
+        return self.body.step
 
 
 class Inbox(Doc):
@@ -112,12 +104,11 @@ class Inbox(Doc):
 class WorkerRuntime:
     """Runs one service's handlers against its store and the transport."""
 
-    def __init__(self, *, spec: ServiceSpec, store: DocumentStore, transport: Transport,
+    def __init__(self, *, spec: Participant, store: DocumentStore, transport: Transport,
                  topology: Topology, metrics: WorkerMetrics, faults: FaultSettings, clock: Clock,
                  conflict_retries: int = 20, tx_concurrency: int = 16,
                  store_patience: float = 20.0) -> None:
         self._spec = spec
-        self._handlers = {h.name: h for h in spec.handlers}
         self._store = store
         self._transport = transport
         self._topology = topology
@@ -132,43 +123,36 @@ class WorkerRuntime:
     async def handle(self, message: WireMessage) -> None:
         """Handle one command message and publish its reply."""
         envelope = read_envelope(message)
-        handler = self._handlers.get(envelope.message_type)
-        if handler is None:
-            raise InvalidMessage(
-                f"{envelope.message_type!r} is not a command of the {self._spec.name} service")
-        command = read_payload(message, handler.model)
-        if command.saga_id != envelope.correlation_id:
-            raise InvalidMessage("command saga_id does not match its correlation_id")
+        command = decode_command(self._spec, envelope, message)
         started = self._clock()
         delay = latency_ms(self._faults, self._dice)
         if delay > self._faults.latency_ms:
             self._injected("late_reply")
         await added_latency(delay)
-        reply = self._injected_failure(handler, command)
+        reply = self._injected_failure(command)
         if reply is None:
             async with self._tx_slots:
-                reply = await self._execute(envelope, handler, command)
+                reply = await self._execute(envelope, command)
             self._maybe_crash("after_commit")
         await self._publish(envelope, reply)
         self._maybe_crash("after_publish")
-        self._metrics.commands.labels(self._spec.name, handler.name, reply.outcome.value).inc()
-        self._metrics.latency.labels(self._spec.name, handler.name).observe(self._clock() - started)
-        log.info("handled %s: %s", handler.name, reply.outcome.value, extra={
+        kind = envelope.message_type
+        self._metrics.commands.labels(self._spec.name, kind, reply.outcome.value).inc()
+        self._metrics.latency.labels(self._spec.name, kind).observe(self._clock() - started)
+        log.info("handled %s: %s", kind, reply.outcome.value, extra={
             "saga_id": command.saga_id, "message_id": envelope.message_id, "step": command.step,
-            "operation": handler.op.value, "outcome": reply.outcome.value,
+            "operation": command.op.value, "outcome": reply.outcome.value,
             "detail": reply.detail or None, "trace_id": trace_id_of(envelope.traceparent)})
 
-    def _injected_failure(self, handler: CommandHandler[Any],
-                          command: SagaCommand) -> StepReply | None:
+    def _injected_failure(self, command: Command) -> StepReply | None:
         """A configured fault instead of running the command, or None."""
         if self._dice.roll(self._faults.transient_rate):
             self._injected("transient")
-            return _reply(command, handler.op, Outcome.RETRYABLE_ERROR, None,
-                          "injected transient failure")
-        if (handler.op is Operation.COMPENSATE
+            return _reply(command, Outcome.RETRYABLE_ERROR, None, "injected transient failure")
+        if (command.op is Operation.COMPENSATE
                 and self._dice.roll(self._faults.compensation_failure_rate)):
             self._injected("compensation_failure")
-            return _reply(command, handler.op, Outcome.PERMANENT_ERROR, None,
+            return _reply(command, Outcome.PERMANENT_ERROR, None,
                           "injected permanent compensation failure")
         return None
 
@@ -184,8 +168,7 @@ class WorkerRuntime:
         self._metrics.faults.labels(self._spec.name, kind).inc()
         log.warning("injected fault %s", kind, extra={"fault": kind})
 
-    async def _execute(self, envelope: Envelope, handler: CommandHandler[Any],
-                       command: SagaCommand) -> StepReply:
+    async def _execute(self, envelope: Envelope, command: Command) -> StepReply:
         """Run the command's transaction; wait out a database that does not answer for a
         while, then answer "try again later" instead of holding the command: a held
         command is returned to its queue on every broker reconnect, and the broker
@@ -196,29 +179,27 @@ class WorkerRuntime:
                     wait=wait_random_exponential(multiplier=0.05, max=2.0),
                     stop=stop_after_delay(self._store_patience), reraise=True):
                 with attempt:
-                    return await self._settle(envelope, handler, command)
+                    return await self._settle(envelope, command)
         except StoreUnavailable as e:
-            log.error("database unavailable for %.0fs on %s: %s", self._store_patience,
-                      handler.name, e, extra={"saga_id": command.saga_id, "step": command.step})
-            return _reply(command, handler.op, Outcome.RETRYABLE_ERROR, None,
-                          "database unavailable; try again")
+            log.error("database unavailable for %.0fs: %s", self._store_patience, e,
+                      extra={"saga_id": command.saga_id, "step": command.step})
+            return _reply(command, Outcome.RETRYABLE_ERROR, None, "database unavailable; try again")
         raise AssertionError("unreachable: tenacity returns or raises")
 
-    async def _settle(self, envelope: Envelope, handler: CommandHandler[Any],
-                      command: SagaCommand) -> StepReply:
+    async def _settle(self, envelope: Envelope, command: Command) -> StepReply:
         """One command, through conflicts: the reply to send."""
         last: Exception | None = None
         for attempt in range(self._conflict_retries):
             try:
                 try:
-                    return await self._attempt(envelope, handler, command)
+                    return await self._attempt(envelope, command)
                 except Rejected as rejection:
-                    return await self._record_rejection(envelope, handler, command, rejection)
+                    return await self._record_rejection(envelope, command, rejection)
             except EffectExists as e:
                 # Once may be a concurrent attempt of the same step that committed meanwhile:
                 # the next attempt then finds its fence. Twice, the effect has no record.
                 if isinstance(last, EffectExists):
-                    return self._orphaned(handler, command, e)
+                    return self._orphaned(command, e)
                 last = e
             except (VersionConflict, DuplicateKey) as e:
                 last = e
@@ -226,33 +207,30 @@ class WorkerRuntime:
                 log.debug("conflict on attempt %d: %s", attempt + 1, e)
                 await asyncio.sleep(_backoff(attempt))
             except Impossible as e:
-                return _reply(command, handler.op, Outcome.PERMANENT_ERROR, None, str(e))
+                return _reply(command, Outcome.PERMANENT_ERROR, None, str(e))
             except StoreFailed as e:
                 # Not the command's fault: answer "try again later" (the orchestrator retries
                 # and, in the end, fails the step) rather than dead-letter a valid command.
-                log.error("database error on %s: %s", handler.name, e)
-                return _reply(command, handler.op, Outcome.RETRYABLE_ERROR, None,
-                              "database error; try again")
+                log.error("database error: %s", e, extra={"saga_id": command.saga_id})
+                return _reply(command, Outcome.RETRYABLE_ERROR, None, "database error; try again")
         # Conflicts on every attempt are not load: something holds the key. Say which.
         self._metrics.exhausted.labels(self._spec.name).inc()
         log.error("gave up after %d conflicts: %s", self._conflict_retries, last, extra={
             "saga_id": command.saga_id, "step": command.step})
-        return _reply(command, handler.op, Outcome.RETRYABLE_ERROR, None,
+        return _reply(command, Outcome.RETRYABLE_ERROR, None,
                       f"too many concurrent updates; try again (last: {last})")
 
-    def _orphaned(self, handler: CommandHandler[Any], command: SagaCommand,
-                  e: EffectExists) -> StepReply:
+    def _orphaned(self, command: Command, e: EffectExists) -> StepReply:
         """Fail the step for good and visibly: applying the effect twice, or claiming it as
         this step's without knowing, could both be wrong; an operator decides."""
         self._metrics.orphaned.labels(self._spec.name).inc()
         log.error("effect exists without its fence: %s", e, extra={
             "saga_id": command.saga_id, "step": command.step})
-        return _reply(command, handler.op, Outcome.PERMANENT_ERROR, None,
+        return _reply(command, Outcome.PERMANENT_ERROR, None,
                       f"the effect of this step already exists but was not recorded as done "
                       f"here; check it by hand ({e})")
 
-    async def _attempt(self, envelope: Envelope, handler: CommandHandler[Any],
-                       command: SagaCommand) -> StepReply:
+    async def _attempt(self, envelope: Envelope, command: Command) -> StepReply:
         # The inbox is not read first: its unique id makes the insert at the end fail for a
         # command already handled, which rolls back everything this attempt did. Duplicates
         # are rare, so this spares a read per command and costs one only for a duplicate.
@@ -260,8 +238,8 @@ class WorkerRuntime:
         try:
             async with self._store.transaction() as tx:
                 fence = await tx.get(Fence, fence_id(command.saga_id, command.step))
-                reply = await self._judge(tx, handler, command, fence, now)
-                await tx.insert(Inbox(id=envelope.message_id, command_type=handler.name,
+                reply = await self._judge(tx, command, fence, now)
+                await tx.insert(Inbox(id=envelope.message_id, command_type=envelope.message_type,
                                       reply=reply.model_dump_json(), at=now))
                 return reply
         except DuplicateKey:
@@ -279,44 +257,50 @@ class WorkerRuntime:
         self._metrics.duplicates.labels(self._spec.name).inc()
         return StepReply.model_validate_json(seen.reply)
 
-    async def _judge(self, tx: Tx, handler: CommandHandler[Any], command: SagaCommand,
-                     fence: Fence | None, now: float) -> StepReply:
-        op = handler.op
+    async def _judge(self, tx: Tx, command: Command, fence: Fence | None,
+                     now: float) -> StepReply:
+        op = command.op
         match verdict(op, fence.state if fence else None):
             case Verdict.RUN:
-                if handler.rejectable and self._dice.roll(self._faults.reject_rate):
-                    self._injected("rejection")
-                    raise Rejected(self._spec.rejection, "injected business rejection")
-                try:
-                    detail = await handler.run(tx, command, now)
-                except DuplicateKey as e:
-                    raise EffectExists(str(e)) from e
+                detail = await self._run(tx, command, now)
                 await _write_fence(tx, command, fence, AFTER_RUN[op], now)
-                return _reply(command, op, Outcome.SUCCEEDED, None, detail)
+                return _reply(command, Outcome.SUCCEEDED, None, detail)
             case Verdict.REPLAY:
                 assert fence is not None
                 if fence.state is FenceState.REJECTED:
-                    return _reply(command, op, Outcome.REJECTED, fence.reason_code, fence.detail)
-                return _reply(command, op, Outcome.SUCCEEDED, None, f"already {fence.state}")
+                    return _reply(command, Outcome.REJECTED, fence.reason_code, fence.detail)
+                return _reply(command, Outcome.SUCCEEDED, None, f"already {fence.state}")
             case Verdict.EMPTY_ROLLBACK:
                 self._metrics.fence.labels(self._spec.name, FENCE_KINDS[0]).inc()
                 await _write_fence(tx, command, fence, FenceState.COMPENSATED, now)
-                return _reply(command, op, Outcome.SUCCEEDED, None, "nothing to undo")
+                return _reply(command, Outcome.SUCCEEDED, None, "nothing to undo")
             case Verdict.SUSPENDED:
                 self._metrics.fence.labels(self._spec.name, FENCE_KINDS[1]).inc()
-                return _reply(command, op, Outcome.REJECTED, ReasonCode.CANCELLED,
+                return _reply(command, Outcome.REJECTED, PlatformReason.CANCELLED,
                               "the step was undone before this command arrived")
             case _:
                 state = fence.state.value if fence else "never started"
-                return _reply(command, op, Outcome.PERMANENT_ERROR, None,
+                return _reply(command, Outcome.PERMANENT_ERROR, None,
                               f"cannot {op.value} a step that is {state}")
 
-    async def _record_rejection(self, envelope: Envelope, handler: CommandHandler[Any],
-                                command: SagaCommand, rejection: Rejected) -> StepReply:
+    async def _run(self, tx: Tx, command: Command, now: float) -> str:
+        """The business handler, with injected rejections in front of it."""
+        if (command.op is Operation.FORWARD and command.route.operation.rejectable
+                and self._dice.roll(self._faults.reject_rate)):
+            self._injected("rejection")
+            raise Rejected(self._spec.rejection, "injected business rejection")
+        context = StepContext(command.saga_id, command.step, now, command.body.failure)
+        try:
+            return await command.route.handler(tx, command.params, context)
+        except DuplicateKey as e:
+            raise EffectExists(str(e)) from e
+
+    async def _record_rejection(self, envelope: Envelope, command: Command,
+                                rejection: Rejected) -> StepReply:
         # The handler's own writes were rolled back with its transaction; this one records
         # the refusal so that any later attempt of the same step gets the same answer.
         now = self._clock()
-        reply = _reply(command, handler.op, Outcome.REJECTED, rejection.code, rejection.detail)
+        reply = _reply(command, Outcome.REJECTED, rejection.code, rejection.detail)
         async with self._store.transaction() as tx:
             seen = await tx.get(Inbox, envelope.message_id)
             if seen is not None:
@@ -326,7 +310,7 @@ class WorkerRuntime:
                 raise VersionConflict(f"fence {fid} changed while rejecting")
             await tx.insert(Fence(id=fid, state=FenceState.REJECTED, reason_code=rejection.code,
                                   detail=rejection.detail, updated_at=now))
-            await tx.insert(Inbox(id=envelope.message_id, command_type=handler.name,
+            await tx.insert(Inbox(id=envelope.message_id, command_type=envelope.message_type,
                                   reply=reply.model_dump_json(), at=now))
         return reply
 
@@ -340,7 +324,25 @@ class WorkerRuntime:
                                       encode(envelope, reply))
 
 
-async def _write_fence(tx: Tx, command: SagaCommand, fence: Fence | None, state: FenceState,
+def decode_command(spec: Participant, envelope: Envelope, message: WireMessage) -> Command:
+    """Validate a command for ``spec`` as its runtime does (raises CodecError or
+    InvalidMessage; the dead-letter audit uses the same rules)."""
+    route = spec.routes.get(envelope.message_type)
+    if route is None:
+        raise InvalidMessage(
+            f"{envelope.message_type!r} is not a command of the {spec.name} service")
+    body = read_payload(message, StepCommand)
+    if body.saga_id != envelope.correlation_id:
+        raise InvalidMessage("command saga_id does not match its correlation_id")
+    model = route.operation.params
+    try:
+        params = model.model_validate(body.params)
+    except ValidationError as e:
+        raise InvalidMessage(f"invalid {model.__name__} params: {describe(e)}") from e
+    return Command(route, body, params)
+
+
+async def _write_fence(tx: Tx, command: Command, fence: Fence | None, state: FenceState,
                        now: float) -> None:
     if fence is None:
         await tx.insert(Fence(id=fence_id(command.saga_id, command.step), state=state,
@@ -355,7 +357,6 @@ def _backoff(attempt: int) -> float:
     return random.uniform(0, min(0.5, 0.005 * 2**attempt))
 
 
-def _reply(command: SagaCommand, op: Operation, outcome: Outcome, code: ReasonCode | None,
-           detail: str) -> StepReply:
-    return StepReply(saga_id=command.saga_id, step=command.step, operation=op, outcome=outcome,
-                     reason_code=code, detail=detail[:500])
+def _reply(command: Command, outcome: Outcome, code: str | None, detail: str) -> StepReply:
+    return StepReply(saga_id=command.saga_id, step=command.step, operation=command.op,
+                     outcome=outcome, reason_code=code, detail=detail[:500])

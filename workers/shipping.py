@@ -1,12 +1,12 @@
-"""Shipping: book and cancel shipments. ``python -m workers.shipping``."""
+"""Shipping: book and cancel shipments."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from contracts.commands import CancelShipment, Operation, ScheduleShipment, StockLine
-from contracts.orders import ReasonCode
-from workers.runtime import CommandHandler, Impossible, ServiceSpec
+from contracts.order_steps import ScheduleShipment, StockLine
+from contracts.orders import OrderReason
+from workers.sdk import Action, Impossible, Participant, StepContext
 from workers.store import Doc, Tx
 
 
@@ -20,34 +20,29 @@ class Shipment(Doc):
     updated_at: float
 
 
-async def schedule(tx: Tx, cmd: ScheduleShipment, now: float) -> str:
+async def schedule(tx: Tx, cmd: ScheduleShipment, step: StepContext) -> str:
     """Book a shipment."""
     await tx.insert(Shipment(id=cmd.order_id, customer_id=cmd.customer_id, lines=cmd.lines,
-                             status="SCHEDULED", updated_at=now))
+                             status="SCHEDULED", updated_at=step.now))
     return "shipment SCHEDULED"
 
 
-async def cancel(tx: Tx, cmd: CancelShipment, now: float) -> str:
-    """Compensation: cancel the booking."""
+async def cancel(tx: Tx, cmd: ScheduleShipment, step: StepContext) -> str:
+    """The undo of schedule: cancel the booking."""
     shipment = await tx.get(Shipment, cmd.order_id)
     if shipment is None or shipment.status != "SCHEDULED":
         raise Impossible(f"no scheduled shipment for order {cmd.order_id}")
-    await tx.update(shipment.model_copy(update={"status": "CANCELLED", "updated_at": now}))
+    await tx.update(shipment.model_copy(update={"status": "CANCELLED", "updated_at": step.now}))
     return "shipment CANCELLED"
 
 
-SPEC = ServiceSpec(
+SERVICE = Participant(
+    metrics_port=9404,
     name="shipping",
-    handlers=(
-        CommandHandler("shipping.schedule", ScheduleShipment, Operation.FORWARD, schedule,
-                       rejectable=True),
-        CommandHandler("shipping.cancel", CancelShipment, Operation.COMPENSATE, cancel),
-    ),
-    rejection=ReasonCode.SHIPPING_UNAVAILABLE,
+    description="Shipments, booked and cancelled.",
+    operations=(Action("schedule", ScheduleShipment, run=schedule, undo=cancel,
+                       rejectable=True),),
     documents=(Shipment,),
+    rejection=OrderReason.SHIPPING_UNAVAILABLE,
+    reasons=(OrderReason.SHIPPING_UNAVAILABLE,),
 )
-
-if __name__ == "__main__":
-    from workers.app import main
-
-    main("shipping")
