@@ -23,6 +23,10 @@ class UnknownSaga(InvalidMessage):
     """A reply or command names a saga that does not exist."""
 
 
+class SagaQuarantined(InvalidMessage):
+    """The message's saga cannot be decoded and was set aside; nothing applies to it."""
+
+
 class TransientError(SagaSystemError):
     """Infrastructure trouble (a dropped connection, a conflict) that a retry may fix."""
 

@@ -10,7 +10,7 @@ import signal
 from typing import NoReturn
 
 from contracts.envelope import WireMessage
-from contracts.topology import Topology
+from contracts.topology import Plan, Topology
 from infra.settings import FaultSettings
 from infra.transport import Handler, Transport
 
@@ -56,23 +56,25 @@ class FaultyTransport:
         self._dice = dice
         self.duplicated = 0
 
-    async def publish(self, exchange: str, routing_key: str, message: WireMessage) -> None:
+    async def publish(self, exchange: str, routing_key: str, message: WireMessage, *,
+                      must_route: bool = True) -> bool:
         """Publish, perhaps late, and sometimes publish again."""
         if self._faults.reorder_ms:
             await asyncio.sleep(self._dice.uniform(0, self._faults.reorder_ms) / 1000)
-        await self._inner.publish(exchange, routing_key, message)
+        routed = await self._inner.publish(exchange, routing_key, message, must_route=must_route)
         if self._dice.roll(self._faults.duplicate_rate):
             self.duplicated += 1
             log.warning("injected fault duplicate", extra={"fault": "duplicate"})
-            await self._inner.publish(exchange, routing_key, message)
+            await self._inner.publish(exchange, routing_key, message, must_route=must_route)
+        return routed
 
-    async def declare(self, topology: Topology) -> None:
+    async def declare(self, topology: Topology, plan: Plan) -> None:
         """Delegate."""
-        await self._inner.declare(topology)
+        await self._inner.declare(topology, plan)
 
-    async def undeclare(self, topology: Topology) -> None:
+    async def undeclare(self, topology: Topology, plan: Plan) -> None:
         """Delegate."""
-        await self._inner.undeclare(topology)
+        await self._inner.undeclare(topology, plan)
 
     async def consume(self, queue: str, handler: Handler, prefetch: int) -> None:
         """Delegate."""

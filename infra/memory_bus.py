@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 
 from contracts.envelope import WireMessage
-from contracts.topology import DELIVERY_LIMIT, Topology, dead_letter_queue, layout
+from contracts.topology import DELIVERY_LIMIT, Plan, Topology, dead_letter_queue, layout
 from infra.errors import PublishFailed
 from infra.transport import Handler
 
@@ -98,9 +98,9 @@ class InMemoryBroker:
         """A new connection (one per component, as each process has its own)."""
         return InMemoryTransport(self)
 
-    def declare(self, topology: Topology) -> None:
+    def declare(self, topology: Topology, plan: Plan) -> None:
         """Create exchanges, queues and bindings (idempotent)."""
-        exchanges, queues = layout(topology)
+        exchanges, queues = layout(topology, plan)
         for ex in exchanges:
             self.exchanges.setdefault(ex.name, ex.kind)
             self.bindings.setdefault(ex.name, [])
@@ -115,17 +115,18 @@ class InMemoryBroker:
         if (key, queue) not in self.bindings[exchange]:
             self.bindings[exchange].append((key, queue))
 
-    def undeclare(self, topology: Topology) -> None:
+    def undeclare(self, topology: Topology, plan: Plan) -> None:
         """Forget the namespace's queues and exchanges."""
-        exchanges, queues = layout(topology)
+        exchanges, queues = layout(topology, plan)
         for spec in queues:
             self.queues.pop(spec.name, None)
         for ex in exchanges:
             self.exchanges.pop(ex.name, None)
             self.bindings.pop(ex.name, None)
 
-    def publish(self, exchange: str, routing_key: str, message: WireMessage) -> None:
-        """Route to every bound queue; an unknown exchange is an error, as on RabbitMQ."""
+    def publish(self, exchange: str, routing_key: str, message: WireMessage) -> bool:
+        """Route to every bound queue; an unknown exchange is an error, as on RabbitMQ.
+        False when no queue took it."""
         if exchange not in self.bindings:
             raise PublishFailed(f"no exchange {exchange!r}")
         self.published += 1
@@ -133,9 +134,12 @@ class InMemoryBroker:
             # As aiormq does: every published message has an id.
             message = replace(message, message_id=uuid.uuid4().hex)
         kind = self.exchanges[exchange]
+        routed = False
         for key, queue in self.bindings[exchange]:
             if routes(kind, key, routing_key):
                 self.queues[queue].put(_Entry(message))
+                routed = True
+        return routed
 
     def depth(self, queue: str) -> int:
         """Ready messages in a queue."""
@@ -150,17 +154,22 @@ class InMemoryTransport:
         self._consumers: list[_Consumer] = []
         self._temporary: list[str] = []
 
-    async def declare(self, topology: Topology) -> None:
+    async def declare(self, topology: Topology, plan: Plan) -> None:
         """Create exchanges, queues and bindings (idempotent)."""
-        self.broker.declare(topology)
+        self.broker.declare(topology, plan)
 
-    async def undeclare(self, topology: Topology) -> None:
+    async def undeclare(self, topology: Topology, plan: Plan) -> None:
         """Forget the namespace's queues and exchanges."""
-        self.broker.undeclare(topology)
+        self.broker.undeclare(topology, plan)
 
-    async def publish(self, exchange: str, routing_key: str, message: WireMessage) -> None:
+    async def publish(self, exchange: str, routing_key: str, message: WireMessage, *,
+                      must_route: bool = True) -> bool:
         """Route to every bound queue (the broker 'confirms' at once)."""
-        self.broker.publish(exchange, routing_key, message)
+        routed = self.broker.publish(exchange, routing_key, message)
+        if not routed and must_route:
+            raise PublishFailed(f"publish to {exchange}/{routing_key} was returned: "
+                                "no queue is bound for it")
+        return routed
 
     async def consume(self, queue: str, handler: Handler, prefetch: int) -> None:
         """Deliver to ``handler`` concurrently, at most ``prefetch`` unacknowledged."""

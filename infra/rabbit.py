@@ -14,10 +14,11 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import AMQPError
+from aiormq.abc import DeliveredMessage
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from contracts.envelope import HeaderValue, WireMessage
-from contracts.topology import Topology, layout, queue_arguments
+from contracts.topology import Plan, Topology, layout, queue_arguments
 from infra.errors import BrokerUnavailable, PublishFailed
 from infra.transport import Handler
 
@@ -88,11 +89,11 @@ class RabbitTransport:
         """True while the connection is open."""
         return self._connection is not None and not self._connection.is_closed
 
-    async def declare(self, topology: Topology) -> None:
+    async def declare(self, topology: Topology, plan: Plan) -> None:
         """Declare durable exchanges and quorum queues, each with its dead-letter queue."""
         channel = await self._conn().channel()
         try:
-            exchanges, queues = layout(topology)
+            exchanges, queues = layout(topology, plan)
             for ex in exchanges:
                 await channel.declare_exchange(ex.name, ex.kind, durable=True)
             for spec in queues:
@@ -104,11 +105,11 @@ class RabbitTransport:
         finally:
             await channel.close()
 
-    async def undeclare(self, topology: Topology) -> None:
+    async def undeclare(self, topology: Topology, plan: Plan) -> None:
         """Delete the namespace's queues and exchanges, messages included."""
         channel = await self._conn().channel()
         try:
-            exchanges, queues = layout(topology)
+            exchanges, queues = layout(topology, plan)
             for spec in queues:
                 await channel.queue_delete(spec.name)
             for ex in exchanges:
@@ -116,8 +117,10 @@ class RabbitTransport:
         finally:
             await channel.close()
 
-    async def publish(self, exchange: str, routing_key: str, message: WireMessage) -> None:
-        """Publish persistently; raises PublishFailed if the broker did not confirm."""
+    async def publish(self, exchange: str, routing_key: str, message: WireMessage, *,
+                      must_route: bool = True) -> bool:
+        """Publish persistently (mandatory); raises PublishFailed if the broker did not
+        confirm, or returned a message that ``must_route``. False when it returned another."""
         try:
             if self._publisher is not None and self._publisher.is_closed:
                 # A refused publish (e.g. to a missing exchange) closes the channel; the
@@ -125,10 +128,17 @@ class RabbitTransport:
                 await self._publisher.reopen()
                 self._exchanges.clear()
             target = await self._exchange(exchange)
-            await target.publish(to_amqp(message), routing_key=routing_key,
-                                 timeout=self._publish_timeout)
+            result = await target.publish(to_amqp(message), routing_key=routing_key,
+                                          timeout=self._publish_timeout)
         except (AMQPError, ConnectionError, OSError, RuntimeError) as e:  # TimeoutError is an OSError
             raise PublishFailed(f"publish to {exchange}/{routing_key} failed: {e!r}") from e
+        # A mandatory message no queue took comes back as itself instead of the broker's ack.
+        if isinstance(result, DeliveredMessage):
+            if must_route:
+                raise PublishFailed(f"publish to {exchange}/{routing_key} was returned: no "
+                                    "queue is bound for it")
+            return False
+        return True
 
     async def _exchange(self, name: str) -> AbstractExchange:
         exchange = self._exchanges.get(name)

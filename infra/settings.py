@@ -15,9 +15,10 @@ from contracts.envelope import describe
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_MONGO_URL = "mongodb://127.0.0.1:27017/?directConnection=true"
 
-# Default metrics ports, one per process, so that they can all run on one host.
-METRICS_PORTS = {"orchestrator": 9400, "order": 9401, "inventory": 9402, "payment": 9403,
-                 "shipping": 9404, "notification": 9405}
+# The orchestrator's default metrics port; each participant declares its own
+# (workers.sdk.Participant.metrics_port), so that they can all run on one host.
+ORCHESTRATOR_METRICS_PORT = 9400
+MONGO_URL_PREFIX = "SAGA_MONGO_URL_"
 
 
 class SettingsError(ValueError):
@@ -51,6 +52,13 @@ class CommonSettings(Frozen):
     # it fell far behind where the same run on asyncio passed; asyncio stays the default
     # until that is understood.
     event_loop: Literal["uvloop", "asyncio"] = "asyncio"
+    # What is registered besides the entry points (orchestrator/registry.py,
+    # workers/catalog.py): modules of saga definitions, participants as
+    # ``package.module:attribute``, and manifest files (or folders of them) of participants
+    # written in other languages.
+    saga_definitions: tuple[str, ...] = ()
+    saga_participants: tuple[str, ...] = ()
+    saga_manifests: tuple[str, ...] = ()
 
     def database(self, owner: str) -> str:
         """Each process owns one database: ``<prefix>_<owner>``."""
@@ -120,7 +128,10 @@ _COMMON = {
     "SAGA_NAMESPACE": "namespace", "SAGA_STORE": "store", "SAGA_METRICS_PORT": "metrics_port",
     "SAGA_METRICS_HOST": "metrics_host", "SAGA_PREFETCH": "prefetch", "SAGA_LOG_LEVEL": "log_level",
     "SAGA_DECLARE_TOPOLOGY": "declare_topology", "SAGA_EVENT_LOOP": "event_loop",
+    "SAGA_DEFINITIONS": "saga_definitions", "SAGA_PARTICIPANTS": "saga_participants",
+    "SAGA_MANIFESTS": "saga_manifests",
 }
+_LISTS = ("saga_definitions", "saga_participants", "saga_manifests")
 _ORCHESTRATOR = {
     "SAGA_STEP_TIMEOUT": "step_timeout", "SAGA_STEP_ATTEMPTS": "step_attempts",
     "SAGA_SETTLE_ATTEMPTS": "settle_attempts", "SAGA_BACKOFF": "backoff", "SAGA_DEADLINE": "deadline",
@@ -160,38 +171,62 @@ def _build[S: Frozen](model: type[S], env_names: Mapping[str, str], values: dict
         raise SettingsError(f"{name}: {first['msg']} ({describe(e)})") from e
 
 
-MONGO_OWNERS = tuple(METRICS_PORTS)
-_MONGO_URLS = {f"SAGA_MONGO_URL_{owner.upper()}": owner for owner in MONGO_OWNERS}
-
-
-def common_from_env(env: Mapping[str, str], process: str) -> CommonSettings:
+def common_from_env(env: Mapping[str, str], process: str,
+                    metrics_port: int | None = None) -> CommonSettings:
     """Common settings; the metrics port defaults to this process's own port."""
-    values: dict[str, object] = {"metrics_port": METRICS_PORTS.get(process, 0)}
+    values: dict[str, object] = {"metrics_port": metrics_port or 0}
     values.update(_pick(env, _COMMON))
-    values["mongo_urls"] = _pick(env, _MONGO_URLS)
-    return _build(CommonSettings, {**_COMMON, **_MONGO_URLS}, values)
+    for name in _LISTS:
+        if name in values:
+            values[name] = tuple(p.strip() for p in str(values[name]).split(",") if p.strip())
+    # SAGA_MONGO_URL_<OWNER>: a database server of its own for one owner.
+    urls = {var: var.removeprefix(MONGO_URL_PREFIX).lower() for var in env
+            if var.startswith(MONGO_URL_PREFIX)}
+    values["mongo_urls"] = _pick(env, urls)
+    return _build(CommonSettings, {**_COMMON, **urls}, values)
 
 
 def orchestrator_from_env(env: Mapping[str, str]) -> OrchestratorSettings:
     """Settings of the orchestrator process."""
-    common = common_from_env(env, "orchestrator")
+    common = common_from_env(env, "orchestrator", ORCHESTRATOR_METRICS_PORT)
     return _build(OrchestratorSettings, _ORCHESTRATOR,
                   {"common": common, "faults": _faults(env), **_pick(env, _ORCHESTRATOR)})
 
 
-def worker_from_env(env: Mapping[str, str], service: str) -> WorkerSettings:
+def worker_from_env(env: Mapping[str, str], service: str,
+                    metrics_port: int | None = None) -> WorkerSettings:
     """Settings of one worker process."""
-    common = common_from_env(env, service)
+    common = common_from_env(env, service, metrics_port)
     faults = _faults(env)
     return _build(WorkerSettings, _WORKER, {"common": common, "service": service,
                                             "faults": faults, **_pick(env, _WORKER)})
 
 
+# Query options whose values are safe to print; every other option's value is masked, since
+# drivers accept secrets there (authMechanismProperties, tlsCertificateKeyFilePassword,
+# password=..., a key file path that names the secret).
+SAFE_OPTIONS = frozenset({
+    "directconnection", "replicaset", "authsource", "authmechanism", "tls", "ssl",
+    "retrywrites", "retryreads", "w", "journal", "readpreference", "readconcernlevel",
+    "appname", "compressors", "connecttimeoutms", "sockettimeoutms",
+    "serverselectiontimeoutms", "maxpoolsize", "minpoolsize", "heartbeat",
+    "connection_attempts", "retry_delay", "blocked_connection_timeout", "channel_max",
+    "frame_max", "locale", "timeout", "name"})
+
+
 def redact(url: str) -> str:
-    """A URL safe to print: the password replaced by ***."""
+    """A URL safe to print: the password replaced by ***, and the value of every query
+    option not known to be harmless too."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
         return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else f"{scheme}://{user}@{host}"
+    rest, question, query = rest.partition("?")
+    if "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        rest = f"{user}:***@{host}" if ":" in credentials else f"{user}@{host}"
+    if question:
+        options = [part.partition("=") for part in query.split("&") if part]
+        query = "&".join(name + (eq and ("=" + value if name.lower() in SAFE_OPTIONS else "=***"))
+                         for name, eq, value in options)
+    return f"{scheme}://{rest}{question}{query}"

@@ -6,7 +6,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from contracts.envelope import WireMessage
-from contracts.topology import Topology
+from contracts.topology import Plan, Topology
 
 
 class Delivery(Protocol):
@@ -42,16 +42,21 @@ Handler = Callable[[Delivery], Coroutine[Any, Any, None]]
 class Transport(Protocol):
     """A broker connection. ``publish`` returns only once the broker has the message."""
 
-    async def declare(self, topology: Topology) -> None:
-        """Declare every exchange, queue, binding and dead-letter queue (idempotent)."""
+    async def declare(self, topology: Topology, plan: Plan) -> None:
+        """Declare every exchange, queue, binding and dead-letter queue of a plan
+        (idempotent)."""
         ...
 
-    async def undeclare(self, topology: Topology) -> None:
+    async def undeclare(self, topology: Topology, plan: Plan) -> None:
         """Delete every queue and exchange of a namespace (demos and tests clean up)."""
         ...
 
-    async def publish(self, exchange: str, routing_key: str, message: WireMessage) -> None:
-        """Publish a persistent message and wait for the broker's confirmation."""
+    async def publish(self, exchange: str, routing_key: str, message: WireMessage, *,
+                      must_route: bool = True) -> bool:
+        """Publish a persistent message and wait for the broker's confirmation. A message no
+        queue takes is a failure (PublishFailed) when it ``must_route``, as commands, replies
+        and dead letters must; otherwise (an event nobody subscribed to) the result is
+        False."""
         ...
 
     async def consume(self, queue: str, handler: Handler, prefetch: int) -> None:

@@ -9,6 +9,9 @@ from infra import logs
 from infra.process import run_process
 from infra.settings import SettingsError, orchestrator_from_env
 from orchestrator.app import OrchestratorProcess
+from orchestrator.manifests import ManifestError
+from orchestrator.registry import RegistrationError
+from workers.catalog import UnknownParticipant
 
 
 def main() -> int:
@@ -19,7 +22,11 @@ def main() -> int:
         print(f"orchestrator: {e}", file=sys.stderr)
         return 2
     logs.configure("orchestrator", settings.common.log_level)
-    process = OrchestratorProcess(settings)
+    try:
+        process = OrchestratorProcess(settings)
+    except (RegistrationError, ManifestError, UnknownParticipant) as e:
+        print(f"orchestrator: {e}", file=sys.stderr)
+        return 2
     run_process(settings.common, process.start, process.stop)
     return 0
 

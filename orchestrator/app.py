@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from contracts.topology import Topology
+from catalog.plan import manifests as participant_manifests
+from contracts.topology import Plan, Topology
 from infra import mongo
 from infra.faults import faulty
 from infra.http import OpsServer
@@ -15,11 +16,12 @@ from infra.process import ProcessShell
 from infra.rabbit import RabbitTransport
 from infra.settings import OrchestratorSettings
 from infra.transport import Transport
+from orchestrator.definition import Tuning
+from orchestrator.manifests import mismatches
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import Clock, OutboxPublisher
-from orchestrator.registry import DefinitionRegistry
+from orchestrator.registry import DefinitionRegistry, RegistrationError, Setup, load
 from orchestrator.runner import SagaRunner
-from orchestrator.sagas.order import OrderSagaTuning, order_saga
 from orchestrator.service import Loops, Orchestrator
 from orchestrator.store import SagaStore
 from orchestrator.store_memory import MemorySagaStore
@@ -27,12 +29,20 @@ from orchestrator.store_mongo import MongoSagaStore
 
 
 def definitions(settings: OrchestratorSettings) -> DefinitionRegistry:
-    """Every saga definition version this orchestrator runs."""
-    tuning = OrderSagaTuning(
+    """Every saga definition version this orchestrator runs: the entry points' and the
+    modules named in SAGA_DEFINITIONS. Each step must call an operation of the kind its
+    participant's manifest declares."""
+    tuning = Tuning(
         step_timeout=settings.step_timeout, max_attempts=settings.step_attempts,
         backoff=settings.backoff, settle_attempts=settings.settle_attempts,
         deadline=settings.deadline)
-    return DefinitionRegistry([order_saga(tuning)])
+    manifests = participant_manifests(settings.common)
+    registry = load(settings.common.saga_definitions, Setup(tuning, manifests))
+    problems = mismatches(registry.steps(), manifests)
+    if problems:
+        raise RegistrationError("definitions do not fit the participants' manifests: "
+                                + "; ".join(problems))
+    return registry
 
 
 def build(settings: OrchestratorSettings, transport: Transport, store: SagaStore,
@@ -46,8 +56,11 @@ def build(settings: OrchestratorSettings, transport: Transport, store: SagaStore
     outbox = OutboxPublisher(transport, store, metrics, clock, relay_after=settings.relay_after)
     runner = SagaRunner(registry=registry, store=store, outbox=outbox, topology=topology,
                         metrics=metrics, clock=clock)
+    # Ad-hoc transactions may call any participant with a manifest: declare its queue too.
+    plan = registry.plan().merged(Plan((), tuple(participant_manifests(common))))
     return Orchestrator(transport=transport, store=store, runner=runner, outbox=outbox,
-                        topology=topology, metrics=metrics, clock=clock, prefetch=common.prefetch,
+                        topology=topology, plan=plan, registry=registry,
+                        metrics=metrics, clock=clock, prefetch=common.prefetch,
                         loops=Loops(tick_interval=settings.tick_interval),
                         declare_topology=common.declare_topology)
 

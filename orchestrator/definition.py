@@ -13,13 +13,18 @@ A definition reads top to bottom as the saga runs:
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from contracts.commands import Operation, SagaCommand
+from pydantic import BaseModel
+
+from contracts.commands import Operation, OperationKind, StepCommand, StepFailure, command_type
 from contracts.envelope import Model
-from contracts.orders import ReasonCode
+
+if TYPE_CHECKING:
+    from orchestrator.start import StartMessage
+    from orchestrator.state import OpState
 
 D = TypeVar("D", bound=Model)
 
@@ -59,6 +64,29 @@ class RetryPolicy:
         return float(base * (1 - self.jitter * fraction))
 
 
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """Operational knobs every shipped definition takes from the orchestrator's settings:
+    they change how long a saga waits, never what it does."""
+
+    step_timeout: float = 10.0
+    max_attempts: int = 3
+    backoff: float = 0.2
+    settle_attempts: int = 30
+    settle_backoff_max: float = 30.0
+    deadline: float = 120.0
+
+    def policies(self) -> tuple[RetryPolicy, RetryPolicy]:
+        """The forward policy (gives up) and the settle policy (confirms, undos, notices)."""
+        forward = RetryPolicy(timeout=self.step_timeout, max_attempts=self.max_attempts,
+                              backoff=self.backoff, backoff_max=self.step_timeout)
+        settle = RetryPolicy(timeout=self.step_timeout, max_attempts=self.settle_attempts,
+                             backoff=self.backoff, backoff_max=self.settle_backoff_max,
+                             timeout_growth=2.0, timeout_max=8 * self.step_timeout)
+        return forward, settle
+
+
+DEFAULT_TUNING = Tuning()
 DEFAULT_POLICY = RetryPolicy()
 # Confirmations and compensations must succeed: many attempts, capped backoff.
 DEFAULT_SETTLE_POLICY = RetryPolicy(timeout=10.0, max_attempts=30, backoff=0.5, backoff_max=30.0,
@@ -69,7 +97,7 @@ DEFAULT_SETTLE_POLICY = RetryPolicy(timeout=10.0, max_attempts=30, backoff=0.5, 
 class Failure:
     """Why a saga failed."""
 
-    reason_code: ReasonCode
+    reason_code: str
     reason: str
     step: str | None = None
 
@@ -84,57 +112,74 @@ class CommandContext(Generic[D]):
     failure: Failure | None
 
 
-@dataclass(frozen=True, slots=True)
-class CommandSpec(Generic[D]):
-    """A command type and the pure function that builds its payload."""
-
-    type: str
-    build: Callable[[CommandContext[D]], SagaCommand]
+ParamsBuilder = Callable[[CommandContext[D]], BaseModel]
 
 
 @dataclass(frozen=True, slots=True)
 class Step(Generic[D]):
-    """One participant call. With ``confirm`` set it is a two-phase (try/confirm/cancel) step."""
+    """One call of a participant's operation. A two-phase step is prepared before the commit
+    point and confirmed after it; an undoable action is compensated when the saga fails."""
 
     name: str
     service: str
-    forward: CommandSpec[D]
-    compensate: CommandSpec[D] | None = None
-    confirm: CommandSpec[D] | None = None
+    operation: str
+    params: ParamsBuilder[D]
+    kind: OperationKind = OperationKind.ACTION
+    undoable: bool = False
     policy: RetryPolicy = DEFAULT_POLICY
     settle_policy: RetryPolicy = DEFAULT_SETTLE_POLICY
 
     @property
     def two_phase(self) -> bool:
         """True for a prepare/confirm/cancel step."""
-        return self.confirm is not None
+        return self.kind is OperationKind.TWO_PHASE
 
-    def spec(self, op: Operation) -> CommandSpec[D]:
-        """The command for one operation of this step."""
-        spec = {Operation.FORWARD: self.forward, Operation.CONFIRM: self.confirm}.get(
-            op, self.compensate
-        )
-        if spec is None:
+    @property
+    def compensated(self) -> bool:
+        """True when a failed saga undoes this step."""
+        return self.two_phase or self.undoable
+
+    def has(self, op: Operation) -> bool:
+        """True when this step has a command for ``op``."""
+        return (op is Operation.FORWARD or (op is Operation.CONFIRM and self.two_phase)
+                or (op is Operation.COMPENSATE and self.compensated))
+
+    def command_type(self, op: Operation) -> str:
+        """The message type of one phase of this step."""
+        if not self.has(op):
             raise DefinitionError(f"step {self.name} has no {op} command")
-        return spec
+        return command_type(self.service, self.operation, self.kind, op)
 
-    def retry_policy(self, op: Operation) -> RetryPolicy:
-        """Forward attempts follow ``policy``; confirm and compensate must settle."""
-        return self.policy if op is Operation.FORWARD else self.settle_policy
+    def command(self, op: Operation, context: CommandContext[D]) -> StepCommand:
+        """The body of one phase's command (an undo says why the saga failed)."""
+        failure = context.failure
+        why = (StepFailure(reason_code=failure.reason_code, reason=failure.reason[:500])
+               if failure is not None and op is Operation.COMPENSATE else None)
+        return StepCommand(saga_id=context.saga_id, step=self.name,
+                           params=self.params(context).model_dump(mode="json"), failure=why)
 
 
-def two_phase(
-    name: str,
-    service: str,
-    *,
-    prepare: CommandSpec[D],
-    confirm: CommandSpec[D],
-    cancel: CommandSpec[D],
-    policy: RetryPolicy = DEFAULT_POLICY,
-    settle_policy: RetryPolicy = DEFAULT_SETTLE_POLICY,
-) -> Step[D]:
+def action(name: str, service: str, operation: str, params: ParamsBuilder[D], *,
+           undoable: bool = True, policy: RetryPolicy = DEFAULT_POLICY,
+           settle_policy: RetryPolicy = DEFAULT_SETTLE_POLICY) -> Step[D]:
+    """A step that runs an action once (and undoes it when ``undoable``)."""
+    return Step(name, service, operation, params, OperationKind.ACTION, undoable, policy,
+                settle_policy)
+
+
+def notice(name: str, service: str, operation: str, params: ParamsBuilder[D], *,
+           policy: RetryPolicy = DEFAULT_SETTLE_POLICY) -> Step[D]:
+    """An action with nothing to undo, as runs after the commit point or on failure (it
+    must settle, so it retries like a confirmation)."""
+    return Step(name, service, operation, params, OperationKind.ACTION, False, policy, policy)
+
+
+def two_phase(name: str, service: str, operation: str, params: ParamsBuilder[D], *,
+              policy: RetryPolicy = DEFAULT_POLICY,
+              settle_policy: RetryPolicy = DEFAULT_SETTLE_POLICY) -> Step[D]:
     """A try/confirm/cancel step: prepare reserves, confirm commits, cancel releases."""
-    return Step(name, service, prepare, cancel, confirm, policy, settle_policy)
+    return Step(name, service, operation, params, OperationKind.TWO_PHASE, False, policy,
+                settle_policy)
 
 
 Stage = tuple[Step[D], ...]
@@ -148,6 +193,8 @@ class OutcomeContext(Generic[D]):
     data: D
     failure: Failure | None
     needs_attention: bool
+    # Every operation's final state, by (step, operation).
+    ops: Mapping[tuple[str, Operation], OpState] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +228,12 @@ class SagaDefinition(Generic[D]):
     after_commit: tuple[Stage[D], ...] = ()
     on_failure: tuple[Stage[D], ...] = ()
     deadline: float = 120.0
+    # How clients start it (None: only started from code, as ad-hoc transactions are).
+    start: StartMessage[D] | None = None
+    # The business reason codes its participants may answer with (the platform's own are
+    # in contracts.reasons).
+    reasons: tuple[str, ...] = ()
+    description: str = ""
     forward_phases: tuple[Phase[D], ...] = field(init=False, repr=False)
     steps: dict[str, Step[D]] = field(init=False, repr=False)
 
@@ -194,6 +247,10 @@ class SagaDefinition(Generic[D]):
         phases += [Phase(tuple((s, Operation.FORWARD) for s in st)) for st in self.after_commit]
         object.__setattr__(self, "forward_phases", tuple(phases))
         object.__setattr__(self, "steps", {s.name: s for s in self.all_steps()})
+
+    def for_data(self, data: D) -> SagaDefinition[D]:
+        """The definition a saga with this data runs under: this one."""
+        return self
 
     @property
     def commit_index(self) -> int:
@@ -213,8 +270,35 @@ class SagaDefinition(Generic[D]):
             raise DefinitionError(f"{self.name}: needs at least one non-empty stage")
         for stage in (*self.after_commit, *self.on_failure):
             for s in stage:
-                if s.two_phase or s.compensate is not None:
+                if s.compensated:
                     raise DefinitionError(
                         f"{self.name}: step {s.name} runs after the commit point or on failure,"
                         " where nothing is undone; it cannot be two-phase or compensated"
                     )
+
+
+@dataclass(frozen=True)
+class DynamicDefinition(Generic[D]):
+    """A definition whose stages depend on each saga's data, as an ad-hoc transaction's do.
+
+    The stages are rebuilt from the data stored with the saga, by a pure function, so that
+    recovery never needs the original request.
+    """
+
+    name: str
+    version: int
+    data_model: type[D]
+    build: Callable[[D], SagaDefinition[D]]
+    start: StartMessage[D] | None = None
+    reasons: tuple[str, ...] = ()
+    description: str = ""
+    deadline: float = 120.0
+    steps: dict[str, Step[D]] = field(default_factory=dict)
+
+    def for_data(self, data: D) -> SagaDefinition[D]:
+        """The one-off definition of the saga with this data."""
+        return self.build(data)
+
+    def all_steps(self) -> Iterator[Step[D]]:
+        """None: the steps come with each saga's data."""
+        return iter(())

@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Generic
 
-from contracts.commands import Operation, Outcome, SagaCommand
-from contracts.orders import ReasonCode
+from contracts.commands import Operation, Outcome, StepCommand
+from contracts.reasons import PlatformReason
 from orchestrator.definition import (
     CommandContext,
     D,
@@ -44,7 +44,7 @@ class ReplyReceived:
     command_id: str
     outcome: Outcome
     now: float
-    reason_code: ReasonCode | None = None
+    reason_code: str | None = None
     detail: str = ""
 
 
@@ -102,7 +102,7 @@ class CommandOut:
     message_id: str
     service: str
     type: str
-    payload: SagaCommand
+    payload: StepCommand
     step: str
     op: Operation
     attempt: int
@@ -173,7 +173,7 @@ def undo_phases(defn: SagaDefinition[D], state: SagaState[D]) -> tuple[Phase[D],
 
 def _needs_undo(step: Step[D], state: SagaState[D]) -> bool:
     forward = state.op(step.name, Operation.FORWARD)
-    return (step.compensate is not None and forward.attempt > 0
+    return (step.compensated and forward.attempt > 0
             and forward.outcome is not Outcome.REJECTED)
 
 
@@ -201,10 +201,10 @@ class _Transition(Generic[D]):
         step = self.defn.steps[key[0]]
         if reply.outcome is Outcome.SUCCEEDED:
             self._set(key, status=OpStatus.SUCCEEDED, due_at=None, finished_at=self.now,
-                      outcome=reply.outcome)
+                      outcome=reply.outcome, detail=reply.detail)
             self.note(NoteKind.SETTLED, step.name, key[1], OpStatus.SUCCEEDED.value, step.service)
         else:
-            code = reply.reason_code or ReasonCode.SERVICE_ERROR
+            code = reply.reason_code or PlatformReason.SERVICE_ERROR
             retryable = reply.outcome is Outcome.RETRYABLE_ERROR
             self._attempt_failed(step, key[1], code, reply.detail, reply.outcome, retryable)
         self.advance()
@@ -212,7 +212,7 @@ class _Transition(Generic[D]):
     def on_timer(self) -> None:
         # The deadline first: a saga out of time must not send one more retry.
         if self.state.status is SagaStatus.RUNNING and self.now >= self.state.deadline_at:
-            self._fail(Failure(ReasonCode.TIMEOUT, "the saga deadline passed"))
+            self._fail(Failure(PlatformReason.TIMEOUT, "the saga deadline passed"))
         for key in list(self.ops):
             op = self.ops[key]
             if op.due_at is None or op.due_at > self.now or op.status not in IN_FLIGHT:
@@ -220,7 +220,7 @@ class _Transition(Generic[D]):
             step = self.defn.steps[key[0]]
             if op.status is OpStatus.WAITING:
                 self.note(NoteKind.TIMED_OUT, step.name, key[1])
-                self._attempt_failed(step, key[1], ReasonCode.TIMEOUT,
+                self._attempt_failed(step, key[1], PlatformReason.TIMEOUT,
                                      "no reply before the step timeout", None, retryable=True)
             else:
                 self.note(NoteKind.RETRY, step.name, key[1])
@@ -231,7 +231,7 @@ class _Transition(Generic[D]):
         if self.state.status is not SagaStatus.RUNNING:
             self.note(NoteKind.CANCEL_IGNORED, detail=f"saga is {self.state.status}")
             return
-        self._fail(Failure(ReasonCode.CANCELLED, reason))
+        self._fail(Failure(PlatformReason.CANCELLED, reason))
         self.advance()
 
     # --- progress -----------------------------------------------------------------------
@@ -268,34 +268,33 @@ class _Transition(Generic[D]):
         current = self._op(step.name, op)
         attempt = current.attempt + 1
         message_id = f"{self.state.saga_id}:{step.name}:{op}:{attempt}"
-        spec = step.spec(op)
         context = CommandContext(self.state.saga_id, step.name, self.state.data,
                                  self.state.failure)
-        self.commands.append(CommandOut(message_id, step.service, spec.type, spec.build(context),
-                                        step.name, op, attempt))
+        self.commands.append(CommandOut(message_id, step.service, step.command_type(op),
+                                        step.command(op, context), step.name, op, attempt))
         if op is Operation.COMPENSATE and attempt == 1:
             self.note(NoteKind.COMPENSATION, step.name, op)
         self._set((step.name, op), status=OpStatus.WAITING, attempt=attempt,
                   message_id=message_id, due_at=self.now + self._policy(step, op).timeout_for(attempt),
                   started_at=self.now if current.started_at is None else current.started_at)
 
-    def _attempt_failed(self, step: Step[D], op: Operation, code: ReasonCode, detail: str,
+    def _attempt_failed(self, step: Step[D], op: Operation, code: str, detail: str,
                         outcome: Outcome | None, retryable: bool) -> None:
         key = (step.name, op)
         current = self._op(*key)
-        error = AttemptError(current.attempt, code.value, detail, self.now)
+        error = AttemptError(current.attempt, code, detail, self.now)
         errors = (*current.errors, error)[-MAX_ERRORS_KEPT:]
         policy = self._policy(step, op)
         if retryable and current.attempt < policy.max_attempts:
             delay = policy.delay(current.attempt, current.message_id or step.name)
             self._set(key, status=OpStatus.BACKOFF, due_at=self.now + delay, errors=errors,
-                      outcome=outcome)
+                      outcome=outcome, detail=detail)
             return
         self._set(key, status=OpStatus.FAILED, due_at=None, finished_at=self.now,
-                  errors=errors, outcome=outcome)
+                  errors=errors, outcome=outcome, detail=detail)
         self.note(NoteKind.SETTLED, step.name, op, OpStatus.FAILED.value, step.service)
         if op is Operation.FORWARD and self.state.status is SagaStatus.RUNNING:
-            self._fail(Failure(code, detail or code.value, step.name))
+            self._fail(Failure(code, detail or code, step.name))
         else:
             self.note(NoteKind.ATTENTION, step.name, op, detail)
             self._update(attention=f"{step.name} {op} failed permanently: {code} {detail}")
@@ -306,14 +305,14 @@ class _Transition(Generic[D]):
             if key[1] is Operation.FORWARD and op.status in IN_FLIGHT:
                 self._set(key, status=OpStatus.ABANDONED, due_at=None, finished_at=self.now)
         self._update(status=SagaStatus.COMPENSATING, cursor=0, failure=failure)
-        self.note(NoteKind.FAILED, failure.step, detail=failure.reason_code.value)
+        self.note(NoteKind.FAILED, failure.step, detail=failure.reason_code)
 
     def _finish(self) -> None:
         status, failure = self._final()
         self._update(status=status)
         attention = status is SagaStatus.NEEDS_ATTENTION
         self.outcome = self.defn.outcome(
-            OutcomeContext(self.state.saga_id, self.state.data, failure, attention))
+            OutcomeContext(self.state.saga_id, self.state.data, failure, attention, self.ops))
         self.note(NoteKind.FINISHED, detail=status.value)
 
     def _final(self) -> tuple[SagaStatus, Failure | None]:
@@ -321,8 +320,8 @@ class _Transition(Generic[D]):
         if state.attention is None:
             done = state.status is not SagaStatus.COMPENSATING
             return (SagaStatus.COMPLETED if done else SagaStatus.FAILED), state.failure
-        code = (ReasonCode.COMPENSATION_FAILED if state.status is SagaStatus.COMPENSATING
-                else ReasonCode.CONFIRMATION_FAILED)
+        code = (PlatformReason.COMPENSATION_FAILED if state.status is SagaStatus.COMPENSATING
+                else PlatformReason.CONFIRMATION_FAILED)
         original = f" after {state.failure.reason_code}" if state.failure else ""
         return SagaStatus.NEEDS_ATTENTION, Failure(code, state.attention + original)
 

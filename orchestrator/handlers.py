@@ -1,47 +1,76 @@
 """Decode incoming messages and hand them to the runner. Bad input raises; the boundary
-dead-letters it."""
+dead-letters it.
+
+Every registered start message is handled the same way. A request whose idempotency key
+can be read but which fails validation is answered with the definition's failure outcome
+(``INVALID_REQUEST`` and the reason), and a copy goes to the dead-letter queue for
+operators; only a request with no key at all goes to the dead-letter queue alone.
+"""
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 from contracts.commands import StepReply
-from contracts.envelope import CodecError, WireMessage, is_identifier, read_envelope, read_payload
-from contracts.orders import OrderRequested, order_total
-from contracts.registry import ORDER_REQUESTED, STEP_REPLY
+from contracts.envelope import CodecError, WireMessage, read_envelope, read_payload
+from contracts.reasons import PlatformReason
+from contracts.registry import STEP_REPLY
 from infra.errors import InvalidMessage
+from orchestrator.definition import Failure
 from orchestrator.engine import Event, ReplyReceived
-from orchestrator.runner import SagaRunner
-from orchestrator.sagas.order import NAME as ORDER_SAGA
-from orchestrator.sagas.order import OrderSagaData
+from orchestrator.outbox import OutboxPublisher, outcome_message
+from orchestrator.registry import AnyDefinition
+from orchestrator.runner import SagaRunner, Started
+from orchestrator.start import StartMessage, read_request, saga_id
 
-MAX_ORDER_TOTAL = 1_000_000_000
+
+class Refused(InvalidMessage):
+    """A start message answered with a failure outcome; its copy is dead-lettered too."""
 
 
 class OrchestratorHandlers:
-    """The orchestrator's two consumers: order requests and participant replies."""
+    """The orchestrator's consumers: start messages of each definition, and replies."""
 
-    def __init__(self, runner: SagaRunner) -> None:
+    def __init__(self, runner: SagaRunner, outbox: OutboxPublisher,
+                 exchange_of: dict[str, str]) -> None:
         self._runner = runner
+        self._outbox = outbox
+        self._exchange_of = exchange_of  # definition -> its public exchange (namespaced)
 
-    async def on_order_request(self, message: WireMessage) -> None:
-        """Start an order saga. Only the body is required from outside publishers."""
-        if message.type not in (None, "", ORDER_REQUESTED):
-            raise CodecError(f"unexpected message type {message.type!r} on the order request queue")
-        request = read_payload(message, OrderRequested)
-        if message.message_id is not None and not is_identifier(message.message_id):
-            # It becomes the causation id of every command this saga sends.
-            raise CodecError("message_id must be 1-200 printable ASCII characters without spaces")
-        order_id = request.order_id or _order_id_for(message.message_id)
-        total = order_total(request.items)
-        if total > MAX_ORDER_TOTAL:
-            raise InvalidMessage(f"order total {total} exceeds {MAX_ORDER_TOTAL}")
-        data = OrderSagaData(order_id=order_id, customer_id=request.customer_id,
-                             items=request.items, total=total)
-        causation = message.message_id or order_id
+    async def on_start(self, definition: AnyDefinition, message: WireMessage) -> None:
+        """Start a saga of ``definition``. Only the body is required from outside publishers."""
+        start = definition.start
+        assert start is not None, f"{definition.name} has no start message"
+        request = read_request(start, message)
+        if request.data is None:
+            await self._refuse(definition.name, start, request.key, request.fields,
+                               request.problem or "invalid request")
+        causation = message.message_id or request.key
         traceparent = _text(message.headers.get("traceparent"))
-        await self._runner.start(ORDER_SAGA, order_id, data, causation, traceparent)
+        started = await self._runner.start(definition.name, saga_id(definition.name, request.key),
+                                           request.data, causation, traceparent)
+        if started is Started.CONFLICT:
+            # A valid request for a taken id: answered, and not a dead letter.
+            await self._answer(definition.name, start, request.key, request.fields, Failure(
+                start.duplicate_reason,
+                f"{start.key_field} {request.key} already belongs to another request"),
+                "duplicate")
+
+    async def _refuse(self, name: str, start: StartMessage[Any], key: str,
+                      fields: dict[str, Any], reason: str) -> NoReturn:
+        """Answer the client, then raise so that the boundary keeps a copy for operators."""
+        await self._answer(name, start, key, fields,
+                           Failure(PlatformReason.INVALID_REQUEST, reason), "refused")
+        raise Refused(f"{PlatformReason.INVALID_REQUEST}: {reason}")
+
+    async def _answer(self, name: str, start: StartMessage[Any], key: str,
+                      fields: dict[str, Any], failure: Failure, suffix: str) -> None:
+        """Publish the failure outcome of a request that started no saga."""
+        event = start.refusal(key, fields, failure)
+        await self._outbox.publish_now(outcome_message(
+            saga_id(name, key), self._exchange_of[name], event, datetime.now(UTC).timestamp(),
+            suffix=suffix))
 
     async def on_reply(self, message: WireMessage) -> None:
         """Feed a participant's reply to its saga."""
@@ -59,14 +88,6 @@ class OrchestratorHandlers:
             return ReplyReceived(command_id, reply.outcome, now, reply.reason_code, reply.detail)
 
         await self._runner.apply(reply.saga_id, event, envelope.message_id, envelope.traceparent)
-
-
-def _order_id_for(message_id: str | None) -> str:
-    # Derived from the message id, so a redelivered request maps to the same order id
-    # and cannot start a second saga.
-    if message_id:
-        return uuid.uuid5(uuid.NAMESPACE_URL, f"order-request:{message_id}").hex
-    return uuid.uuid4().hex
 
 
 def _text(value: Any) -> str | None:

@@ -8,7 +8,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from contracts.commands import Operation
-from orchestrator.definition import SagaDefinition
+from orchestrator.definition import DynamicDefinition, SagaDefinition
 from orchestrator.engine import Decision, Note, NoteKind
 from orchestrator.state import SagaStatus
 
@@ -49,6 +49,9 @@ class OrchestratorMetrics:
         self.outbox_oldest = Gauge("saga_outbox_oldest_age_seconds",
                                    "Age of the oldest unconfirmed outbox message (0 when none).",
                                    registry=registry)
+        self.quarantined = Gauge("saga_quarantined",
+                                 "Sagas set aside because they cannot be decoded, by reason, "
+                                 "counted in the store.", ["reason"], registry=registry)
         self.store_scrape = Gauge("saga_store_gauges_updated_timestamp_seconds",
                                   "When the store-counted gauges were last refreshed.",
                                   registry=registry)
@@ -81,26 +84,27 @@ class OrchestratorMetrics:
         self.publish_failures = Counter("saga_outbox_publish_failures_total",
                                         "Outbox publishes that failed and were left for the relay.",
                                         registry=registry)
+        self.unrouted = Counter("saga_outcomes_unrouted_total",
+                                "Outcome events no queue was bound for (nobody subscribed); "
+                                "commands are never allowed to go unrouted.",
+                                registry=registry)
         self.relayed = Counter("saga_outbox_relayed_total",
                                "Outbox messages published by the relay (after a failure or a crash).",
                                registry=registry)
 
-    def prepare(self, definitions: Iterable[SagaDefinition[Any]]) -> None:
+    def prepare(self, definitions: Iterable[SagaDefinition[Any] | DynamicDefinition[Any]]) -> None:
         """Create every known label set at zero, so that dashboards show 0, not "no data",
         for things that have not happened yet (labels come from the definitions: bounded)."""
         for d in definitions:
             self.started.labels(d.name)
             self.stale_replies.labels(d.name)
             for step in d.steps.values():
-                ops = [Operation.FORWARD]
-                ops += [Operation.CONFIRM] if step.confirm is not None else []
-                ops += [Operation.COMPENSATE] if step.compensate is not None else []
-                for op in ops:
+                for op in (o for o in Operation if step.has(o)):
                     self.retries.labels(d.name, step.name, op.value)
                     self.timeouts.labels(d.name, step.name, op.value)
                     if op is not Operation.FORWARD:
                         self.attention.labels(d.name, step.name, op.value)
-                if step.compensate is not None:
+                if step.compensated:
                     self.compensations.labels(d.name, step.name)
             for status in (SagaStatus.COMPLETED, SagaStatus.FAILED, SagaStatus.NEEDS_ATTENTION):
                 self.duration.labels(d.name, status.value)
@@ -142,7 +146,7 @@ class OrchestratorMetrics:
         if state.status is SagaStatus.NEEDS_ATTENTION:
             reason = "COMPENSATION_FAILED" if state.failure else "CONFIRMATION_FAILED"
         elif state.failure is not None:
-            reason = state.failure.reason_code.value
+            reason = state.failure.reason_code
         self.finished.labels(definition, state.status.value, reason).inc()
         self.duration.labels(definition, state.status.value).observe(
             max(0.0, state.updated_at - state.created_at))

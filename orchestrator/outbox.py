@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ from contracts.trace import trace_id_of
 from contracts.trace import traceparent as trace_header
 from infra.errors import PublishFailed, SagaSystemError
 from infra.transport import Transport
+from orchestrator.definition import OutcomeEvent
 from orchestrator.engine import Decision
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.store import OutboxMessage, SagaStore
@@ -37,9 +39,11 @@ Clock = Callable[[], float]
 
 
 def outbox_messages(decision: Decision[Any], topology: Topology, causation_id: str | None,
-                    now: float, traceparent: str | None) -> tuple[OutboxMessage, ...]:
+                    now: float, traceparent: str | None,
+                    outcome_exchange: str | None) -> tuple[OutboxMessage, ...]:
     """Commands and the outcome event of a decision, ready to be stored. Each carries the
-    saga's trace (or, for a saga stored without one, the trace of the triggering message)."""
+    saga's trace (or, for a saga stored without one, the trace of the triggering message).
+    The outcome goes to the definition's public exchange (none: not announced)."""
     saga_id = decision.state.saga_id
     trace_id = decision.state.trace_id or trace_id_of(traceparent)
 
@@ -52,13 +56,21 @@ def outbox_messages(decision: Decision[Any], topology: Topology, causation_id: s
                       trace(c.message_id))
         for c in decision.commands
     ]
-    if decision.outcome is not None:
-        o = decision.outcome
-        outcome_id = f"{saga_id}:outcome"
-        messages.append(OutboxMessage(outcome_id, topology.orders_exchange, o.type, o.type,
-                                      o.payload.model_dump_json(), saga_id, causation_id, now,
-                                      trace(outcome_id)))
+    if decision.outcome is not None and outcome_exchange is not None:
+        outcome = outcome_message(saga_id, outcome_exchange, decision.outcome, now,
+                                  causation_id=causation_id)
+        messages.append(replace(outcome, traceparent=trace(outcome.message_id)))
     return tuple(messages)
+
+
+def outcome_message(saga_id: str, exchange: str, event: OutcomeEvent, now: float, *,
+                    suffix: str = "outcome", causation_id: str | None = None) -> OutboxMessage:
+    """An outcome event as an outbox entry; its id is derived from the saga's, so that a
+    repeated announcement is recognisably the same message."""
+    message_id = f"{saga_id}:{suffix}"
+    return OutboxMessage(message_id, exchange, event.type, event.type,
+                         event.payload.model_dump_json(), saga_id, causation_id, now,
+                         must_route=False)
 
 
 def to_wire_message(m: OutboxMessage) -> WireMessage:
@@ -91,6 +103,15 @@ class OutboxPublisher:
         self._confirmed: list[tuple[str, list[str]]] = []
         self._wake = asyncio.Event()
 
+    async def publish_now(self, message: OutboxMessage) -> None:
+        """Publish a message that belongs to no stored saga (an answer to a refused
+        request); raises PublishFailed, so the request is delivered again."""
+        if not await self._transport.publish(message.exchange, message.routing_key,
+                                             to_wire_message(message),
+                                             must_route=message.must_route):
+            self._metrics.unrouted.inc()
+        self._metrics.published.inc()
+
     async def publish(self, saga_id: str, messages: Sequence[OutboxMessage]) -> bool:
         """Publish concurrently (confirms pipeline); True when every message was confirmed."""
         if not messages:
@@ -104,12 +125,15 @@ class OutboxPublisher:
 
     async def _publish_one(self, m: OutboxMessage) -> bool:
         try:
-            await self._transport.publish(m.exchange, m.routing_key, to_wire_message(m))
+            routed = await self._transport.publish(m.exchange, m.routing_key, to_wire_message(m),
+                                                   must_route=m.must_route)
         except PublishFailed as e:
             self._metrics.publish_failures.inc()
             log.warning("publish of %s failed; the relay will retry: %s", m.message_id, e)
             return False
         self._metrics.published.inc()
+        if not routed:
+            self._metrics.unrouted.inc()
         return True
 
     async def run_sweeper(self) -> None:

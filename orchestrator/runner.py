@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 from contracts.envelope import Model
 from contracts.topology import Topology
 from contracts.trace import new_trace_id, trace_id_of
-from infra.errors import InvalidMessage, UnknownSaga, VersionConflict
+from infra.errors import InvalidMessage, SagaQuarantined, UnknownSaga, VersionConflict
 from infra.keyed_lock import KeyedLock
 from orchestrator import engine
 from orchestrator.engine import Decision, Event, NoteKind
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher, outbox_messages
-from orchestrator.registry import DefinitionRegistry, UnknownDefinition
+from orchestrator.registry import AnyDefinition, DefinitionRegistry, UnknownDefinition
+from orchestrator.serde import Undecodable
 from orchestrator.state import OpStatus
 from orchestrator.store import SagaStore
 
@@ -29,6 +31,14 @@ Clock = Callable[[], float]
 EventAt = Callable[[float], Event]
 
 MAX_CONFLICT_RETRIES = 20
+
+
+class Started(StrEnum):
+    """What became of a start request."""
+
+    NEW = "new"
+    REPEATED = "repeated"  # the same request again: nothing to do
+    CONFLICT = "conflict"  # another request reusing the id: refused
 
 
 class SagaRunner:
@@ -45,23 +55,36 @@ class SagaRunner:
         self._locks = KeyedLock()
 
     async def start(self, name: str, saga_id: str, data: Model, causation_id: str | None,
-                    traceparent: str | None = None) -> bool:
-        """Start a saga under the latest definition; False if the id already has one."""
+                    traceparent: str | None = None) -> Started:
+        """Start a saga under the latest definition, unless the id already has one: then the
+        request is a repeat (same data) or a conflict (another request reusing the id)."""
         definition = self._registry.latest(name)
         async with self._locks.hold(saga_id):
             now = self._clock()
             # The request's trace, or a new one: randomness stays out of the engine.
             trace_id = trace_id_of(traceparent) or new_trace_id()
-            decision = engine.start(definition, saga_id, data, now, trace_id)
-            messages = outbox_messages(decision, self._topology, causation_id, now, traceparent)
+            decision = engine.start(definition.for_data(data), saga_id, data, now, trace_id)
+            messages = outbox_messages(decision, self._topology, causation_id, now, traceparent,
+                                       self._outcome_exchange(definition))
             if not await self._store.create(decision.state, messages):
                 self._metrics.duplicate_requests.inc()
-                log.info("saga %s already exists; request %s ignored", saga_id, causation_id)
-                return False
+                return await self._existing(saga_id, data, causation_id)
             self._metrics.observe(definition.name, decision)
             _log_decision(decision, "new", causation_id)
             await self._outbox.publish(saga_id, messages)
-        return True
+        return Started.NEW
+
+    async def _existing(self, saga_id: str, data: Model, causation_id: str | None) -> Started:
+        try:
+            record = await self._store.load(saga_id)
+        except Undecodable:
+            record = None
+        if record is None or record.state.data == data:
+            log.info("saga %s already exists; request %s ignored", saga_id, causation_id)
+            return Started.REPEATED
+        log.warning("saga %s already exists with other data; request %s refused", saga_id,
+                    causation_id, extra={"saga_id": saga_id})
+        return Started.CONFLICT
 
     async def apply(self, saga_id: str, event_at: EventAt, causation_id: str | None = None,
                     traceparent: str | None = None) -> Decision[Any]:
@@ -75,7 +98,13 @@ class SagaRunner:
 
     async def _try_apply(self, saga_id: str, event_at: EventAt, causation_id: str | None,
                          traceparent: str | None) -> Decision[Any] | None:
-        record = await self._store.load(saga_id)
+        try:
+            record = await self._store.load(saga_id)
+        except Undecodable as e:
+            # Set aside for good rather than failing this event (and every later one) again.
+            await self._store.quarantine(saga_id, e.reason, e.detail, self._clock())
+            log.error("saga quarantined: %s", e, extra={"saga_id": saga_id, "reason": e.reason})
+            raise SagaQuarantined(str(e)) from e
         if record is None:
             raise UnknownSaga(f"no saga with id {saga_id}")
         state = record.state
@@ -84,11 +113,12 @@ class SagaRunner:
         except UnknownDefinition as e:
             raise InvalidMessage(str(e)) from e
         now = self._clock()
-        decision = engine.decide(definition, state, event_at(now))
+        decision = engine.decide(definition.for_data(state.data), state, event_at(now))
         if not decision.changed:
             self._metrics.observe(definition.name, decision)
             return decision
-        messages = outbox_messages(decision, self._topology, causation_id, now, traceparent)
+        messages = outbox_messages(decision, self._topology, causation_id, now, traceparent,
+                                   self._outcome_exchange(definition))
         try:
             saved = await self._store.save(decision.state, state.version, messages)
         except VersionConflict:
@@ -99,6 +129,11 @@ class SagaRunner:
         _log_decision(decision, state.status.value, causation_id)
         await self._outbox.publish(saga_id, messages)
         return decision
+
+
+    def _outcome_exchange(self, definition: AnyDefinition) -> str | None:
+        start = definition.start
+        return None if start is None else self._topology.exchange(start.exchange)
 
 
 def _log_decision(decision: Decision[Any], before: str | None = None,

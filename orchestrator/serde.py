@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from contracts.commands import Operation, Outcome
-from contracts.orders import ReasonCode
 from orchestrator.definition import Failure
-from orchestrator.registry import DefinitionRegistry
+from orchestrator.registry import DefinitionRegistry, UnknownDefinition
 from orchestrator.state import AttemptError, OpState, OpStatus, SagaState, SagaStatus
-from orchestrator.store import OutboxMessage, SagaRecord
+from orchestrator.store import OutboxMessage, Quarantined, SagaRecord
 
 Document = dict[str, Any]
 
@@ -28,7 +27,7 @@ def state_fields(state: SagaState[Any]) -> Document:
         "cursor": state.cursor,
         "ops": [_op_document(step, op, o) for (step, op), o in state.ops.items()],
         "failure": None if failure is None else {
-            "reason_code": failure.reason_code.value, "reason": failure.reason,
+            "reason_code": str(failure.reason_code), "reason": failure.reason,
             "step": failure.step},
         "attention": state.attention,
         "trace_id": state.trace_id,
@@ -42,6 +41,7 @@ def _op_document(step: str, op: Operation, o: OpState) -> Document:
         "finished_at": o.finished_at, "outcome": None if o.outcome is None else o.outcome.value,
         "errors": [{"attempt": e.attempt, "code": e.code, "detail": e.detail, "at": e.at}
                    for e in o.errors],
+        "detail": o.detail,
     }
 
 
@@ -51,7 +51,7 @@ def outbox_document(m: OutboxMessage) -> Document:
         "message_id": m.message_id, "exchange": m.exchange, "routing_key": m.routing_key,
         "type": m.type, "body": m.body, "correlation_id": m.correlation_id,
         "causation_id": m.causation_id, "created_at": m.created_at,
-        "traceparent": m.traceparent,
+        "traceparent": m.traceparent, "must_route": m.must_route,
     }
 
 
@@ -63,6 +63,58 @@ def to_document(state: SagaState[Any], outbox: tuple[OutboxMessage, ...] = ()) -
     if wakeup is not None:
         doc["next_wakeup"] = wakeup
     return doc
+
+
+class Undecodable(Exception):
+    """A stored saga that cannot be rebuilt; ``reason`` is a bounded label."""
+
+    def __init__(self, saga_id: str, reason: str, detail: str) -> None:
+        super().__init__(f"saga {saga_id}: {reason}: {detail}")
+        self.saga_id = saga_id
+        self.reason = reason
+        self.detail = detail[:500]
+
+
+UNKNOWN_DEFINITION = "unknown_definition"
+UNDECODABLE = "undecodable"
+QUARANTINE_REASONS = (UNKNOWN_DEFINITION, UNDECODABLE)
+
+
+def decode(doc: Document, registry: DefinitionRegistry) -> SagaRecord:
+    """Rebuild a saga, or raise Undecodable with why."""
+    saga_id = str(doc.get("_id"))
+    try:
+        return from_document(doc, registry)
+    except UnknownDefinition as e:
+        raise Undecodable(saga_id, UNKNOWN_DEFINITION, str(e)) from e
+    except (KeyError, TypeError, ValueError) as e:  # pydantic's ValidationError included
+        raise Undecodable(saga_id, UNDECODABLE, f"{type(e).__name__}: {e}") from e
+
+
+def quarantine_fields(reason: str, detail: str, now: float) -> Document:
+    """What a quarantined saga's document gets: its status, why, and no timer."""
+    return {"status": SagaStatus.QUARANTINED.value,
+            "quarantine": {"reason": reason, "detail": detail[:500], "at": now}}
+
+
+def decodable(docs: list[Document], registry: DefinitionRegistry) -> list[SagaRecord]:
+    """The documents that decode (a listing skips the others; the runner and the relay
+    quarantine them when they meet them)."""
+    records = []
+    for doc in docs:
+        try:
+            records.append(decode(doc, registry))
+        except Undecodable:
+            continue
+    return records
+
+
+def quarantined_from(doc: Document) -> Quarantined:
+    """A quarantined saga's listing entry."""
+    why = doc.get("quarantine") or {}
+    return Quarantined(str(doc["_id"]), str(doc.get("definition")),
+                       int(doc.get("definition_version") or 0), str(why.get("reason")),
+                       str(why.get("detail", "")), float(why.get("at") or 0.0))
 
 
 def from_document(doc: Document, registry: DefinitionRegistry) -> SagaRecord:
@@ -81,7 +133,7 @@ def from_document(doc: Document, registry: DefinitionRegistry) -> SagaRecord:
         cursor=doc["cursor"],
         ops={(o["step"], Operation(o["op"])): _op_state(o) for o in doc["ops"]},
         failure=None if failure is None else Failure(
-            ReasonCode(failure["reason_code"]), failure["reason"], failure["step"]),
+            failure["reason_code"], failure["reason"], failure["step"]),
         attention=doc.get("attention"),
         trace_id=doc.get("trace_id"),
         version=doc["version"],
@@ -97,4 +149,5 @@ def _op_state(o: Document) -> OpState:
         outcome=None if o["outcome"] is None else Outcome(o["outcome"]),
         errors=tuple(AttemptError(e["attempt"], e["code"], e["detail"], e["at"])
                      for e in o["errors"]),
+        detail=o.get("detail", ""),
     )

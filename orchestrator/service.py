@@ -6,9 +6,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from contracts.topology import Topology, layout
+from contracts.topology import Plan, Topology, layout
 from infra.consumer import Boundary
 from infra.errors import SagaSystemError
 from infra.transport import Transport
@@ -16,8 +17,10 @@ from orchestrator.engine import TimerFired
 from orchestrator.handlers import OrchestratorHandlers
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher
+from orchestrator.registry import DefinitionRegistry
 from orchestrator.runner import SagaRunner
-from orchestrator.state import TERMINAL, SagaStatus
+from orchestrator.serde import QUARANTINE_REASONS
+from orchestrator.state import ACTIVE, SagaStatus
 from orchestrator.store import SagaStore
 
 log = logging.getLogger(__name__)
@@ -39,40 +42,47 @@ class Orchestrator:
     """Wires the runner to the transport and runs the background loops."""
 
     def __init__(self, *, transport: Transport, store: SagaStore, runner: SagaRunner,
-                 outbox: OutboxPublisher, topology: Topology, metrics: OrchestratorMetrics,
-                 clock: Clock, prefetch: int, loops: Loops = Loops(),
-                 declare_topology: bool = True) -> None:
+                 outbox: OutboxPublisher, topology: Topology, plan: Plan,
+                 registry: DefinitionRegistry, metrics: OrchestratorMetrics, clock: Clock,
+                 prefetch: int, loops: Loops = Loops(), declare_topology: bool = True) -> None:
         self._transport = transport
         self._store = store
         self._runner = runner
         self._outbox = outbox
         self._topology = topology
+        self._plan = plan
+        self._registry = registry
         self._metrics = metrics
         self._clock = clock
         self._prefetch = prefetch
         self._loops = loops
         self._declare = declare_topology
         self._tasks: list[asyncio.Task[None]] = []
-        self._dead_letter_queues = [q.name for q in layout(topology)[1] if q.dead_letter_queue]
+        self._dead_letter_queues = [q.name for q in layout(topology, plan)[1]
+                                    if q.dead_letter_queue]
         self.ready = False
 
     async def start(self) -> None:
         """Declare topology, recover (re-send every outbox), then consume and run loops."""
         if self._declare:
-            await self._transport.declare(self._topology)
+            await self._transport.declare(self._topology, self._plan)
         recovered = await self._outbox.relay_once(everything=True)
         log.info("recovery re-published %d outbox messages", recovered)
         boundary = Boundary(self._transport, self._topology,
                             lambda q, kind: self._metrics.dead_lettered.labels(q, kind).inc())
-        handlers = OrchestratorHandlers(self._runner)
+        starts = [self._registry.latest(e.definition) for e in self._plan.entries]
+        handlers = OrchestratorHandlers(self._runner, self._outbox, {
+            d.name: self._topology.exchange(d.start.exchange) for d in starts if d.start})
         self._spawn(self._run_timers)
         self._spawn(self._outbox.run_sweeper)
         self._spawn(lambda: self._outbox.run_relay(self._loops.relay_interval))
         self._spawn(self._run_gauge)
         await self._transport.consume(self._topology.replies_queue,
                                       boundary.wrap(handlers.on_reply), self._prefetch)
-        await self._transport.consume(self._topology.requests_queue,
-                                      boundary.wrap(handlers.on_order_request), self._prefetch)
+        for definition in starts:
+            await self._transport.consume(self._topology.requests_queue_of(definition.name),
+                                          boundary.wrap(partial(handlers.on_start, definition)),
+                                          self._prefetch)
         self.ready = True
 
     async def stop(self) -> None:
@@ -122,9 +132,10 @@ class Orchestrator:
         try:
             now = self._clock()
             health = await self._store.health(now)
-            for status in SagaStatus:
-                if status not in TERMINAL:
-                    m.inflight.labels(status.value).set(health.by_status.get(status, 0))
+            for status in ACTIVE:
+                m.inflight.labels(status.value).set(health.by_status.get(status, 0))
+            for reason in QUARANTINE_REASONS:
+                m.quarantined.labels(reason).set(health.quarantined.get(reason, 0))
             m.needs_attention.set(health.by_status.get(SagaStatus.NEEDS_ATTENTION, 0))
             m.oldest_unfinished.set(_age(now, health.oldest_unfinished_at))
             m.overdue.set(health.overdue)

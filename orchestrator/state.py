@@ -20,9 +20,15 @@ class SagaStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"  # failed and fully compensated
     NEEDS_ATTENTION = "needs_attention"  # an undo or a confirm failed permanently
+    # Set aside by the store: its document cannot be decoded (its definition version is no
+    # longer registered, or its data no longer fits the model). Never decided on again
+    # until an operator deploys what it needs.
+    QUARANTINED = "quarantined"
 
 
 TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.FAILED, SagaStatus.NEEDS_ATTENTION})
+# The states of a saga the engine still drives.
+ACTIVE = frozenset({SagaStatus.RUNNING, SagaStatus.COMMITTED, SagaStatus.COMPENSATING})
 
 
 class OpStatus(StrEnum):
@@ -65,6 +71,7 @@ class OpState:
     finished_at: float | None = None
     outcome: Outcome | None = None
     errors: tuple[AttemptError, ...] = ()
+    detail: str = ""  # what the participant said in its last reply
 
 
 OpKey = tuple[str, Operation]

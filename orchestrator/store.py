@@ -6,6 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from orchestrator.registry import DefinitionRegistry
 from orchestrator.state import SagaState, SagaStatus
 
 
@@ -22,6 +23,8 @@ class OutboxMessage:
     causation_id: str | None
     created_at: float
     traceparent: str | None = None
+    # Commands must reach a queue; an outcome event may have no subscriber (publish/subscribe).
+    must_route: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,18 @@ class SagaRecord:
 
     state: SagaState[Any]
     outbox: tuple[OutboxMessage, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A saga set aside because its document cannot be decoded."""
+
+    saga_id: str
+    definition: str
+    definition_version: int
+    reason: str  # unknown_definition or undecodable
+    detail: str
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +57,14 @@ class StoreHealth:
     overdue: int = 0  # unfinished sagas whose deadline has passed
     outbox_messages: int = 0  # written, not yet confirmed by the broker
     oldest_outbox_at: float | None = None
+    quarantined: Mapping[str, int] = field(default_factory=dict)  # by reason
 
 
 class SagaStore(Protocol):
     """Where sagas live. Every save checks the version it read: no lost updates."""
+
+    # The definitions its documents are decoded with.
+    definitions: DefinitionRegistry
 
     async def ensure_indexes(self) -> None:
         """Create what the queries need (idempotent)."""
@@ -56,7 +75,16 @@ class SagaStore(Protocol):
         ...
 
     async def load(self, saga_id: str) -> SagaRecord | None:
-        """The saga and its outbox, or None."""
+        """The saga and its outbox, or None; Undecodable when its document cannot be
+        decoded (the caller quarantines it)."""
+        ...
+
+    async def quarantine(self, saga_id: str, reason: str, detail: str, now: float) -> None:
+        """Set a saga aside: status quarantined, why, and no timer (idempotent)."""
+        ...
+
+    async def quarantined(self, limit: int) -> list[Quarantined]:
+        """The sagas set aside, newest first."""
         ...
 
     async def save(self, state: SagaState[Any], expected_version: int,
@@ -70,7 +98,8 @@ class SagaStore(Protocol):
         ...
 
     async def pending_outbox(self, created_before: float, limit: int) -> list[SagaRecord]:
-        """Sagas holding outbox messages written at or before ``created_before``."""
+        """Sagas holding outbox messages written at or before ``created_before``, oldest
+        first; one that cannot be decoded is quarantined instead of returned."""
         ...
 
     async def clear_outbox(self, published: Sequence[tuple[str, Sequence[str]]]) -> None:
@@ -78,7 +107,7 @@ class SagaStore(Protocol):
         ...
 
     async def find(self, statuses: Collection[SagaStatus] | None, limit: int) -> list[SagaRecord]:
-        """Sagas in the given states (all when None), newest first."""
+        """Sagas in the given states (all when None, quarantined ones never), newest first."""
         ...
 
     async def count_by_status(self) -> dict[SagaStatus, int]:

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
 from infra.errors import VersionConflict
 from orchestrator.registry import DefinitionRegistry
-from orchestrator.serde import Document, from_document, outbox_document, to_document
-from orchestrator.state import TERMINAL, SagaState, SagaStatus
-from orchestrator.store import OutboxMessage, SagaRecord, StoreHealth
+from orchestrator.serde import (
+    Document,
+    Undecodable,
+    decodable,
+    decode,
+    outbox_document,
+    quarantine_fields,
+    quarantined_from,
+    to_document,
+)
+from orchestrator.state import ACTIVE, SagaState, SagaStatus
+from orchestrator.store import OutboxMessage, Quarantined, SagaRecord, StoreHealth
 
 
 class MemorySagaStore:
@@ -22,7 +33,7 @@ class MemorySagaStore:
 
     def __init__(self, registry: DefinitionRegistry) -> None:
         self._docs: dict[str, Document] = {}
-        self._registry = registry
+        self.definitions = registry
 
     async def ensure_indexes(self) -> None:
         """Nothing to index."""
@@ -35,9 +46,22 @@ class MemorySagaStore:
         return True
 
     async def load(self, saga_id: str) -> SagaRecord | None:
-        """A copy of the stored saga."""
+        """A copy of the stored saga (Undecodable when it cannot be decoded)."""
         doc = self._docs.get(saga_id)
-        return None if doc is None else from_document(doc, self._registry)
+        return None if doc is None else decode(doc, self.definitions)
+
+    async def quarantine(self, saga_id: str, reason: str, detail: str, now: float) -> None:
+        """Status quarantined, why, and no timer."""
+        doc = self._docs.get(saga_id)
+        if doc is not None:
+            self._docs[saga_id] = {k: v for k, v in doc.items() if k != "next_wakeup"} | (
+                quarantine_fields(reason, detail, now))
+
+    async def quarantined(self, limit: int) -> list[Quarantined]:
+        """Newest first."""
+        found = [quarantined_from(d) for d in self._docs.values()
+                 if d["status"] == SagaStatus.QUARANTINED.value]
+        return sorted(found, key=lambda q: q.at, reverse=True)[:limit]
 
     async def save(self, state: SagaState[Any], expected_version: int,
                    outbox: Sequence[OutboxMessage]) -> SagaState[Any]:
@@ -58,10 +82,18 @@ class MemorySagaStore:
         return [k for _, k in sorted(due)[:limit]]
 
     async def pending_outbox(self, created_before: float, limit: int) -> list[SagaRecord]:
-        """Sagas with old outbox entries."""
-        found = [d for d in self._docs.values()
-                 if any(m["created_at"] <= created_before for m in d["outbox"])]
-        return [from_document(d, self._registry) for d in found[:limit]]
+        """Sagas with old outbox entries, oldest first; undecodable ones are quarantined."""
+        found = sorted((d for d in self._docs.values()
+                        if d["status"] != SagaStatus.QUARANTINED.value
+                        and any(m["created_at"] <= created_before for m in d["outbox"])),
+                       key=lambda d: min(m["created_at"] for m in d["outbox"]))
+        records = []
+        for doc in found[:limit]:
+            try:
+                records.append(decode(doc, self.definitions))
+            except Undecodable as e:
+                await self.quarantine(e.saga_id, e.reason, e.detail, time.time())
+        return records
 
     async def clear_outbox(self, published: Sequence[tuple[str, Sequence[str]]]) -> None:
         """Drop published entries."""
@@ -72,10 +104,11 @@ class MemorySagaStore:
 
     async def find(self, statuses: Collection[SagaStatus] | None, limit: int) -> list[SagaRecord]:
         """Newest first."""
-        wanted = None if statuses is None else {s.value for s in statuses}
-        docs = sorted((d for d in self._docs.values() if wanted is None or d["status"] in wanted),
+        wanted = {s.value for s in (SagaStatus if statuses is None else statuses)
+                  if s is not SagaStatus.QUARANTINED}
+        docs = sorted((d for d in self._docs.values() if d["status"] in wanted),
                       key=lambda d: d["created_at"], reverse=True)
-        return [from_document(d, self._registry) for d in docs[:limit]]
+        return decodable(docs, self.definitions)[:limit]
 
     async def count_by_status(self) -> dict[SagaStatus, int]:
         """Count."""
@@ -87,12 +120,14 @@ class MemorySagaStore:
 
     async def health(self, now: float) -> StoreHealth:
         """One pass over the documents."""
-        terminal = {s.value for s in TERMINAL}
-        unfinished = [d for d in self._docs.values() if d["status"] not in terminal]
+        active = {s.value for s in ACTIVE}
+        unfinished = [d for d in self._docs.values() if d["status"] in active]
         outbox = [m["created_at"] for d in self._docs.values() for m in d["outbox"]]
+        reasons = Counter(d["quarantine"]["reason"] for d in self._docs.values()
+                          if d["status"] == SagaStatus.QUARANTINED.value)
         return StoreHealth(
             by_status=await self.count_by_status(),
             oldest_unfinished_at=min((d["created_at"] for d in unfinished), default=None),
             overdue=sum(1 for d in unfinished if d["deadline_at"] < now),
             outbox_messages=len(outbox),
-            oldest_outbox_at=min(outbox, default=None))
+            oldest_outbox_at=min(outbox, default=None), quarantined=dict(reasons))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
@@ -13,12 +14,23 @@ from pymongo.asynchronous.database import AsyncDatabase
 from infra.errors import DuplicateKey, VersionConflict
 from infra.mongo import translated
 from orchestrator.registry import DefinitionRegistry
-from orchestrator.serde import Document, from_document, outbox_document, state_fields, to_document
-from orchestrator.state import TERMINAL, SagaState, SagaStatus
-from orchestrator.store import OutboxMessage, SagaRecord, StoreHealth
+from orchestrator.serde import (
+    Document,
+    Undecodable,
+    decodable,
+    decode,
+    outbox_document,
+    quarantine_fields,
+    quarantined_from,
+    state_fields,
+    to_document,
+)
+from orchestrator.state import ACTIVE, SagaState, SagaStatus
+from orchestrator.store import OutboxMessage, Quarantined, SagaRecord, StoreHealth
 
 COLLECTION = "sagas"
-UNFINISHED = [s.value for s in SagaStatus if s not in TERMINAL]
+UNFINISHED = [s.value for s in ACTIVE]
+QUARANTINED = SagaStatus.QUARANTINED.value
 # The outbox backlog is normally a handful of sagas between a write and its confirm; when
 # the broker is down it grows, and counting the first this many is enough to see that.
 OUTBOX_SCAN_LIMIT = 10_000
@@ -29,7 +41,7 @@ class MongoSagaStore:
 
     def __init__(self, db: AsyncDatabase[Document], registry: DefinitionRegistry) -> None:
         self._sagas: AsyncCollection[Document] = db[COLLECTION]
-        self._registry = registry
+        self.definitions = registry
 
     async def ensure_indexes(self) -> None:
         """Timers and the outbox relay are indexed queries, not scans."""
@@ -48,10 +60,26 @@ class MongoSagaStore:
         return True
 
     async def load(self, saga_id: str) -> SagaRecord | None:
-        """One saga."""
+        """One saga (Undecodable when its document cannot be decoded)."""
         with translated():
             doc = await self._sagas.find_one({"_id": saga_id})
-        return None if doc is None else from_document(doc, self._registry)
+        return None if doc is None else decode(doc, self.definitions)
+
+    async def quarantine(self, saga_id: str, reason: str, detail: str, now: float) -> None:
+        """Status quarantined, why, and no timer."""
+        with translated():
+            await self._sagas.update_one(
+                {"_id": saga_id}, {"$set": quarantine_fields(reason, detail, now),
+                                   "$unset": {"next_wakeup": ""}})
+
+    async def quarantined(self, limit: int) -> list[Quarantined]:
+        """Newest first."""
+        with translated():
+            docs = await self._sagas.find(
+                {"status": QUARANTINED},
+                {"definition": 1, "definition_version": 1, "quarantine": 1}).sort(
+                "quarantine.at", DESCENDING).limit(limit).to_list()
+        return [quarantined_from(d) for d in docs]
 
     async def save(self, state: SagaState[Any], expected_version: int,
                    outbox: Sequence[OutboxMessage]) -> SagaState[Any]:
@@ -80,11 +108,19 @@ class MongoSagaStore:
         return [d["_id"] for d in docs]
 
     async def pending_outbox(self, created_before: float, limit: int) -> list[SagaRecord]:
-        """Sagas with outbox entries older than ``created_before``."""
+        """Sagas with outbox entries older than ``created_before``, oldest first, so that a
+        relay round reaches every saga in turn; undecodable ones are quarantined."""
         with translated():
-            cursor = self._sagas.find({"outbox.created_at": {"$lte": created_before}})
-            docs = await cursor.limit(limit).to_list()
-        return [from_document(d, self._registry) for d in docs]
+            cursor = self._sagas.find({"outbox.created_at": {"$lte": created_before},
+                                       "status": {"$ne": QUARANTINED}})
+            docs = await cursor.sort("outbox.created_at", ASCENDING).limit(limit).to_list()
+        records = []
+        for doc in docs:
+            try:
+                records.append(decode(doc, self.definitions))
+            except Undecodable as e:
+                await self.quarantine(e.saga_id, e.reason, e.detail, time.time())
+        return records
 
     async def clear_outbox(self, published: Sequence[tuple[str, Sequence[str]]]) -> None:
         """One bulk write for many sagas; it never touches the version."""
@@ -96,11 +132,13 @@ class MongoSagaStore:
             await self._sagas.bulk_write(ops, ordered=False)
 
     async def find(self, statuses: Collection[SagaStatus] | None, limit: int) -> list[SagaRecord]:
-        """Newest first."""
-        query: Document = {} if statuses is None else {"status": {"$in": [s.value for s in statuses]}}
+        """Newest first; quarantined sagas are never returned (see ``quarantined``)."""
+        wanted = [s.value for s in (SagaStatus if statuses is None else statuses)
+                  if s is not SagaStatus.QUARANTINED]
         with translated():
-            docs = await self._sagas.find(query).sort("created_at", DESCENDING).limit(limit).to_list()
-        return [from_document(d, self._registry) for d in docs]
+            docs = await self._sagas.find({"status": {"$in": wanted}}).sort(
+                "created_at", DESCENDING).limit(limit).to_list()
+        return decodable(docs, self.definitions)
 
     async def count_by_status(self) -> dict[SagaStatus, int]:
         """Group and count."""
@@ -122,11 +160,15 @@ class MongoSagaStore:
             pending = await self._sagas.find(
                 {"outbox.created_at": {"$lte": now}}, {"outbox": 1}).limit(
                 OUTBOX_SCAN_LIMIT).to_list()
+            reasons = await (await self._sagas.aggregate([
+                {"$match": {"status": QUARANTINED}},
+                {"$group": {"_id": "$quarantine.reason", "n": {"$sum": 1}}}])).to_list()
         stamps = [m["created_at"] for d in pending for m in d.get("outbox", ())]
         return StoreHealth(
             by_status=by_status,
             oldest_unfinished_at=oldest[0]["created_at"] if oldest else None,
-            overdue=overdue, outbox_messages=len(stamps), oldest_outbox_at=min(stamps, default=None))
+            overdue=overdue, outbox_messages=len(stamps), oldest_outbox_at=min(stamps, default=None),
+            quarantined={str(r["_id"]): int(r["n"]) for r in reasons})
 
 
 def _with_version(state: SagaState[Any], version: int) -> SagaState[Any]:

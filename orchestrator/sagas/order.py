@@ -11,25 +11,54 @@ order with the reason, then tell the customer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
-from contracts import commands as c
 from contracts.envelope import Model
-from contracts.orders import CustomerId, OrderCompleted, OrderFailed, OrderId, OrderItem, ReasonCode
-from contracts.registry import ORDER_COMPLETED, ORDER_FAILED
+from contracts.notices import Notify
+from contracts.order_steps import (
+    ApproveOrder,
+    CreateOrder,
+    HoldFunds,
+    ReserveStock,
+    ScheduleShipment,
+    StockLine,
+)
+from contracts.orders import (
+    CustomerId,
+    OrderCompleted,
+    OrderFailed,
+    OrderId,
+    OrderItem,
+    OrderReason,
+    OrderRequested,
+    order_total,
+)
+from contracts.registry import ORDER_COMPLETED, ORDER_FAILED, ORDER_REQUESTED
 from orchestrator.definition import (
+    DEFAULT_TUNING,
     CommandContext,
-    CommandSpec,
+    Failure,
     OutcomeContext,
     OutcomeEvent,
-    RetryPolicy,
+    ParamsBuilder,
     SagaDefinition,
-    Step,
+    Tuning,
+    action,
+    notice,
     two_phase,
 )
+from orchestrator.start import InvalidRequest, StartMessage, is_key
+
+if TYPE_CHECKING:
+    from orchestrator.registry import Setup
 
 NAME = "order"
+MAX_ORDER_TOTAL = 1_000_000_000
+# The notification kinds the order saga sends, one per order at most.
+APPROVED_NOTICE = "approved"
+REJECTED_NOTICE = "rejected"
 
 
 class OrderSagaData(Model):
@@ -41,76 +70,44 @@ class OrderSagaData(Model):
     total: Decimal
 
 
-@dataclass(frozen=True, slots=True)
-class OrderSagaTuning:
-    """Operational knobs: they change how long the saga waits, never what it does."""
-
-    step_timeout: float = 10.0
-    max_attempts: int = 3
-    backoff: float = 0.2
-    settle_attempts: int = 30
-    settle_backoff_max: float = 30.0
-    deadline: float = 120.0
-
-
 Ctx = CommandContext[OrderSagaData]
 
 
-def _lines(d: OrderSagaData) -> tuple[c.StockLine, ...]:
-    return tuple(c.StockLine(sku=i.sku, quantity=i.quantity) for i in d.items)
+def _lines(d: OrderSagaData) -> tuple[StockLine, ...]:
+    return tuple(StockLine(sku=i.sku, quantity=i.quantity) for i in d.items)
 
 
-def _create(x: Ctx) -> c.SagaCommand:
+def _create(x: Ctx) -> Model:
     d = x.data
-    return c.CreateOrder(saga_id=x.saga_id, step=x.step, order_id=d.order_id,
-                         customer_id=d.customer_id, items=d.items, total=d.total)
+    return CreateOrder(order_id=d.order_id, customer_id=d.customer_id, items=d.items,
+                       total=d.total)
 
 
-def _reject(x: Ctx) -> c.SagaCommand:
-    failure = x.failure
-    code = failure.reason_code if failure else ReasonCode.SERVICE_ERROR
-    reason = failure.reason if failure else "rejected"
-    return c.RejectOrder(saga_id=x.saga_id, step=x.step, order_id=x.data.order_id,
-                         reason_code=code, reason=reason[:500])
+def _approve(x: Ctx) -> Model:
+    return ApproveOrder(order_id=x.data.order_id)
 
 
-def _approve(x: Ctx) -> c.SagaCommand:
-    return c.ApproveOrder(saga_id=x.saga_id, step=x.step, order_id=x.data.order_id)
+def _reserve(x: Ctx) -> Model:
+    return ReserveStock(order_id=x.data.order_id, lines=_lines(x.data))
 
 
-def _reserve(x: Ctx) -> c.SagaCommand:
-    return c.ReserveStock(saga_id=x.saga_id, step=x.step, order_id=x.data.order_id,
-                          lines=_lines(x.data))
+def _hold(x: Ctx) -> Model:
+    return HoldFunds(order_id=x.data.order_id, customer_id=x.data.customer_id,
+                     amount=x.data.total)
 
 
-def _hold(x: Ctx) -> c.SagaCommand:
-    return c.HoldFunds(saga_id=x.saga_id, step=x.step, order_id=x.data.order_id,
-                       customer_id=x.data.customer_id, amount=x.data.total)
+def _schedule(x: Ctx) -> Model:
+    return ScheduleShipment(order_id=x.data.order_id, customer_id=x.data.customer_id,
+                            lines=_lines(x.data))
 
 
-def _schedule(x: Ctx) -> c.SagaCommand:
-    return c.ScheduleShipment(saga_id=x.saga_id, step=x.step, order_id=x.data.order_id,
-                              customer_id=x.data.customer_id, lines=_lines(x.data))
-
-
-def _by_order(model: type[c.CommitStock | c.ReleaseStock | c.CaptureFunds | c.ReleaseFunds
-                           | c.CancelShipment]) -> CommandSpec[OrderSagaData]:
-    """Commands that need nothing but the order id."""
-    kind = {c.CommitStock: "inventory.confirm", c.ReleaseStock: "inventory.cancel",
-            c.CaptureFunds: "payment.confirm", c.ReleaseFunds: "payment.cancel",
-            c.CancelShipment: "shipping.cancel"}[model]
-    return CommandSpec(kind, lambda x: model(saga_id=x.saga_id, step=x.step,
-                                             order_id=x.data.order_id))
-
-
-def _notify(kind: c.NotificationKind) -> CommandSpec[OrderSagaData]:
-    def build(x: Ctx) -> c.SagaCommand:
+def _notify(kind: str) -> ParamsBuilder[OrderSagaData]:
+    def build(x: Ctx) -> Model:
         d = x.data
         text = (f"Order {d.order_id} is confirmed: {d.total}." if x.failure is None
                 else f"Order {d.order_id} was not placed: {x.failure.reason}")
-        return c.NotifyCustomer(saga_id=x.saga_id, step=x.step, order_id=d.order_id,
-                                customer_id=d.customer_id, kind=kind, text=text[:500])
-    return CommandSpec("notification.send", build)
+        return Notify(reference=d.order_id, recipient=d.customer_id, kind=kind, text=text[:500])
+    return build
 
 
 def _outcome(x: OutcomeContext[OrderSagaData]) -> OutcomeEvent:
@@ -123,43 +120,64 @@ def _outcome(x: OutcomeContext[OrderSagaData]) -> OutcomeEvent:
         reason=x.failure.reason[:500], needs_attention=x.needs_attention))
 
 
-def order_saga(tuning: OrderSagaTuning = OrderSagaTuning()) -> SagaDefinition[OrderSagaData]:
+def _data(request: OrderRequested, key: str) -> OrderSagaData:
+    total = order_total(request.items)
+    if total > MAX_ORDER_TOTAL:
+        raise InvalidRequest(f"order total {total} exceeds {MAX_ORDER_TOTAL}")
+    return OrderSagaData(order_id=key, customer_id=request.customer_id, items=request.items,
+                         total=total)
+
+
+def _refusal(key: str, fields: Mapping[str, Any], failure: Failure) -> OutcomeEvent:
+    customer = fields.get("customer_id")
+    readable = isinstance(customer, str) and is_key(customer)
+    return OutcomeEvent(ORDER_FAILED, OrderFailed(
+        order_id=key, customer_id=customer if readable else None,
+        reason_code=failure.reason_code, reason=failure.reason[:500]))
+
+
+START: StartMessage[OrderSagaData] = StartMessage(
+    exchange="orders", requested=ORDER_REQUESTED, model=OrderRequested, key_field="order_id",
+    data=_data, completed=ORDER_COMPLETED, failed=ORDER_FAILED, refusal=_refusal,
+    completed_model=OrderCompleted, failed_model=OrderFailed,
+    duplicate_reason=OrderReason.DUPLICATE_ORDER_ID)
+
+
+def order_saga(tuning: Tuning = DEFAULT_TUNING) -> SagaDefinition[OrderSagaData]:
     """Version 1 of the order saga."""
-    policy = RetryPolicy(timeout=tuning.step_timeout, max_attempts=tuning.max_attempts,
-                         backoff=tuning.backoff, backoff_max=tuning.step_timeout)
-    settle = RetryPolicy(timeout=tuning.step_timeout, max_attempts=tuning.settle_attempts,
-                         backoff=tuning.backoff, backoff_max=tuning.settle_backoff_max,
-                         timeout_growth=2.0, timeout_max=8 * tuning.step_timeout)
-
-    def step(name: str, service: str, forward: CommandSpec[OrderSagaData],
-             compensate: CommandSpec[OrderSagaData] | None = None) -> Step[OrderSagaData]:
-        return Step(name, service, forward, compensate, policy=policy, settle_policy=settle)
-
+    policy, settle = tuning.policies()
     return SagaDefinition(
         name=NAME,
         version=1,
+        description="An e-commerce order: stock and money held in two phases, a shipment "
+                    "booked, then everything confirmed.",
         data_model=OrderSagaData,
         deadline=tuning.deadline,
+        start=START,
+        reasons=tuple(OrderReason),
         before_commit=(
-            (step("create_order", "order", CommandSpec("order.create", _create),
-                  CommandSpec("order.reject", _reject)),),
-            (two_phase("reserve_stock", "inventory",
-                       prepare=CommandSpec("inventory.prepare", _reserve),
-                       confirm=_by_order(c.CommitStock), cancel=_by_order(c.ReleaseStock),
-                       policy=policy, settle_policy=settle),
-             two_phase("hold_funds", "payment",
-                       prepare=CommandSpec("payment.prepare", _hold),
-                       confirm=_by_order(c.CaptureFunds), cancel=_by_order(c.ReleaseFunds),
-                       policy=policy, settle_policy=settle)),
-            (step("schedule_shipment", "shipping", CommandSpec("shipping.schedule", _schedule),
-                  _by_order(c.CancelShipment)),),
+            (action("create_order", "order", "create", _create, policy=policy,
+                    settle_policy=settle),),
+            (two_phase("reserve_stock", "inventory", "reserve", _reserve, policy=policy,
+                       settle_policy=settle),
+             two_phase("hold_funds", "payment", "hold", _hold, policy=policy,
+                       settle_policy=settle)),
+            (action("schedule_shipment", "shipping", "schedule", _schedule, policy=policy,
+                    settle_policy=settle),),
         ),
         after_commit=(
-            (step("approve_order", "order", CommandSpec("order.approve", _approve)),),
-            (step("notify_customer", "notification", _notify(c.NotificationKind.APPROVED)),),
+            (notice("approve_order", "order", "approve", _approve, policy=settle),),
+            (notice("notify_customer", "notification", "send", _notify(APPROVED_NOTICE),
+                    policy=settle),),
         ),
         on_failure=(
-            (step("notify_rejection", "notification", _notify(c.NotificationKind.REJECTED)),),
+            (notice("notify_rejection", "notification", "send", _notify(REJECTED_NOTICE),
+                    policy=settle),),
         ),
         outcome=_outcome,
     )
+
+
+def definitions(setup: Setup) -> list[SagaDefinition[OrderSagaData]]:
+    """Every registered version of the order saga (the registration entry point)."""
+    return [order_saga(setup.tuning)]
