@@ -1,9 +1,10 @@
 """The broker's definitions file: vhost, users, least-privilege permissions and the topology.
 
-Derived from ``layout()`` and the service list, so that deploy/rabbitmq/definitions.json (which
-RabbitMQ loads at boot) cannot drift from the names the processes use; a test compares them.
+Derived from ``layout()`` over what is registered (the definitions' start messages and the
+participant services), so that deploy/rabbitmq/definitions.json (which RabbitMQ loads at
+boot) cannot drift from the names the processes use; a test compares them.
 
-    python -m contracts.definitions [--vhost saga] [--namespace N] [--out PATH]
+    python -m catalog.rabbitmq [--vhost saga] [--namespace N] [--out PATH]
 
 Users get an empty password hash, which cannot log in: passwords are set from the environment
 at deploy time (deploy/rabbitmq/entrypoint.sh), never committed.
@@ -18,15 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from contracts.registry import SERVICES
-from contracts.topology import (
-    COMPLETED_KEY,
-    FAILED_KEY,
-    REQUESTED_KEY,
-    Topology,
-    layout,
-    queue_arguments,
-)
+from catalog.plan import registered_plan
+from contracts.topology import Plan, Topology, layout, queue_arguments
 
 type Json = str | int | bool | list[Json] | dict[str, Json]
 
@@ -85,50 +79,57 @@ def anchored(*patterns: str) -> str:
     return f"^{patterns[0]}$" if len(patterns) == 1 else f"^({'|'.join(patterns)})$"
 
 
-def grants(t: Topology) -> tuple[Grant, ...]:
+def grants(t: Topology, plan: Plan) -> tuple[Grant, ...]:
     """What each process may do: nobody configures, except the client's temporary queues."""
+    public = sorted({t.exchange(e.exchange) for e in plan.entries})
     orchestrator = Grant(
         ORCHESTRATOR_USER, NOTHING,
-        write=anchored(*map(literal, (t.orders_exchange, t.commands_exchange,
-                                      t.dead_letter_exchange))),
-        read=anchored(literal(t.requests_queue), literal(t.replies_queue)))
+        write=anchored(*map(literal, (*public, t.commands_exchange, t.dead_letter_exchange))),
+        read=anchored(*(literal(t.requests_queue_of(e.definition)) for e in plan.entries),
+                      literal(t.replies_queue)))
     services = [
         Grant(service_user(s), NOTHING,
               write=anchored(literal(t.replies_exchange), literal(t.dead_letter_exchange)),
               read=anchored(literal(t.command_queue(s))))
-        for s in SERVICES
+        for s in plan.services
     ]
-    # The client publishes order requests and reads outcomes through temporary queues it
+    # The client publishes requests and reads outcomes through temporary queues it
     # declares and binds itself (bind: write on the queue, read on the exchange).
     client = Grant(
         CLIENT_USER, anchored(*TEMPORARY),
-        write=anchored(literal(t.orders_exchange), *TEMPORARY),
-        read=anchored(literal(t.orders_exchange), *TEMPORARY))
+        write=anchored(*map(literal, public), *TEMPORARY),
+        read=anchored(*map(literal, public), *TEMPORARY))
     return orchestrator, *services, client
 
 
-def topic_grants(t: Topology) -> tuple[TopicGrant, ...]:
-    """Routing keys on the public ``orders`` exchange: only the orchestrator announces
-    outcomes, and a client can only request orders and bind to outcomes."""
-    outcomes = anchored(literal(COMPLETED_KEY), literal(FAILED_KEY))
-    return (
-        TopicGrant(ORCHESTRATOR_USER, t.orders_exchange, write=outcomes, read=NOTHING),
-        TopicGrant(CLIENT_USER, t.orders_exchange, write=anchored(literal(REQUESTED_KEY)),
-                   read=outcomes),
-    )
+def topic_grants(t: Topology, plan: Plan) -> tuple[TopicGrant, ...]:
+    """Routing keys on each public exchange: only the orchestrator announces outcomes, and a
+    client can only request and bind to outcomes."""
+    out: list[TopicGrant] = []
+    for exchange in sorted({e.exchange for e in plan.entries}):
+        entries = [e for e in plan.entries if e.exchange == exchange]
+        outcomes = anchored(*(literal(k) for e in entries for k in e.outcomes))
+        requests = anchored(*(literal(e.requested) for e in entries))
+        out += [TopicGrant(ORCHESTRATOR_USER, t.exchange(exchange), write=outcomes, read=NOTHING),
+                TopicGrant(CLIENT_USER, t.exchange(exchange), write=requests, read=outcomes)]
+    return tuple(out)
 
 
-def definitions(vhost: str = DEFAULT_VHOST, namespace: str = "") -> dict[str, Json]:
-    """The document ``rabbitmqctl import_definitions`` and ``load_definitions`` accept."""
+def definitions(vhost: str = DEFAULT_VHOST, namespace: str = "",
+                plan: Plan | None = None) -> dict[str, Json]:
+    """The document ``rabbitmqctl import_definitions`` and ``load_definitions`` accept
+    (for what is registered, unless a plan is given)."""
     t = Topology(namespace)
-    exchanges, queues = layout(t)
+    plan = registered_plan() if plan is None else plan
+    exchanges, queues = layout(t, plan)
     users: list[Json] = [{"name": g.user, "password_hash": "",
                           "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []}
-                         for g in grants(t)]
+                         for g in grants(t, plan)]
     permissions: list[Json] = [{"user": g.user, "vhost": vhost, "configure": g.configure,
-                                "write": g.write, "read": g.read} for g in grants(t)]
+                                "write": g.write, "read": g.read} for g in grants(t, plan)]
     topic_permissions: list[Json] = [{"user": g.user, "vhost": vhost, "exchange": g.exchange,
-                                      "write": g.write, "read": g.read} for g in topic_grants(t)]
+                                      "write": g.write, "read": g.read}
+                                     for g in topic_grants(t, plan)]
     return {
         "vhosts": [{"name": vhost}],
         "users": users,
@@ -152,7 +153,7 @@ def render(document: dict[str, Json]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the definitions, or write them to ``--out``."""
-    parser = argparse.ArgumentParser(prog="python -m contracts.definitions",
+    parser = argparse.ArgumentParser(prog="python -m catalog.rabbitmq",
                                      description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--vhost", default=DEFAULT_VHOST)
     parser.add_argument("--namespace", default="")

@@ -22,14 +22,19 @@ until rabbitmqctl --quiet await_startup >/dev/null 2>&1; do
     sleep 2
 done
 
+# Every user of the definitions (saga-<name>) gets $RABBITMQ_<NAME>_PASSWORD; the users come
+# from the generated definitions file, so a newly registered participant needs no edit here.
 # Passwords reach rabbitmqctl as arguments, visible only inside this container.
-rabbitmqctl --quiet change_password saga-orchestrator "$RABBITMQ_ORCHESTRATOR_PASSWORD"
-rabbitmqctl --quiet change_password saga-order "$RABBITMQ_ORDER_PASSWORD"
-rabbitmqctl --quiet change_password saga-inventory "$RABBITMQ_INVENTORY_PASSWORD"
-rabbitmqctl --quiet change_password saga-payment "$RABBITMQ_PAYMENT_PASSWORD"
-rabbitmqctl --quiet change_password saga-shipping "$RABBITMQ_SHIPPING_PASSWORD"
-rabbitmqctl --quiet change_password saga-notification "$RABBITMQ_NOTIFICATION_PASSWORD"
-rabbitmqctl --quiet change_password saga-client "$RABBITMQ_CLIENT_PASSWORD"
+users=$(sed -n 's/^ *"name": "\(saga-[a-z0-9_-]*\)",$/\1/p' /etc/rabbitmq/definitions.json | sort -u)
+for user in $users; do
+    var="RABBITMQ_$(echo "${user#saga-}" | tr 'a-z-' 'A-Z_')_PASSWORD"
+    eval "password=\${$var:-}"
+    if [ -z "$password" ]; then
+        echo "entrypoint: $var is not set (the password of broker user $user)" >&2
+        exit 1
+    fi
+    rabbitmqctl --quiet change_password "$user" "$password"
+done
 
 # The operator (management UI, DLQ inspection): the only user with configure rights.
 if ! rabbitmqctl --quiet add_user "$RABBITMQ_ADMIN_USER" "$RABBITMQ_ADMIN_PASSWORD" 2>/dev/null; then
