@@ -25,8 +25,9 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage
 from prometheus_client import CollectorRegistry
 
-from contracts.registry import ORDER_COMPLETED, SERVICES, STEP_REPLY
-from contracts.topology import COMPLETED_KEY, REPLY_KEY, Topology
+from bench.systems import order_services
+from contracts.registry import ORDER_COMPLETED, STEP_REPLY
+from contracts.topology import REPLY_KEY, Topology
 from infra.http import OpsServer
 from infra.process import run_until_signalled
 from infra.settings import CommonSettings, SettingsError, common_from_env
@@ -38,7 +39,7 @@ def happy_path() -> tuple[Stage, ...]:
     """The order saga's forward phases: what the product sends when nothing fails."""
     from orchestrator.sagas.order import order_saga
 
-    return tuple(tuple((step.service, step.spec(op).type) for step, op in phase.ops)
+    return tuple(tuple((step.service, step.command_type(op)) for step, op in phase.ops)
                  for phase in order_saga().forward_phases)
 
 
@@ -139,7 +140,7 @@ class Orchestrator(Node):
             del self._sagas[saga_id]
             body = {"order_id": saga_id, "customer_id": saga.customer_id, "total": saga.total}
             await self._orders.publish(_message(body, f"{saga_id}:outcome", saga_id, ORDER_COMPLETED),
-                                       routing_key=COMPLETED_KEY)
+                                       routing_key=ORDER_COMPLETED)
             return
         stage = self._stages[saga.stage]
         saga.outstanding = len(stage)
@@ -199,7 +200,7 @@ def main(argv: list[str]) -> int:
         return 2
     if argv == ["orchestrator"]:
         node: Orchestrator | Worker = Orchestrator(common)
-    elif len(argv) == 2 and argv[0] == "worker" and argv[1] in SERVICES:
+    elif len(argv) == 2 and argv[0] == "worker" and argv[1] in order_services():
         node = Worker(common, argv[1])
     else:
         print("usage: python -m bench.baseline orchestrator | worker <service>", file=sys.stderr)

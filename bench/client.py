@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 
 from contracts.orders import OrderRequested
-from contracts.registry import ORDER_COMPLETED
-from contracts.topology import COMPLETED_KEY, FAILED_KEY, Topology
+from contracts.registry import ORDER_COMPLETED, ORDER_FAILED
+from contracts.topology import Topology
 from infra.rabbit import RabbitTransport
 from infra.transport import Delivery
 from sagactl.orders import submit
@@ -54,7 +54,7 @@ class Client:
     async def start(self) -> None:
         """Bind the private outcome queue before anything is submitted."""
         queue = await self._transport.temporary_queue(self._topology.orders_exchange,
-                                                      (COMPLETED_KEY, FAILED_KEY))
+                                                      (ORDER_COMPLETED, ORDER_FAILED))
         await self._transport.consume(queue, self._on_outcome, prefetch=2000)
 
     async def _on_outcome(self, delivery: Delivery) -> None:

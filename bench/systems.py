@@ -15,10 +15,12 @@ from enum import StrEnum
 from pathlib import Path
 
 from bench.catalog import seed
-from contracts.registry import SERVICES
+from catalog.plan import Platform, owners
 from contracts.topology import Topology
 from infra.rabbit import RabbitTransport
-from infra.settings import OrchestratorSettings, common_from_env
+from infra.settings import CommonSettings, OrchestratorSettings, common_from_env
+from orchestrator.registry import DefinitionRegistry
+from orchestrator.sagas.order import order_saga
 from sagactl import connect
 from sagactl.processes import ManagedProcess, free_port, start_standins
 
@@ -87,6 +89,11 @@ class System:
         return self.kind is Kind.BASELINE and self.loop == "uvloop"
 
 
+def order_services() -> list[str]:
+    """The participants the order saga calls: the benchmark's workers."""
+    return DefinitionRegistry([order_saga()]).services()
+
+
 def _argv(kind: Kind, role: str, uvloop: bool) -> list[str]:
     if kind is Kind.BASELINE:
         module, args = "bench.baseline", ["orchestrator"] if role == "orchestrator" else ["worker", role]
@@ -96,7 +103,7 @@ def _argv(kind: Kind, role: str, uvloop: bool) -> list[str]:
         # In-memory workers need their stock and money seeded in-process.
         module, args = "bench.worker", [role]
     else:
-        module, args = f"workers.{role}", []
+        module, args = "workers", [role]
     launcher = ["-m", "bench.uvrun"] if uvloop else ["-m"]
     return [sys.executable, *launcher, module, *args]
 
@@ -116,6 +123,9 @@ class Deployment:
 
     def __post_init__(self) -> None:
         self.topology = Topology(self.namespace)
+        # The product's orchestrator registers every shipped definition, so its whole
+        # topology is declared; only the order saga's workers run.
+        self.plan = Platform.load(CommonSettings()).plan()
         # Nothing of the caller's SAGA_* settings (faults, other namespaces) leaks in.
         self._env = {k: v for k, v in os.environ.items() if not k.startswith("SAGA_")}
         self._env |= {"SAGA_AMQP_URL": self.amqp_url, "SAGA_NAMESPACE": self.namespace,
@@ -125,11 +135,11 @@ class Deployment:
     async def start(self, transport: RabbitTransport, *, workers: bool = True) -> None:
         """Declare the topology (the product's own declaration, for every system), start the
         stand-ins and seed them if needed, then the processes; wait until all are ready."""
-        await transport.declare(self.topology)
+        await transport.declare(self.topology, self.plan)
         if self.kind is Kind.STANDIN:
             await self._start_standins()
         self._env |= dict(self.extra_env)
-        roles = ["orchestrator", *(SERVICES if workers else ())]
+        roles = ["orchestrator", *(order_services() if workers else ())]
         for role in roles:
             port = free_port()
             env = {**self._env, "SAGA_METRICS_PORT": str(port)}
@@ -141,7 +151,7 @@ class Deployment:
             await process.wait_ready(60.0)
 
     async def _start_standins(self) -> None:
-        self.standins, urls = await start_standins(("orchestrator", *SERVICES), self.log_dir)
+        self.standins, urls = await start_standins(owners(self.plan.services), self.log_dir)
         self._env |= urls | {"SAGA_MONGO_DB": self.namespace.replace("-", "_"),
                              "SAGA_TX_CONCURRENCY": "1"}
         common = common_from_env(self._env, "bench")
@@ -184,4 +194,4 @@ class Deployment:
             process.stop()
         for standin in self.standins:
             standin.stop()
-        await transport.undeclare(self.topology)
+        await transport.undeclare(self.topology, self.plan)

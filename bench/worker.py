@@ -1,6 +1,6 @@
 """``python -m bench.worker <service>``: a product worker on a seeded in-memory store.
 
-The product's own entry point (``python -m workers.<service>``) starts in-memory stores
+The product's own entry point (``python -m workers <service>``) starts in-memory stores
 empty, so every order would be rejected for lack of stock or money. This launcher wires
 the same ``WorkerProcess`` and seeds its store before it starts consuming.
 """
@@ -15,17 +15,17 @@ from infra import logs
 from infra.process import run_process
 from infra.settings import SettingsError, worker_from_env
 from workers.app import WorkerProcess
-from workers.services import SERVICES
+from workers.catalog import registered
 
 
 def main(argv: list[str]) -> int:
     """Read settings like the product does, seed, run until signalled."""
-    if len(argv) != 1 or argv[0] not in SERVICES:
-        print(f"usage: python -m bench.worker {{{','.join(SERVICES)}}}", file=sys.stderr)
+    if len(argv) != 1 or argv[0] not in registered():
+        print(f"usage: python -m bench.worker {{{','.join(registered())}}}", file=sys.stderr)
         return 2
     service = argv[0]
     try:
-        settings = worker_from_env(os.environ, service)
+        settings = worker_from_env(os.environ, service, registered()[service].metrics_port)
     except SettingsError as e:
         print(f"{service}: {e}", file=sys.stderr)
         return 2
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
         print("bench.worker seeds in-memory stores only; set SAGA_STORE=memory", file=sys.stderr)
         return 2
     logs.configure(service, settings.common.log_level)
-    process = WorkerProcess(settings, SERVICES[service])
+    process = WorkerProcess(settings, registered()[service])
 
     async def start() -> None:
         await seed(service, process.store)

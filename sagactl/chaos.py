@@ -27,15 +27,20 @@ from typing import Any, TextIO
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
+from catalog.plan import Platform, owners
 from contracts.envelope import WireMessage
-from contracts.orders import ReasonCode
-from contracts.registry import SERVICES
+from contracts.reasons import is_business
+from contracts.registry import ORDER_REQUESTED
 from contracts.topology import Topology, dead_letter_queue
+from contracts.transfers import TRANSFER_REQUESTED
 from infra.consumer import REASON_HEADER
 from infra.errors import PublishFailed, StoreUnavailable
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, OrchestratorSettings, common_from_env, redact
 from orchestrator.app import definitions
+from orchestrator.sagas.order import NAME as ORDER_SAGA
+from orchestrator.sagas.transfer import NAME as TRANSFER_SAGA
+from orchestrator.start import saga_id
 from orchestrator.state import SagaStatus
 from sagactl import connect
 from sagactl.dlq import RabbitDeadLetters
@@ -43,24 +48,29 @@ from sagactl.invariants import Report, audit
 from sagactl.orders import request_message
 from sagactl.poison import random_poison
 from sagactl.processes import Cluster, ManagedProcess, start_standin
-from sagactl.seed import Catalog, demo_orders, seed
+from sagactl.seed import (
+    Catalog,
+    add_deposit,
+    demo_accounts,
+    demo_orders,
+    demo_transfers,
+    seed,
+    transfer_message,
+)
 
 FAULTS = ("orchestrator-kill", "worker-kill", "worker-crash-points", "broker-connections",
           "broker-restart", "database-restart", "duplicates", "late-replies", "reorder",
           "poison", "business-failures", "compensation-failure")
 Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 BROKER_FAULTS = frozenset({"broker-connections", "broker-restart"})
-OWNERS = ("orchestrator", *SERVICES)
 # Long enough to ride out the queueing delays that kills and restarts cause: a timeout
 # shorter than the backlog turns every delay into a retry storm.
 STEP_TIMEOUT = 10.0
-# Failures the platform itself produces; every other reason code is a business refusal
-# (injected rejections, seeded shortages).
-TECHNICAL = frozenset({ReasonCode.TIMEOUT, ReasonCode.SERVICE_ERROR, ReasonCode.CANCELLED,
-                       ReasonCode.COMPENSATION_FAILED, ReasonCode.CONFIRMATION_FAILED})
 # A run where most sagas fail for technical reasons mostly tests the timeout path: at least
 # this share of the orders not refused for a business reason must complete.
 MIN_COMPLETED_SHARE = 0.5
+# One transfer for every this many orders.
+TRANSFER_SHARE = 3
 
 
 async def _patiently[T](read: Callable[[], Awaitable[T]], timeout: float = 120.0) -> T:
@@ -154,7 +164,7 @@ class ChaosRun:
             faults = [asyncio.create_task(loop(stop)) for loop in self._fault_loops()]
             supervisor = asyncio.create_task(self._supervise(calm))
             loops += [*faults, supervisor, asyncio.create_task(self._watch_standins())]
-            await self._feed_orders()
+            await self._feed()
             await asyncio.sleep(max(0.0, self.opts.duration - (time.monotonic() - began)))
             stop.set()
             await asyncio.gather(*faults)
@@ -180,12 +190,13 @@ class ChaosRun:
         tag = secrets.token_hex(3)
         self.log_dir = Path(tempfile.mkdtemp(prefix=f"saga-chaos-{tag}-"))
         self.topology = Topology(f"chaos-{tag}")
+        self.plan = Platform.load(self.common).plan()
         env = {"SAGA_AMQP_URL": self.common.amqp_url.get_secret_value(),
                "SAGA_NAMESPACE": self.topology.namespace, "SAGA_MONGO_DB": f"chaos_{tag}",
                "SAGA_STORE": "mongo"}
         if not self.mongo_configured:
             # SQLite-backed stand-ins: a restarted server still has what was written before.
-            for owner in OWNERS:
+            for owner in owners(self.plan.services):
                 process, url = await start_standin(
                     self.log_dir, sqlite_path=self.log_dir / f"{owner}.sqlite",
                     name=f"standin-{owner}")
@@ -195,17 +206,23 @@ class ChaosRun:
         orchestrator_env, worker_env = _process_env(self.opts)
         self.cluster = Cluster(env, self.log_dir, worker_env)
         self.cluster.add("orchestrator", "orchestrator", orchestrator_env)
-        for service in SERVICES:
-            self.cluster.add(service, f"workers.{service}", worker_env)
+        for service in self.plan.services:
+            self.cluster.add_worker(service, worker_env)
         self.settings = common_from_env({**os.environ, **env}, "sagactl")
         self.transport: RabbitTransport = await connect.transport(self.settings, "sagactl-chaos")
-        await self.transport.declare(self.topology)
+        await self.transport.declare(self.topology, self.plan)
         self.stores = await connect.stores(self.settings,
                                            definitions(OrchestratorSettings(common=self.settings)))
         self.sagas_store = self.stores.sagas
         await seed(self.stores.services["inventory"], self.stores.services["payment"],
                    self._catalog())
+        for account, cents in self._accounts().items():
+            await add_deposit(self.stores.services["account"], account, cents)
         await self.cluster.start()
+
+    def _accounts(self) -> dict[str, int]:
+        # Enough that most transfers go through; a few accounts run dry.
+        return demo_accounts(count=10, seed=self.opts.seed)
 
     def _catalog(self) -> Catalog:
         # Enough for most orders, so that most sagas get far before anything can go wrong.
@@ -224,25 +241,33 @@ class ChaosRun:
                 await stores.close()
             if (transport := getattr(self, "transport", None)) is not None:
                 try:
-                    await transport.undeclare(self.topology)
+                    await transport.undeclare(self.topology, self.plan)
                 finally:
                     await transport.close()
         finally:
             for standin in self.standins.values():
                 standin.stop()
 
-    # --- orders -------------------------------------------------------------------------------
+    # --- orders and transfers -----------------------------------------------------------------
 
-    async def _feed_orders(self) -> None:
-        """Publish the orders evenly over the duration; a publish is retried until confirmed."""
+    async def _feed(self) -> None:
+        """Publish the orders, and a third as many transfers between them, evenly over the
+        duration; a publish is retried until confirmed."""
         orders = demo_orders(self._catalog(), self.opts.orders, self.opts.seed,
                              prefix=self.topology.namespace)
+        transfers = demo_transfers(self._accounts(), self.opts.orders // TRANSFER_SHARE,
+                                   self.opts.seed, prefix=f"{self.topology.namespace}-t")
+        self.order_ids = {saga_id(ORDER_SAGA, o.order_id) for o in orders if o.order_id}
+        self.order_ids |= {saga_id(TRANSFER_SAGA, t.transfer_id) for t in transfers
+                           if t.transfer_id}
         gap = self.opts.duration * 0.8 / max(1, len(orders))
-        for order in orders:
-            await self._publish(self.topology.orders_exchange, "order.requested",
+        for i, order in enumerate(orders):
+            await self._publish(self.topology.orders_exchange, ORDER_REQUESTED,
                                 request_message(order))
+            if i % TRANSFER_SHARE == 0 and i // TRANSFER_SHARE < len(transfers):
+                await self._publish(self.topology.exchange("transfers"), TRANSFER_REQUESTED,
+                                    transfer_message(transfers[i // TRANSFER_SHARE]))
             await asyncio.sleep(gap)
-        self.order_ids = {o.order_id for o in orders if o.order_id}
 
     async def _publish(self, exchange: str, key: str, message: WireMessage) -> None:
         while True:
@@ -296,7 +321,7 @@ class ChaosRun:
         await self._kill_and_restart("orchestrator", "orchestrator SIGKILL")
 
     async def _kill_worker(self) -> None:
-        await self._kill_and_restart(self.rng.choice(SERVICES), "worker SIGKILL")
+        await self._kill_and_restart(self.rng.choice(self.plan.services), "worker SIGKILL")
 
     async def _cut_connections(self) -> None:
         await _rabbitmqctl("close_all_connections", "chaos: connection cut")
@@ -309,7 +334,7 @@ class ChaosRun:
         await _rabbitmqctl("start_app")
 
     async def _restart_database(self) -> None:
-        owner = self.rng.choice(OWNERS)
+        owner = self.rng.choice(owners(self.plan.services))
         standin = self.standins[owner]
         async with self.standin_locks[owner]:
             standin.kill()
@@ -421,20 +446,21 @@ class ChaosRun:
             state = r.state
             if state.status is SagaStatus.FAILED and state.failure is not None:
                 code = state.failure.reason_code
-                self.outcomes[f"rejected: {code.value}"] += 1
-                self.business_rejections += code not in TECHNICAL
+                self.outcomes[f"{state.definition} rejected: {code}"] += 1
+                self.business_rejections += is_business(code)
             else:
-                self.outcomes[state.status.value.replace("_", " ")] += 1
+                self.outcomes[f"{state.definition} {state.status.value.replace('_', ' ')}"] += 1
 
     def completed_share(self) -> tuple[int, int]:
-        """Completed orders, and orders not refused for a business reason."""
+        """Completed sagas, and sagas not refused for a business reason."""
         total = sum(self.outcomes.values())
-        return self.outcomes["completed"], total - self.business_rejections
+        done = sum(n for key, n in self.outcomes.items() if key.endswith(" completed"))
+        return done, total - self.business_rejections
 
     async def _dead_letters(self) -> dict[str, list[dict[str, object]]]:
         """Everything in the dead-letter queues (the run's namespace is deleted afterwards)."""
         found: dict[str, list[dict[str, object]]] = {}
-        for queue in self.topology.consumer_queues():
+        for queue in self.topology.consumer_queues(self.plan):
             messages: list[dict[str, object]] = []
             while (m := await self.transport.get(dead_letter_queue(queue))) is not None:
                 messages.append({"poison": m.headers.get("x-chaos-poison"),
@@ -466,9 +492,10 @@ def print_table(run: ChaosRun, began: float, healed: float, drained: float | Non
                 missing: set[str], report: Report, dead: dict[str, list[dict[str, object]]]) -> int:
     """The summary; returns the exit code (0 only with no violation and a full drain)."""
     out = run.out
-    out.write(f"\nChaos run: {run.opts.orders} orders over {run.opts.duration:.0f}s, seed "
-              f"{run.opts.seed}, namespace {run.topology.namespace}, logs in {run.log_dir}\n")
-    out.write(f"\n{'Orders':<44}{'count':>7}\n")
+    out.write(f"\nChaos run: {run.opts.orders} orders and {run.opts.orders // TRANSFER_SHARE} "
+              f"transfers over {run.opts.duration:.0f}s, seed {run.opts.seed}, namespace "
+              f"{run.topology.namespace}, logs in {run.log_dir}\n")
+    out.write(f"\n{'Sagas':<44}{'count':>7}\n")
     for key, n in sorted(run.outcomes.items(), key=lambda kv: (-kv[1], kv[0])):
         out.write(f"  {key:<42}{n:>7}\n")
     out.write(f"\n{'Faults injected':<44}{'count':>7}\n")
@@ -493,8 +520,8 @@ def print_table(run: ChaosRun, began: float, healed: float, drained: float | Non
     out.write(f"  {'sagas needing attention (visible, counted)':<42}{len(report.needs_attention):>7}\n")
     completed, eligible = run.completed_share()
     share = completed / eligible if eligible else 1.0
-    out.write(f"  {'completed, of orders not refused by business':<42}"
-              f"{f'{completed}/{eligible} ({share:.0%})':>7}\n")
+    out.write(f"  {'completed (of those not refused by business)':<44}"
+              f"{f'{completed}/{eligible} ({share:.0%})':>16}\n")
     drain = "did not drain" if drained is None else f"{drained - healed:.1f}s"
     out.write(f"  {'time to drain after the last fault':<42}{drain:>7}\n")
     out.write(f"  {'total run time':<42}{time.monotonic() - began:>6.0f}s\n")

@@ -31,14 +31,18 @@ from contracts.orders import OrderItem, OrderRequested
 from contracts.topology import Topology
 from infra.settings import CommonSettings, OrchestratorSettings, SettingsError, common_from_env
 from orchestrator.app import definitions
+from orchestrator.manifests import ManifestError
+from orchestrator.registry import RegistrationError, UnknownDefinition
 from orchestrator.state import SagaStatus
 from sagactl import chaos, connect, status
+from sagactl import definitions as sagactl_definitions
 from sagactl.audit import AuditOptions
 from sagactl.audit import run as run_audit
 from sagactl.demo import DemoOptions
 from sagactl.demo import run as run_demo
 from sagactl.orders import OutcomeWatcher, submit
-from sagactl.seed import Catalog, demo_catalog, seed
+from sagactl.seed import DEFAULT_CURRENCY, Catalog, add_deposit, demo_catalog, seed
+from workers.catalog import UnknownParticipant
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
 
@@ -113,7 +117,8 @@ def parser() -> Parser:
     s.add_argument("--timeout", type=_positive, default=120, help="seconds to wait (default 120)")
 
     st = sub.add_parser("status", help="one saga: state, steps, attempts and errors")
-    st.add_argument("order_id")
+    st.add_argument("order_id", metavar="ID",
+                    help="a saga id (definition:key), or a business key such as an order id")
     st.add_argument("--json", action="store_true")
 
     ls = sub.add_parser("list", help="sagas, newest first")
@@ -122,9 +127,13 @@ def parser() -> Parser:
     ls.add_argument("--limit", type=_positive, default=50)
     ls.add_argument("--json", action="store_true")
 
-    sd = sub.add_parser("seed", help="add stock and customer balances")
+    sd = sub.add_parser("seed", help="add stock, customer balances and account deposits")
     sd.add_argument("--sku", type=_pair("sku"), action="append", default=[],
                     help="SKU=UNITS to add (repeatable)")
+    sd.add_argument("--account", type=_pair("account"), action="append", default=[],
+                    help="ACCOUNT=AMOUNT to deposit in the account service (repeatable)")
+    sd.add_argument("--currency", default=DEFAULT_CURRENCY, type=_currency,
+                    help=f"currency of new accounts (default {DEFAULT_CURRENCY})")
     sd.add_argument("--customer", type=_pair("customer"), action="append", default=[],
                     help="CUSTOMER=AMOUNT to deposit (repeatable)")
     sd.add_argument("--demo-catalog", action="store_true", help="the demo's SKUs and customers")
@@ -138,7 +147,8 @@ def parser() -> Parser:
                     help="seconds an unfinished saga may overrun its deadline (default 60)")
 
     d = sub.add_parser("demo", help="run the system on a few hundred orders with faults")
-    d.add_argument("--orders", type=_positive, default=300)
+    d.add_argument("--orders", type=_positive, default=300,
+                   help="sagas of each kind (orders, transfers) to run (default 300)")
     d.add_argument("--transient", type=_probability, default=0.03,
                    help="probability of a transient failure per command (default 0.03)")
     d.add_argument("--reject", type=_probability, default=0.02,
@@ -150,7 +160,16 @@ def parser() -> Parser:
     d.add_argument("--orchestrators", type=_positive, default=1,
                    help="orchestrator instances sharing the work (real processes only)")
     d.add_argument("--embedded", action="store_true", help="one process, in-memory broker and stores")
+    d.add_argument("--saga", choices=["order", "transfer", "all"], default="all",
+                   help="which shipped saga to run (default: all)")
     d.add_argument("--timeout", type=_positive, default=600)
+
+    df = sub.add_parser("definitions", help="registered saga definitions (list, or show one)")
+    df.add_argument("action", nargs="?", choices=["show"], help="show one definition")
+    df.add_argument("name", nargs="?", help="the definition to show")
+    df.add_argument("--version", type=_positive, help="a version (default: the latest)")
+    df.add_argument("--mermaid", action="store_true", help="as a Mermaid flowchart")
+    df.add_argument("--json", action="store_true", help="as JSON")
 
     c = sub.add_parser("chaos", help="real processes under faults, then drain and audit")
     c.add_argument("--orders", type=_positive, default=300)
@@ -182,7 +201,7 @@ async def _submit(common: CommonSettings, args: argparse.Namespace) -> int:
             return EXIT_FAILED
         outcome = watcher.outcomes[order.order_id]
         if outcome.failed is not None:
-            print(f"failed: {outcome.failed.reason_code.value}: {outcome.failed.reason}")
+            print(f"failed: {outcome.failed.reason_code}: {outcome.failed.reason}")
             return EXIT_FAILED
         print("completed")
         return 0
@@ -194,38 +213,53 @@ async def _inspect(common: CommonSettings, args: argparse.Namespace) -> int:
     stores = await connect.stores(common, definitions(OrchestratorSettings(common=common)))
     try:
         if args.command == "status":
-            record = await stores.sagas.load(args.order_id)
-            if record is None:
-                print(f"sagactl: no saga {args.order_id!r}", file=sys.stderr)
-                return EXIT_FAILED
+            record = await status.lookup(stores.sagas, args.order_id)
             print(json.dumps(status.as_json(record), indent=2) if args.json
                   else status.as_text(record))
             return 0
         states = None if not args.state else [SagaStatus(s) for s in args.state]
         records = await stores.sagas.find(states, args.limit)
+        quarantined = (await stores.sagas.quarantined(args.limit)
+                       if states and SagaStatus.QUARANTINED in states else [])
         if args.json:
-            print(json.dumps([status.as_json(r) for r in records], indent=2))
+            print(json.dumps([*(status.as_json(r) for r in records),
+                              *(status.quarantined_json(q) for q in quarantined)], indent=2))
         else:
             for r in records:
                 print(status.row(r))
+            for q in quarantined:
+                print(status.quarantined_row(q))
         return 0
+    except status.NotFound as e:
+        print(f"sagactl: {e}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         await stores.close()
 
 
 async def _seed(common: CommonSettings, args: argparse.Namespace) -> int:
-    if not (args.sku or args.customer or args.demo_catalog):
-        raise UsageError("seed needs --sku, --customer or --demo-catalog")
+    if not (args.sku or args.customer or args.account or args.demo_catalog):
+        raise UsageError("seed needs --sku, --customer, --account or --demo-catalog")
     catalog = demo_catalog() if args.demo_catalog else Catalog({}, {}, {})
     catalog = Catalog({**catalog.stock, **dict(args.sku)},
                       {**catalog.balances, **dict(args.customer)}, catalog.prices)
     stores = await connect.stores(common, definitions(OrchestratorSettings(common=common)))
     try:
-        await seed(stores.services["inventory"], stores.services["payment"], catalog)
+        if catalog.stock or catalog.balances:
+            await seed(stores.services["inventory"], stores.services["payment"], catalog)
+        for account, cents in args.account:
+            await add_deposit(stores.services["account"], account, cents, args.currency)
     finally:
         await stores.close()
-    print(f"added stock for {len(catalog.stock)} SKUs and funds for {len(catalog.balances)} customers")
+    print(f"added stock for {len(catalog.stock)} SKUs, funds for {len(catalog.balances)} "
+          f"customers and deposits in {len(args.account)} accounts")
     return 0
+
+
+def _currency(text: str) -> str:
+    if len(text) != 3 or not text.isalpha() or not text.isupper():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a three-letter currency code (EUR)")
+    return text
 
 
 async def _audit(common: CommonSettings, args: argparse.Namespace) -> int:
@@ -238,6 +272,7 @@ async def _demo(common: CommonSettings, args: argparse.Namespace) -> int:
     opts = DemoOptions(orders=args.orders, transient_rate=args.transient, reject_rate=args.reject,
                        duplicate_rate=args.duplicate, latency_ms=args.latency_ms,
                        crash_orchestrator=not args.no_crash, embedded=args.embedded,
+                       sagas=("order", "transfer") if args.saga == "all" else (args.saga,),
                        orchestrators=args.orchestrators,
                        timeout=args.timeout)
     return await run_demo(common, opts, bool(os.environ.get("SAGA_MONGO_URL")), sys.stdout)
@@ -257,8 +292,24 @@ async def _chaos(common: CommonSettings, args: argparse.Namespace) -> int:
     return await chaos.run(common, opts, bool(os.environ.get("SAGA_MONGO_URL")), sys.stdout)
 
 
-COMMANDS = {"submit": _submit, "status": _inspect, "list": _inspect, "seed": _seed, "demo": _demo,
-            "chaos": _chaos, "audit": _audit}
+async def _definitions(common: CommonSettings, args: argparse.Namespace) -> int:
+    registry = definitions(OrchestratorSettings(common=common))
+    if args.action is None:
+        if args.name or args.mermaid or args.version:
+            raise UsageError("use: sagactl definitions show NAME [--version N] [--mermaid]")
+        return sagactl_definitions.list_all(registry, args.json, sys.stdout)
+    if args.name is None:
+        raise UsageError("definitions show needs a definition name")
+    try:
+        return sagactl_definitions.show(registry, args.name, args.version, args.mermaid,
+                                        sys.stdout)
+    except UnknownDefinition as e:
+        print(f"sagactl: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+COMMANDS = {"submit": _submit, "definitions": _definitions, "status": _inspect,
+            "list": _inspect, "seed": _seed, "demo": _demo, "chaos": _chaos, "audit": _audit}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -269,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser().parse_args(argv)
         common = common_from_env(os.environ, "sagactl")
         return asyncio.run(_terminable(COMMANDS[args.command](common, args)))
-    except (UsageError, SettingsError) as e:
+    except (UsageError, SettingsError, RegistrationError, UnknownParticipant,
+            ManifestError) as e:
         print(f"sagactl: {e}", file=sys.stderr)
         return EXIT_USAGE
     except connect.Unreachable as e:

@@ -8,7 +8,8 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from contracts.registry import SERVICES
+from catalog.plan import Platform
+from catalog.plan import owners as owners_of
 from infra import mongo
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, redact
@@ -55,8 +56,9 @@ async def stores(common: CommonSettings, registry: DefinitionRegistry,
         raise Unreachable("SAGA_STORE=memory keeps state inside each process; "
                           "this command needs SAGA_STORE=mongo")
     by_url: dict[str, AsyncMongoClient[dict[str, Any]]] = {}
+    services_ = Platform.load(common).plan().services
     try:
-        for owner in ("orchestrator", *SERVICES):
+        for owner in owners_of(services_):
             url = common.mongo_url_for(owner)
             if url not in by_url:
                 by_url[url] = mongo.client(url, app_name="sagactl")
@@ -65,8 +67,8 @@ async def stores(common: CommonSettings, registry: DefinitionRegistry,
         for client in by_url.values():
             await client.close()
         raise
-    clients = {o: by_url[common.mongo_url_for(o)] for o in ("orchestrator", *SERVICES)}
-    services = {s: MongoDocumentStore(clients[s], common.database(s)) for s in SERVICES}
+    clients = {o: by_url[common.mongo_url_for(o)] for o in owners_of(services_)}
+    services = {s: MongoDocumentStore(clients[s], common.database(s)) for s in services_}
     sagas = MongoSagaStore(clients["orchestrator"][common.database("orchestrator")], registry)
     return Stores(clients, sagas, services)
 

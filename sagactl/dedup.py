@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from contracts.commands import NotificationKind, Operation, Outcome, StepReply
+from contracts.commands import Operation, Outcome, StepReply
+from orchestrator.sagas.order import APPROVED_NOTICE, REJECTED_NOTICE
 from sagactl.outcomes import HAS_SAGA
 from sagactl.snapshot import Scope, Snapshot, Violation
 from workers.fence import FenceState, fence_id
@@ -78,7 +79,7 @@ def _one_shot(service: str, effect: Effect, done: str) -> StepRules:
                      after={F: frozenset({done})}, needs={done: (F,)})
 
 
-def _notified(kind: NotificationKind) -> Effect:
+def _notified(kind: str) -> Effect:
     return lambda s, order_id: "sent" if (order_id, kind) in s.notified else None
 
 
@@ -125,8 +126,8 @@ ORDER_SAGA_STEPS: Mapping[str, StepRules] = {
         after={F: frozenset({"SCHEDULED", "CANCELLED"}), X: frozenset({"CANCELLED"})},
         needs={"SCHEDULED": (F,), "CANCELLED": (F, X)}),
     "approve_order": _one_shot("order", _approved, "APPROVED"),
-    "notify_customer": _one_shot("notification", _notified(NotificationKind.APPROVED), "sent"),
-    "notify_rejection": _one_shot("notification", _notified(NotificationKind.REJECTED), "sent"),
+    "notify_customer": _one_shot("notification", _notified(APPROVED_NOTICE), "sent"),
+    "notify_rejection": _one_shot("notification", _notified(REJECTED_NOTICE), "sent"),
 }
 
 RunKey = tuple[str, str, str, Operation]  # service, saga, step, operation
@@ -136,9 +137,9 @@ def check(s: Snapshot, scope: Scope) -> list[Violation]:
     """Fences and inbox records against effects, for every finished order saga."""
     inbox = _read_inbox(s)
     out = list(inbox.unreadable)
-    for order_id in sorted(scope.finished):
+    for saga_id, saga in sorted(scope.finished.items()):
         for step, rules in ORDER_SAGA_STEPS.items():
-            out += _step(s, order_id, step, rules, inbox.runs)
+            out += _step(s, saga_id, saga.order_id, step, rules, inbox.runs)
     return out + _orphans(s, inbox.sagas)
 
 
@@ -173,9 +174,9 @@ def _ran(detail: str) -> bool:
     return not detail.startswith(REPLAY_PREFIX) and detail != EMPTY_ROLLBACK
 
 
-def _step(s: Snapshot, order_id: str, step: str, rules: StepRules,
+def _step(s: Snapshot, saga_id: str, order_id: str, step: str, rules: StepRules,
           runs: Counter[RunKey]) -> list[Violation]:
-    fence = s.fences.get(rules.service, {}).get(fence_id(order_id, step))
+    fence = s.fences.get(rules.service, {}).get(fence_id(saga_id, step))
     fenced = None if fence is None else fence.state
     effect = rules.effect(s, order_id)
     out = []
@@ -183,7 +184,7 @@ def _step(s: Snapshot, order_id: str, step: str, rules: StepRules,
         out.append(Violation(FENCES_MATCH, order_id,
                              f"{step}: fence {fenced or 'missing'}, but its effect is "
                              f"{effect or 'missing'}"))
-    ran = {op: runs[(rules.service, order_id, step, op)] for op in Operation}
+    ran = {op: runs[(rules.service, saga_id, step, op)] for op in Operation}
     for op, times in ran.items():
         if times > 1:
             out.append(Violation(APPLIED_ONCE, order_id, f"{step} {op} applied {times} times"))

@@ -1,4 +1,4 @@
-"""``sagactl demo``: run the whole system on a few hundred orders with faults, then check it.
+"""``sagactl demo``: run the whole system on orders and transfers with faults, then check it.
 
 With a reachable RabbitMQ it runs the real processes (the orchestrator and each worker as
 its own OS process), against the configured MongoDB or, when none is configured, the
@@ -14,17 +14,24 @@ import secrets
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from itertools import zip_longest
 from pathlib import Path
 from typing import Protocol, TextIO
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from catalog.plan import Platform, owners
 from contracts.commands import Operation
-from contracts.registry import SERVICES
-from contracts.topology import Topology
+from contracts.envelope import WireMessage
+from contracts.topology import ORDER_ENTRY, Entry, Topology
+from contracts.transfers import (
+    TRANSFER_COMPLETED,
+    TRANSFER_FAILED,
+    TRANSFER_REQUESTED,
+)
 from infra.memory_bus import InMemoryBroker
 from infra.settings import (
     CommonSettings,
@@ -42,13 +49,22 @@ from orchestrator.state import SagaStatus
 from orchestrator.store import SagaStore
 from orchestrator.store_memory import MemorySagaStore
 from sagactl import connect
+from sagactl.events import EventWatcher
 from sagactl.invariants import INVARIANTS, Report, audit
-from sagactl.orders import OutcomeWatcher, submit
+from sagactl.orders import request_message
 from sagactl.processes import Cluster, ManagedProcess, http_get, start_standins
-from sagactl.seed import demo_catalog, demo_orders, seed
+from sagactl.seed import (
+    add_deposit,
+    demo_accounts,
+    demo_catalog,
+    demo_orders,
+    demo_transfers,
+    seed,
+    transfer_message,
+)
 from workers.app import Worker
+from workers.catalog import registered
 from workers.metrics import WorkerMetrics
-from workers.services import SERVICES as SPECS
 from workers.store import DocumentStore
 from workers.store_memory import MemoryDocumentStore
 
@@ -67,6 +83,7 @@ class DemoOptions:
     timeout: float = 600.0
     embedded: bool = False
     seed: int = 7
+    sagas: tuple[str, ...] = ("order", "transfer")  # which shipped sagas to run
 
 
 class System(Protocol):
@@ -107,16 +124,17 @@ class EmbeddedSystem:
                                              faults=FaultSettings(
                                                  duplicate_rate=self.opts.duplicate_rate))
         self.registry = definitions(self.settings)
+        self.plan = Platform.load(self.common).plan()
         self.sagas = MemorySagaStore(self.registry)
-        self.services = {name: MemoryDocumentStore() for name in SERVICES}
+        self.services = {name: MemoryDocumentStore() for name in self.plan.services}
         self.transport = self.broker.connect()
-        self.registries = {name: CollectorRegistry() for name in SERVICES}
+        self.registries = {name: CollectorRegistry() for name in self.plan.services}
         self.workers = [
             Worker(settings=WorkerSettings(common=self.common, service=name,
                                            faults=_fault_settings(self.opts)),
-                   spec=SPECS[name], transport=self.broker.connect(),
+                   spec=registered()[name], transport=self.broker.connect(),
                    store=self.services[name], metrics=WorkerMetrics(self.registries[name]))
-            for name in SERVICES]
+            for name in self.plan.services]
         self.orchestrator_registries: list[CollectorRegistry] = []
         self.orchestrator = self._orchestrator()
 
@@ -128,7 +146,7 @@ class EmbeddedSystem:
 
     async def start(self) -> None:
         """Start the orchestrator and the workers."""
-        await self.transport.declare(self.topology)
+        await self.transport.declare(self.topology, self.plan)
         await self.orchestrator.start()
         for worker in self.workers:
             await worker.start()
@@ -182,8 +200,9 @@ class ProcessSystem:
                "SAGA_STORE": "mongo", "SAGA_TICK_INTERVAL": "0.1",
                "SAGA_FAULT_DUPLICATE": str(self.opts.duplicate_rate)}
         where = f"MongoDB at {redact(self.common.mongo_url.get_secret_value())}"
+        self.plan = Platform.load(self.common).plan()
         if not self.mongo_configured:
-            self.standins, urls = await start_standins(("orchestrator", *SERVICES), self.log_dir)
+            self.standins, urls = await start_standins(owners(self.plan.services), self.log_dir)
             env |= urls | {"SAGA_TX_CONCURRENCY": "1"}
             where = ("MongoDB stand-ins (mongoeco wire servers, one process per database; "
                      "no SAGA_MONGO_URL was set)")
@@ -193,15 +212,15 @@ class ProcessSystem:
                   "SAGA_FAULT_SEED": str(self.opts.seed)}
         self.settings = common_from_env({**os.environ, **env}, "sagactl")
         self.description = (f"real processes ({self.opts.orchestrators} orchestrator(s) + "
-                            f"{len(SERVICES)} workers), RabbitMQ at "
+                            f"{len(self.plan.services)} workers), RabbitMQ at "
                             f"{redact(self.common.amqp_url.get_secret_value())}, {where}; "
                             f"logs in {self.log_dir}")
         self.cluster = Cluster(env, self.log_dir, faults)
-        self.cluster.add_system()
+        self.cluster.add_system(self.plan.services)
         for n in range(2, self.opts.orchestrators + 1):
             self.cluster.add(f"orchestrator-{n}", "orchestrator")
         self.transport = await connect.transport(self.settings, "sagactl-demo")
-        await self.transport.declare(self.topology)
+        await self.transport.declare(self.topology, self.plan)
         self.connections = await connect.stores(self.settings, definitions(
             OrchestratorSettings(common=self.settings)))
         await self.cluster.start()
@@ -229,7 +248,7 @@ class ProcessSystem:
     async def close(self) -> None:
         """Stop every process, drop the demo's queues, stop the stand-in."""
         self.cluster.stop()
-        await self.transport.undeclare(self.topology)
+        await self.transport.undeclare(self.topology, self.plan)
         await self.transport.close()
         await self.connections.close()
         for standin in self.standins:
@@ -258,27 +277,77 @@ def _scrape(text: str) -> Counter[str]:
 
 
 async def drive(system: System, opts: DemoOptions, out: TextIO) -> tuple[int, float, list[str]]:
-    """Seed, publish every order, crash the orchestrator once, wait for every outcome."""
+    """Seed, publish every order and transfer, crash the orchestrator once, wait for every
+    outcome."""
     _, services = await system.stores()
-    catalog = demo_catalog(opts.seed)
-    await seed(services["inventory"], services["payment"], catalog)
-    orders = demo_orders(catalog, opts.orders, opts.seed, prefix=f"{system.topology.namespace}-o")
-    watcher = OutcomeWatcher(system.transport, system.topology)
-    await watcher.start()
+    requests = await _requests(system, services, opts)
+    watchers = {name: EventWatcher(system.transport, system.topology.exchange(e.exchange),
+                                   e.outcomes, KEY_FIELDS[name])
+                for name, e in ENTRIES.items() if name in requests}
+    for watcher in watchers.values():
+        await watcher.start()
     began = time.monotonic()
     events = []
-    for order in orders:
-        await submit(system.transport, system.topology, order)
-    ids = {o.order_id for o in orders if o.order_id}
+    for exchange, key, message in _interleaved(system.topology, requests):
+        await system.transport.publish(exchange, key, message)
+    ids = {name: {key for key, _ in batch} for name, batch in requests.items()}
+    total = sum(len(k) for k in ids.values())
     if opts.crash_orchestrator:
-        await watcher.wait_for_count(int(len(ids) * 0.4), opts.timeout)
-        events.append(f"{await system.crash_orchestrator()} after {len(watcher.outcomes)} outcomes")
-    missing = await watcher.wait_for(ids, max(1.0, opts.timeout - (time.monotonic() - began)))
+        await _wait_until(lambda: sum(len(w.events) for w in watchers.values()) >= total * 0.4,
+                          opts.timeout)
+        done = sum(len(w.events) for w in watchers.values())
+        events.append(f"{await system.crash_orchestrator()} after {done} outcomes")
+    missing: set[str] = set()
+    for name, watcher in watchers.items():
+        left = max(1.0, opts.timeout - (time.monotonic() - began))
+        missing |= await watcher.wait_for(ids[name], left)
     elapsed = time.monotonic() - began
     if missing:
-        out.write(f"{len(missing)} orders have no outcome after {elapsed:.0f}s, e.g. "
+        out.write(f"{len(missing)} requests have no outcome after {elapsed:.0f}s, e.g. "
                   f"{sorted(missing)[:5]}\n")
     return len(missing), elapsed, events
+
+
+# The business key of each shipped saga's requests and outcomes.
+KEY_FIELDS = {"order": "order_id", "transfer": "transfer_id"}
+ENTRIES = {"order": ORDER_ENTRY,
+           "transfer": Entry("transfer", "transfers", TRANSFER_REQUESTED,
+                             (TRANSFER_COMPLETED, TRANSFER_FAILED))}
+Batch = list[tuple[str, WireMessage]]
+
+
+async def _requests(system: System, services: Mapping[str, DocumentStore],
+                    opts: DemoOptions) -> dict[str, Batch]:
+    """Seed what each saga needs and build its requests (business key, message)."""
+    prefix = system.topology.namespace
+    out: dict[str, Batch] = {}
+    if "order" in opts.sagas:
+        catalog = demo_catalog(opts.seed)
+        await seed(services["inventory"], services["payment"], catalog)
+        orders = demo_orders(catalog, opts.orders, opts.seed, prefix=f"{prefix}-o")
+        out["order"] = [(o.order_id or "", request_message(o)) for o in orders]
+    if "transfer" in opts.sagas:
+        accounts = demo_accounts(seed=opts.seed)
+        for account, cents in accounts.items():
+            await add_deposit(services["account"], account, cents)
+        transfers = demo_transfers(accounts, opts.orders, opts.seed, prefix=f"{prefix}-t")
+        out["transfer"] = [(t.transfer_id or "", transfer_message(t)) for t in transfers]
+    return out
+
+
+def _interleaved(topology: Topology,
+                 requests: Mapping[str, Batch]) -> list[tuple[str, str, WireMessage]]:
+    """Every request, the sagas taking turns, as clients of both would send them."""
+    queues = [[(topology.exchange(ENTRIES[n].exchange), ENTRIES[n].requested, m) for _, m in b]
+              for n, b in requests.items()]
+    return [item for group in zip_longest(*queues) for item in group if item is not None]
+
+
+async def _wait_until(done: Callable[[], bool], timeout: float) -> None:
+    for _ in range(max(1, int(timeout / 0.2))):
+        if done():
+            return
+        await asyncio.sleep(0.2)
 
 
 async def summarise(system: System, opts: DemoOptions, elapsed: float, events: list[str],
@@ -291,9 +360,9 @@ async def summarise(system: System, opts: DemoOptions, elapsed: float, events: l
     for r in records:
         state = r.state
         if state.status is SagaStatus.FAILED and state.failure:
-            by_outcome[f"rejected: {state.failure.reason_code.value}"] += 1
+            by_outcome[f"{state.definition} rejected: {state.failure.reason_code}"] += 1
         else:
-            by_outcome[state.status.value] += 1
+            by_outcome[f"{state.definition} {state.status.value}"] += 1
         if any(op is Operation.COMPENSATE and o.attempt for (_, op), o in state.ops.items()):
             compensated += 1
     faults = await system.counters()
@@ -306,7 +375,7 @@ async def summarise(system: System, opts: DemoOptions, elapsed: float, events: l
     for name in INVARIANTS:
         out.write(f"  {name:<44}{'ok' if not failing[name] else f'FAILED ({failing[name]})'}\n")
     unfinished = sum(1 for r in records if not r.state.finished)
-    all_done = len(records) == opts.orders and not unfinished
+    all_done = len(records) == opts.orders * len(opts.sagas) and not unfinished
     out.write(f"  {'every saga finished':<44}{'ok' if all_done else f'FAILED ({unfinished})'}\n")
     for v in report.violations[:20]:
         out.write(f"    {v.invariant}: {v.subject}: {v.detail}\n")
@@ -315,15 +384,17 @@ async def summarise(system: System, opts: DemoOptions, elapsed: float, events: l
 
 def _print_table(out: TextIO, by_outcome: Counter[str], compensated: int, total: int,
                  elapsed: float, faults: Counter[str], events: list[str]) -> None:
-    out.write(f"\n{'Outcome':<36}{'Sagas':>7}\n")
-    fixed = ("completed", "needs_attention")
-    rows = ["completed", *sorted(k for k in by_outcome if k not in fixed), "needs_attention"]
-    for key in rows:
-        label = "needs attention" if key == "needs_attention" else key
-        out.write(f"{label:<36}{by_outcome[key]:>7}\n")
-    out.write(f"{'compensated (ran at least one undo)':<36}{compensated:>7}\n")
+    out.write(f"\n{'Outcome':<44}{'Sagas':>7}\n")
+    for definition in sorted({k.partition(" ")[0] for k in by_outcome}):
+        fixed = (f"{definition} completed", f"{definition} needs_attention")
+        rows = [fixed[0], *sorted(k for k in by_outcome
+                                  if k.startswith(f"{definition} ") and k not in fixed), fixed[1]]
+        for key in rows:
+            out.write(f"{key.replace('needs_attention', 'needs attention'):<44}"
+                      f"{by_outcome[key]:>7}\n")
+    out.write(f"{'compensated (ran at least one undo)':<44}{compensated:>7}\n")
     rate = total / elapsed if elapsed else 0.0
-    out.write(f"{'total':<36}{total:>7}   in {elapsed:.1f}s ({rate:.1f} sagas/s)\n")
+    out.write(f"{'total':<44}{total:>7}   in {elapsed:.1f}s ({rate:.1f} sagas/s)\n")
     out.write("\nFaults and what absorbed them\n")
     for kind, n in sorted(faults.items()):
         out.write(f"  {kind:<42}{n:>7}\n")
@@ -343,7 +414,8 @@ async def run(common: CommonSettings, opts: DemoOptions, mongo_configured: bool,
               else ProcessSystem(opts, common, mongo_configured, out))
     try:
         await system.start()
-        out.write(f"Demo: {opts.orders} orders on {system.description}\n")
+        out.write(f"Demo: {opts.orders} sagas of each of {', '.join(opts.sagas)} on "
+                  f"{system.description}\n")
         out.write(f"Injected: transient failures {opts.transient_rate:.0%}, business rejections "
                   f"{opts.reject_rate:.0%}, duplicated messages {opts.duplicate_rate:.0%}"
                   f"{', one orchestrator crash' if opts.crash_orchestrator else ''}\n")
@@ -352,8 +424,9 @@ async def run(common: CommonSettings, opts: DemoOptions, mongo_configured: bool,
     finally:
         await system.close()
     ok = report.ok and not missing
-    verdict = ("PASS: stock and money conserved, no order both charged and rejected, "
-               "every saga finished" if ok else "FAIL: see the invariants above")
+    verdict = ("PASS: stock and money conserved, no order both charged and rejected, every "
+               "transfer applied once, every saga finished" if ok
+               else "FAIL: see the invariants above")
     out.write(f"\n{verdict}\n")
     return 0 if ok else 1
 

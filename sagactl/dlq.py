@@ -30,19 +30,20 @@ from contracts.commands import StepReply
 from contracts.envelope import (
     CodecError,
     WireMessage,
-    is_identifier,
     read_envelope,
     read_payload,
 )
-from contracts.orders import OrderRequested, order_total
-from contracts.registry import ORDER_REQUESTED, SERVICE_COMMANDS, STEP_REPLY
-from contracts.topology import Topology, layout
+from contracts.registry import STEP_REPLY
+from contracts.topology import Plan, Topology, layout
 from infra.consumer import REASON_HEADER
-from infra.errors import PublishFailed
+from infra.errors import InvalidMessage, PublishFailed
 from infra.rabbit import from_amqp
 from infra.transport import Transport
-from orchestrator.handlers import MAX_ORDER_TOTAL
+from orchestrator.registry import DefinitionRegistry
+from orchestrator.start import read_request
 from sagactl.snapshot import DeadLetterQueue, Snapshot, SubjectKind, Violation
+from workers.catalog import registered
+from workers.runtime import decode_command
 
 DEAD_LETTERS_EXPLAINED = "dead letters carry a reason"
 DEAD_LETTERS_INVALID = "dead letters are invalid"
@@ -148,39 +149,43 @@ def _copy(incoming: AbstractIncomingMessage) -> aio_pika.Message:
         timestamp=incoming.timestamp, type=incoming.type, app_id=incoming.app_id)
 
 
-async def read_all(source: Transport | DeadLetterReader,
-                   topology: Topology) -> tuple[DeadLetterQueue, ...]:
+async def read_all(source: Transport | DeadLetterReader, topology: Topology,
+                   definitions: DefinitionRegistry) -> tuple[DeadLetterQueue, ...]:
     """Every dead-letter queue of the namespace, read without losing anything."""
     reader = source if isinstance(source, DeadLetterReader) else PortDeadLetters(source)
+    plan = definitions.plan().merged(Plan((), tuple(registered())))
+    starts = {topology.requests_queue_of(e.definition): definitions.latest(e.definition).start
+              for e in plan.entries}
     found = []
-    for spec in layout(topology)[1]:
+    for spec in layout(topology, plan)[1]:
         if not spec.dead_letter_queue:
             continue
         exchange, queue = spec.bindings[0]
-        kind = _consumer(topology, queue)
+        kind = _consumer(topology, queue, plan)
+        start = starts.get(queue)
         try:
             messages = await reader.read(spec.name, exchange, queue)
         except TooManyDeadLetters as e:
-            found.append(DeadLetterQueue(spec.name, kind, (), f"not read: {e}"))
+            found.append(DeadLetterQueue(spec.name, kind, (), f"not read: {e}", start))
         except ChannelNotFoundEntity:
             found.append(DeadLetterQueue(spec.name, kind, (),
-                                         "not read: no such queue or exchange"))
+                                         "not read: no such queue or exchange", start))
         except (AMQPError, PublishFailed) as e:
             # Whatever was not copied back yet is still unacknowledged: it returns to the
             # queue when the channel closes. Nothing is lost, but this queue is unaudited.
-            found.append(DeadLetterQueue(spec.name, kind, (), f"not read: {e!r}"[:300]))
+            found.append(DeadLetterQueue(spec.name, kind, (), f"not read: {e!r}"[:300], start))
         else:
-            found.append(DeadLetterQueue(spec.name, kind, messages))
+            found.append(DeadLetterQueue(spec.name, kind, messages, start=start))
     return tuple(found)
 
 
-def _consumer(t: Topology, queue: str) -> str:
+def _consumer(t: Topology, queue: str, plan: Plan) -> str:
     """What a consumer queue receives: ``requests``, ``replies`` or a service's commands."""
-    if queue == t.requests_queue:
+    if queue in {t.requests_queue_of(e.definition) for e in plan.entries}:
         return "requests"
     if queue == t.replies_queue:
         return "replies"
-    return next(s for s in SERVICE_COMMANDS if t.command_queue(s) == queue)
+    return next(s for s in plan.services if t.command_queue(s) == queue)
 
 
 def check(s: Snapshot) -> list[Violation]:
@@ -194,7 +199,7 @@ def check(s: Snapshot) -> list[Violation]:
 
 def _judge(q: DeadLetterQueue, m: WireMessage, s: Snapshot) -> list[Violation]:
     reason = _reason(m)
-    valid = _still_valid(q.source, m, s)
+    valid = _still_valid(q, m, s)
     subject = valid or m.message_id or "(no message id)"
     kind: SubjectKind = "order" if valid else "message"
     out = []
@@ -217,28 +222,24 @@ def _reason(m: WireMessage) -> str | None:
     return None
 
 
-def _still_valid(source: str, m: WireMessage, s: Snapshot) -> str | None:
-    """The order id of a message its consumer would accept now, or None."""
+def _still_valid(q: DeadLetterQueue, m: WireMessage, s: Snapshot) -> str | None:
+    """The saga or business key of a message its consumer would accept now, or None."""
     try:
-        if source == "requests":
-            return _request(m)
-        if source == "replies":
+        if q.source == "requests":
+            return _request(q, m)
+        if q.source == "replies":
             return _reply(m, s.sagas.keys())
-        return _command(source, m)
+        return _command(q.source, m)
     except CodecError:
         return None
 
 
-def _request(m: WireMessage) -> str | None:
-    # As orchestrator/handlers.py on_order_request: only the body is required.
-    if m.type not in (None, "", ORDER_REQUESTED):
+def _request(q: DeadLetterQueue, m: WireMessage) -> str | None:
+    # As orchestrator/handlers.py on_start: a request that reads and validates is valid.
+    if q.start is None:
         return None
-    request = read_payload(m, OrderRequested)
-    if m.message_id is not None and not is_identifier(m.message_id):
-        return None
-    if order_total(request.items) > MAX_ORDER_TOTAL:
-        return None
-    return request.order_id or m.message_id or "(order without an id)"
+    request = read_request(q.start, m)
+    return request.key if request.data is not None else None
 
 
 def _reply(m: WireMessage, sagas: AbstractSet[str]) -> str | None:
@@ -253,9 +254,7 @@ def _reply(m: WireMessage, sagas: AbstractSet[str]) -> str | None:
 
 
 def _command(service: str, m: WireMessage) -> str | None:
-    envelope = read_envelope(m)
-    model = SERVICE_COMMANDS[service].get(envelope.message_type)
-    if model is None:
+    try:
+        return decode_command(registered()[service], read_envelope(m), m).saga_id
+    except InvalidMessage:
         return None
-    command = read_payload(m, model)
-    return command.saga_id if command.saga_id == envelope.correlation_id else None

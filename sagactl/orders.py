@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
 from dataclasses import dataclass, replace
 
 from contracts.envelope import (
@@ -18,8 +15,9 @@ from contracts.envelope import (
 )
 from contracts.orders import OrderCompleted, OrderFailed, OrderRequested
 from contracts.registry import ORDER_COMPLETED, ORDER_FAILED, ORDER_REQUESTED
-from contracts.topology import COMPLETED_KEY, FAILED_KEY, REQUESTED_KEY, Topology
+from contracts.topology import Topology
 from infra.transport import Delivery, Transport
+from sagactl.events import Collector
 
 
 def request_message(order: OrderRequested, message_id: str | None = None,
@@ -36,7 +34,7 @@ def request_message(order: OrderRequested, message_id: str | None = None,
 async def submit(transport: Transport, topology: Topology, order: OrderRequested,
                  traceparent: str | None = None) -> None:
     """Publish one order request (confirmed by the broker)."""
-    await transport.publish(topology.orders_exchange, REQUESTED_KEY,
+    await transport.publish(topology.orders_exchange, ORDER_REQUESTED,
                             request_message(order, traceparent=traceparent))
 
 
@@ -54,27 +52,29 @@ class Outcome:
         """'completed', or the failure reason code."""
         if self.failed is None:
             return "completed"
-        return self.failed.reason_code.value
+        return self.failed.reason_code
 
 
-class OutcomeWatcher:
-    """Collects order.completed / order.failed events from a private queue.
+class OutcomeWatcher(Collector[Outcome]):
+    """Collects order.completed / order.failed events from a private queue, once per order.
 
-    Start it before publishing, so that no outcome can be missed. Outcomes may arrive
-    twice (the outbox re-publishes after a crash); each order is kept once.
+    Start it before publishing, so that no outcome can be missed.
     """
 
     def __init__(self, transport: Transport, topology: Topology) -> None:
+        super().__init__()
         self._transport = transport
         self._topology = topology
-        self.outcomes: dict[str, Outcome] = {}
-        self.duplicates = 0
-        self._changed = asyncio.Event()
+
+    @property
+    def outcomes(self) -> dict[str, Outcome]:
+        """The outcome of each order seen so far."""
+        return self.kept
 
     async def start(self) -> None:
         """Bind the private queue and start consuming."""
         queue = await self._transport.temporary_queue(self._topology.orders_exchange,
-                                                      (COMPLETED_KEY, FAILED_KEY))
+                                                      (ORDER_COMPLETED, ORDER_FAILED))
         await self._transport.consume(queue, self._on_message, prefetch=256)
 
     async def _on_message(self, delivery: Delivery) -> None:
@@ -94,29 +94,5 @@ class OutcomeWatcher:
         if outcome is None:
             return
         trace = message.headers.get("traceparent")
-        outcome = replace(outcome, traceparent=trace if isinstance(trace, str) else None)
-        if outcome.order_id in self.outcomes:
-            self.duplicates += 1
-        self.outcomes[outcome.order_id] = outcome
-        self._changed.set()
-
-    async def wait_for_count(self, count: int, timeout: float) -> int:
-        """Wait until ``count`` distinct outcomes arrived or the time is up."""
-        deadline = time.monotonic() + timeout
-        while len(self.outcomes) < count and time.monotonic() < deadline:
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), 1.0)
-        return len(self.outcomes)
-
-    async def wait_for(self, order_ids: set[str], timeout: float) -> set[str]:
-        """Wait until every id has an outcome or the time is up; returns the missing ids."""
-        deadline = time.monotonic() + timeout
-        while True:
-            missing = order_ids - self.outcomes.keys()
-            remaining = deadline - time.monotonic()
-            if not missing or remaining <= 0:
-                return missing
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
+        self.keep(outcome.order_id,
+                  replace(outcome, traceparent=trace if isinstance(trace, str) else None))

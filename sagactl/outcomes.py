@@ -11,8 +11,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from contracts.commands import NotificationKind, Operation, StockLine
+from contracts.commands import Operation
+from contracts.order_steps import StockLine
 from contracts.orders import OrderItem, to_cents
+from orchestrator.sagas.order import APPROVED_NOTICE, REJECTED_NOTICE
+from orchestrator.sagas.order import NAME as ORDER_SAGA
+from orchestrator.start import split_saga_id
 from orchestrator.state import OpStatus
 from sagactl.snapshot import OrderSaga, Scope, Snapshot, Violation
 from workers.notification import Notification
@@ -55,7 +59,7 @@ def check(s: Snapshot, scope: Scope) -> list[Violation]:
 def _by_order(notifications: Iterable[Notification]) -> dict[str, list[Notification]]:
     found: dict[str, list[Notification]] = defaultdict(list)
     for n in notifications:
-        found[n.order_id].append(n)
+        found[n.reference].append(n)
     return found
 
 
@@ -123,12 +127,12 @@ def _money(s: Snapshot, o: OrderSaga) -> list[Violation]:
 def _shipped(s: Snapshot, o: OrderSaga, notes: list[Notification]) -> list[Violation]:
     shipment = s.shipments.get(o.order_id)
     scheduled = shipment is not None and shipment.status == "SCHEDULED"
-    kinds = sorted(n.kind.value for n in notes)
+    kinds = sorted(n.kind for n in notes)
     if o.completed:
-        name, wanted = APPROVED_ONCE, [NotificationKind.APPROVED.value]
+        name, wanted = APPROVED_ONCE, [APPROVED_NOTICE]
         problems = [] if scheduled else ["no scheduled shipment"]
     else:
-        name, wanted = REJECTED_UNSHIPPED, [NotificationKind.REJECTED.value]
+        name, wanted = REJECTED_UNSHIPPED, [REJECTED_NOTICE]
         problems = ["shipment still scheduled"] if scheduled else []
     if kinds != wanted:
         problems.append(f"notifications sent: {kinds or 'none'}, expected {wanted}")
@@ -136,12 +140,15 @@ def _shipped(s: Snapshot, o: OrderSaga, notes: list[Notification]) -> list[Viola
 
 
 def _orphans(s: Snapshot) -> list[Violation]:
+    orders = {key for name, key in map(split_saga_id, s.sagas) if name == ORDER_SAGA}
+    keys = {key for _, key in map(split_saga_id, s.sagas)}
     out = [Violation(SAGA_AGREES, order_id, "order record without any saga")
-           for order_id in sorted(s.orders.keys() - s.sagas.keys())]
-    kinds: list[tuple[str, Iterable[str]]] = [
-        ("reservation", s.reservations), ("hold", s.holds), ("shipment", s.shipments),
-        ("notification", (n.order_id for n in s.notifications))]
-    for kind, order_ids in kinds:
-        for order_id in sorted(set(order_ids) - s.sagas.keys()):
+           for order_id in sorted(s.orders.keys() - orders)]
+    kinds: list[tuple[str, Iterable[str], set[str]]] = [
+        ("reservation", s.reservations, orders), ("hold", s.holds, orders),
+        ("shipment", s.shipments, orders),
+        ("notification", (n.reference for n in s.notifications), keys)]
+    for kind, order_ids, known in kinds:
+        for order_id in sorted(set(order_ids) - known):
             out.append(Violation(HAS_SAGA, order_id, f"{kind} without any saga"))
     return out

@@ -19,8 +19,9 @@ from contracts.envelope import (
     new_message_id,
     utcnow,
 )
-from contracts.registry import ORDER_REQUESTED, SERVICE_COMMANDS, STEP_REPLY
-from contracts.topology import REPLY_KEY, REQUESTED_KEY, Topology
+from contracts.registry import ORDER_REQUESTED, STEP_REPLY
+from contracts.topology import REPLY_KEY, Topology
+from workers.catalog import registered
 
 _ITEM = {"sku": "SKU-000", "quantity": 1, "unit_price": "1.00"}
 
@@ -37,11 +38,11 @@ class Target:
 
 def targets(t: Topology) -> list[Target]:
     """Every consumer queue, with a message type it expects."""
-    found = [Target(t.requests_queue, t.orders_exchange, REQUESTED_KEY, ORDER_REQUESTED),
+    found = [Target(t.requests_queue, t.orders_exchange, ORDER_REQUESTED, ORDER_REQUESTED),
              Target(t.replies_queue, t.replies_exchange, REPLY_KEY, STEP_REPLY)]
-    for service, commands in SERVICE_COMMANDS.items():
+    for service, participant in registered().items():
         found.append(Target(t.command_queue(service), t.commands_exchange, service,
-                            next(iter(commands))))
+                            next(iter(participant.routes))))
     return found
 
 

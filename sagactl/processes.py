@@ -9,12 +9,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
-
-from contracts.registry import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,19 +139,26 @@ class Cluster:
     worker_env: Mapping[str, str] = field(default_factory=dict)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
 
-    def add(self, name: str, module: str, extra_env: Mapping[str, str] | None = None) -> None:
-        """Register a process running ``python -m module`` with its own metrics port."""
+    def add(self, name: str, module: str, extra_env: Mapping[str, str] | None = None,
+            args: tuple[str, ...] = ()) -> None:
+        """Register a process running ``python -m module args`` with its own metrics port."""
         port = free_port()
         env = {**os.environ, **self.env, **(extra_env or {}), "SAGA_METRICS_PORT": str(port),
                "SAGA_METRICS_HOST": "127.0.0.1"}
-        self.processes[name] = ManagedProcess(name, [sys.executable, "-m", module], env,
+        self.processes[name] = ManagedProcess(name, [sys.executable, "-m", module, *args], env,
                                               self.log_dir / f"{name}.log", port)
 
-    def add_system(self) -> None:
+    def add_worker(self, service: str, extra_env: Mapping[str, str] | None = None,
+                   name: str | None = None) -> None:
+        """Register the participant process ``python -m workers SERVICE``."""
+        self.add(name or service.rpartition(":")[2], "workers",
+                 {**self.worker_env, **(extra_env or {})}, (service,))
+
+    def add_system(self, services: Sequence[str]) -> None:
         """The orchestrator and one worker per service."""
         self.add("orchestrator", "orchestrator")
-        for service in SERVICES:
-            self.add(service, f"workers.{service}", self.worker_env)
+        for service in services:
+            self.add_worker(service)
 
     async def start(self, timeout: float = 60.0) -> None:
         """Start every process and wait until all are ready."""

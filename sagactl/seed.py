@@ -7,11 +7,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
+from contracts.envelope import Envelope, WireMessage, encode, new_message_id, utcnow
 from contracts.orders import OrderItem, OrderRequested
+from contracts.transfers import TRANSFER_REQUESTED, TransferRequested
 from infra.errors import DuplicateKey, VersionConflict
+from workers.account import LedgerAccount
 from workers.inventory import StockItem
 from workers.payment import Account
 from workers.store import Doc, DocumentStore
+
+DEFAULT_CURRENCY = "EUR"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +86,46 @@ async def add_funds(store: DocumentStore, customer: str, cents: int) -> Account:
                                                      "deposited": a.deposited + cents}))
 
 
+async def add_deposit(store: DocumentStore, account: str, cents: int,
+                      currency: str = DEFAULT_CURRENCY) -> LedgerAccount:
+    """Pay money into an account of the account service (creating it)."""
+    return await _add(store, LedgerAccount, account,
+                      LedgerAccount(id=account, currency=currency, balance=cents,
+                                    deposited=cents),
+                      lambda a: a.model_copy(update={"balance": a.balance + cents,
+                                                     "deposited": a.deposited + cents}))
+
+
+def demo_accounts(count: int = 12, seed: int = 7) -> dict[str, int]:
+    """Accounts for transfers: cents per account, some too poor for every transfer."""
+    rng = random.Random(seed)
+    return {f"acct-{i:03d}": rng.randint(50, 2000) * 100 for i in range(count)}
+
+
+def demo_transfers(accounts: Mapping[str, int], count: int, seed: int = 13,
+                   prefix: str = "transfer") -> list[TransferRequested]:
+    """Random transfers between the accounts, in the demo currency."""
+    rng = random.Random(seed)
+    names = sorted(accounts)
+    out = []
+    for i in range(count):
+        source, target = rng.sample(names, 2)
+        out.append(TransferRequested(transfer_id=f"{prefix}-{i:05d}", from_account=source,
+                                     to_account=target, currency=DEFAULT_CURRENCY,
+                                     amount=Decimal(rng.randint(100, 40_000)) / 100))
+    return out
+
+
 async def seed(inventory: DocumentStore, payment: DocumentStore, catalog: Catalog) -> None:
     """Apply a whole catalog."""
     for sku, units in catalog.stock.items():
         await add_stock(inventory, sku, units)
     for customer, cents in catalog.balances.items():
         await add_funds(payment, customer, cents)
+
+
+def transfer_message(transfer: TransferRequested) -> WireMessage:
+    """A ``transfer.requested`` message with a full envelope."""
+    envelope = Envelope(message_id=new_message_id(), correlation_id=transfer.transfer_id or "-",
+                        message_type=TRANSFER_REQUESTED, timestamp=utcnow())
+    return encode(envelope, transfer)

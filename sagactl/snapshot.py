@@ -10,15 +10,17 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from contracts.commands import NotificationKind
 from contracts.envelope import WireMessage
 from infra.errors import TransientError
 from orchestrator.sagas.order import NAME as ORDER_SAGA
 from orchestrator.sagas.order import OrderSagaData
+from orchestrator.sagas.transfer import TransferSagaData
+from orchestrator.start import StartMessage
 from orchestrator.state import SagaStatus
 from orchestrator.store import SagaRecord, SagaStore
+from workers.account import Entry, LedgerAccount
 from workers.fence import Fence
 from workers.inventory import Reservation, StockItem
 from workers.notification import Notification
@@ -56,6 +58,7 @@ class DeadLetterQueue:
     source: str
     messages: tuple[WireMessage, ...]
     unread: str | None = None  # why the queue was not read, when it was not
+    start: StartMessage[Any] | None = None  # what a requests queue receives
 
 
 @dataclass(slots=True)
@@ -70,15 +73,17 @@ class Snapshot:
     orders: dict[str, OrderRecord]
     shipments: dict[str, Shipment]
     notifications: list[Notification]
+    ledger: list[LedgerAccount] = field(default_factory=list)  # the account service's
+    postings: dict[str, Entry] = field(default_factory=dict)  # by <saga id>:<step>
     fences: dict[str, dict[str, Fence]] = field(default_factory=dict)  # by service, then id
     inbox: dict[str, list[Inbox]] = field(default_factory=dict)  # by service
     dead_letters: tuple[DeadLetterQueue, ...] | None = None  # None: queues not read
     taken_at: float = 0.0
-    # Derived from ``notifications``: which (order, kind) pairs were sent.
-    notified: set[tuple[str, NotificationKind]] = field(init=False)
+    # Derived from ``notifications``: which (reference, kind) pairs were sent.
+    notified: set[tuple[str, str]] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.notified = {(n.order_id, n.kind) for n in self.notifications}
+        self.notified = {(n.reference, n.kind) for n in self.notifications}
 
 
 READ_ATTEMPTS = 10
@@ -95,7 +100,9 @@ async def load(sagas: SagaStore, services: Mapping[str, DocumentStore]) -> Snaps
 
     async def every[T: Doc](service: str, kind: type[T]) -> list[T]:
         # A live store may be briefly busy (a conflict, a reconnect): read again, a little
-        # later, rather than fail the whole audit.
+        # later, rather than fail the whole audit. A service not deployed has nothing.
+        if service not in services:
+            return []
         for attempt in range(READ_ATTEMPTS):
             try:
                 return await services[service].all(kind, ALL)
@@ -114,6 +121,8 @@ async def load(sagas: SagaStore, services: Mapping[str, DocumentStore]) -> Snaps
         orders={o.id: o for o in await every("order", OrderRecord)},
         shipments={s.id: s for s in await every("shipping", Shipment)},
         notifications=await every("notification", Notification),
+        ledger=await every("account", LedgerAccount),
+        postings={e.id: e for e in await every("account", Entry)},
         fences={s: {f.id: f for f in await every(s, Fence)} for s in services},
         inbox={s: await every(s, Inbox) for s in services},
         taken_at=taken_at,
@@ -134,17 +143,30 @@ class OrderSaga:
         return self.record.state.status is SagaStatus.COMPLETED
 
 
+@dataclass(frozen=True, slots=True)
+class TransferSaga:
+    """A finished funds transfer, as the transfer checks see it."""
+
+    record: SagaRecord
+    data: TransferSagaData
+    completed: bool
+
+
 @dataclass(slots=True)
 class Scope:
     """Which sagas the checks may judge, at some moment.
 
     ``finished``: completed or failed order sagas, checked order by order.
+    ``transfers``: completed or failed funds transfers, checked transfer by transfer.
+    ``ended``: every finished saga of any definition, needs_attention included.
     ``in_flight``: not finished and not overdue; never reported.
     ``overdue``: not finished although they should be, with why.
     ``attention``: needs_attention sagas with their reason, listed on their own.
     """
 
     finished: dict[str, OrderSaga] = field(default_factory=dict)
+    transfers: dict[str, TransferSaga] = field(default_factory=dict)
+    ended: set[str] = field(default_factory=set)
     in_flight: set[str] = field(default_factory=set)
     overdue: dict[str, str] = field(default_factory=dict)
     attention: dict[str, str] = field(default_factory=dict)
@@ -155,11 +177,16 @@ def scope(snapshot: Snapshot, now: float, grace: float) -> Scope:
     out = Scope()
     for saga_id, record in snapshot.sagas.items():
         state = record.state
+        if state.finished:
+            out.ended.add(saga_id)
         if state.status is SagaStatus.NEEDS_ATTENTION:
             out.attention[saga_id] = attention_reason(record)
         elif state.finished:
             if state.definition == ORDER_SAGA and isinstance(state.data, OrderSagaData):
-                out.finished[saga_id] = OrderSaga(saga_id, record, state.data)
+                out.finished[saga_id] = OrderSaga(state.data.order_id, record, state.data)
+            elif isinstance(state.data, TransferSagaData):
+                out.transfers[saga_id] = TransferSaga(
+                    record, state.data, state.status is SagaStatus.COMPLETED)
         elif (why := overdue(record, now, grace)) is not None:
             out.overdue[saga_id] = why
         else:
@@ -171,7 +198,7 @@ def attention_reason(record: SagaRecord) -> str:
     """What failed permanently and, if the saga was undoing a failure, which one."""
     state = record.state
     failure = state.failure
-    original = "" if failure is None else f"{failure.reason_code.value}: {failure.reason}"
+    original = "" if failure is None else f"{failure.reason_code}: {failure.reason}"
     if state.attention is None:
         return original or "needs attention"
     return f"{state.attention} (after {original})" if original else state.attention

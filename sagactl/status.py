@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.store import SagaRecord
+from orchestrator.serde import Undecodable
+from orchestrator.start import saga_id
+from orchestrator.store import Quarantined, SagaRecord, SagaStore
 
 
 def _time(t: float | None) -> str | None:
@@ -26,7 +28,7 @@ def as_json(record: SagaRecord) -> dict[str, Any]:
         "updated_at": _time(state.updated_at),
         "deadline_at": _time(state.deadline_at),
         "failure": None if failure is None else {
-            "reason_code": failure.reason_code.value, "reason": failure.reason,
+            "reason_code": failure.reason_code, "reason": failure.reason,
             "step": failure.step},
         "attention": state.attention,
         "data": state.data.model_dump(mode="json"),
@@ -65,6 +67,44 @@ def as_text(record: SagaRecord) -> str:
 def row(record: SagaRecord) -> str:
     """One line per saga, for ``sagactl list``."""
     state = record.state
-    reason = state.failure.reason_code.value if state.failure else ""
+    reason = state.failure.reason_code if state.failure else ""
     return (f"{state.saga_id:<40}{state.status.value:<16}{reason:<22}"
             f"{_time(state.created_at)}")
+
+
+class NotFound(LookupError):
+    """No saga (or more than one) answers to an id; the message says which."""
+
+
+async def lookup(store: SagaStore, ident: str) -> SagaRecord:
+    """A saga by its id (``order:o-1``), or by a business key alone (``o-1``) when exactly one
+    definition has a saga with that key."""
+    candidates = [ident] if ":" in ident else [saga_id(n, ident) for n in store.definitions.names()]
+    found = []
+    for candidate in candidates:
+        try:
+            record = await store.load(candidate)
+        except Undecodable as e:
+            raise NotFound(f"saga {candidate} cannot be decoded ({e.reason}): it is "
+                           "quarantined; see sagactl list --state quarantined") from e
+        if record is not None:
+            found.append(record)
+    if not found:
+        raise NotFound(f"no saga with id {ident}")
+    if len(found) > 1:
+        raise NotFound(f"{ident} is the key of several sagas: "
+                       f"{', '.join(r.state.saga_id for r in found)}; give one of those ids")
+    return found[0]
+
+
+def quarantined_row(q: Quarantined) -> str:
+    """One line per quarantined saga."""
+    return (f"{q.saga_id:<40}{'quarantined':<16}{q.reason:<22}{_time(q.at)}  "
+            f"{q.definition} v{q.definition_version}: {q.detail}")
+
+
+def quarantined_json(q: Quarantined) -> dict[str, object]:
+    """A quarantined saga as JSON."""
+    return {"saga_id": q.saga_id, "status": "quarantined", "definition": q.definition,
+            "definition_version": q.definition_version, "reason": q.reason, "detail": q.detail,
+            "quarantined_at": _time(q.at)}
