@@ -24,12 +24,12 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from contracts.registry import SERVICES
 from contracts.topology import Topology
 from infra.rabbit import RabbitTransport
 from sagactl.processes import ManagedProcess, start_standins
+from tests.plan import PLAN
 
-OWNERS = ("orchestrator", *SERVICES)
+OWNERS = ("orchestrator", *PLAN.services)
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 
 
@@ -134,9 +134,9 @@ async def rabbit(amqp_url: str, topology: Topology) -> AsyncIterator[RabbitTrans
     """A connected transport with this test's topology declared (and deleted afterwards)."""
     transport = RabbitTransport(amqp_url, connection_name="pytest", connect_timeout=10)
     await transport.connect()
-    await transport.declare(topology)
+    await transport.declare(topology, PLAN)
     yield transport
-    await transport.undeclare(topology)
+    await transport.undeclare(topology, PLAN)
     await transport.close()
 
 

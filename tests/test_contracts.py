@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from contracts.commands import ReleaseStock
+from contracts.commands import StepCommand
 from contracts.envelope import (
     CodecError,
     Envelope,
@@ -103,5 +103,6 @@ def test_derived_ids_stay_valid_for_the_longest_ids() -> None:
 
 def _command() -> WireMessage:
     envelope = Envelope(message_id="m-1", correlation_id="o-1", causation_id=None,
-                        message_type="inventory.cancel", timestamp=utcnow())
-    return encode(envelope, ReleaseStock(saga_id="o-1", step="reserve_stock", order_id="o-1"))
+                        message_type="inventory.reserve.cancel", timestamp=utcnow())
+    return encode(envelope, StepCommand(saga_id="o-1", step="reserve_stock",
+                                        params={"order_id": "o-1", "lines": []}))

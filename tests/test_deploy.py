@@ -18,8 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from contracts.definitions import DEFAULT_VHOST, ORCHESTRATOR_USER, definitions, render, service_user
-from infra.settings import _COMMON, _FAULTS, _ORCHESTRATOR, METRICS_PORTS, CommonSettings
+from catalog.__main__ import generated
+from catalog.deploy import metrics_ports
+from catalog.plan import shipped
+from catalog.rabbitmq import DEFAULT_VHOST, ORCHESTRATOR_USER, definitions, render, service_user
+from infra.settings import _COMMON, _FAULTS, _ORCHESTRATOR, CommonSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -35,7 +38,9 @@ RABBITMQ_ENTRYPOINT = ROOT / "deploy" / "rabbitmq" / "entrypoint.sh"
 MONGO_ENTRYPOINT = ROOT / "deploy" / "mongo" / "entrypoint.sh"
 MONGO_APP_USER = ROOT / "deploy" / "mongo" / "create-app-user.sh"
 
-APPS = ("orchestrator", "order", "inventory", "payment", "shipping", "notification")
+# Every process the product registers; the compose file is written by hand, checked here.
+METRICS_PORTS = metrics_ports(shipped())
+APPS = tuple(METRICS_PORTS)
 SERVICES = ("rabbitmq", "mongo", *APPS, "prometheus", "grafana")
 # Which SAGA_* variables each kind of process reads (infra/settings.py).
 READS = {"orchestrator": {*_COMMON, *_ORCHESTRATOR}, "worker": {*_COMMON, *_FAULTS}}
@@ -144,8 +149,8 @@ def test_app_command_runs_a_module_of_the_repo(services: dict[str, dict[str, Any
     assert path.is_file(), f"{name}: {command[2]} has no {path.relative_to(ROOT)}"
     assert re.search(r"^if __name__ == \"__main__\":", path.read_text(encoding="utf-8"), re.M), (
         f"{name}: {path.relative_to(ROOT)} does nothing when run with -m")
-    expected = "orchestrator" if name == "orchestrator" else f"workers.{name}"
-    assert command[2] == expected
+    expected = ["orchestrator"] if name == "orchestrator" else ["workers", name]
+    assert command[2:] == expected
 
 
 @pytest.mark.parametrize("name", APPS)
@@ -235,8 +240,20 @@ def _env_example() -> dict[str, str]:
 
 def test_definitions_file_matches_the_code() -> None:
     """deploy/rabbitmq/definitions.json is exactly what the generator derives from the topology."""
-    assert DEFINITIONS.read_text(encoding="utf-8") == render(definitions()), (
-        "definitions.json is stale: python -m contracts.definitions --out deploy/rabbitmq/definitions.json")
+    assert DEFINITIONS.read_text(encoding="utf-8") == render(definitions(plan=shipped().plan())), (
+        "definitions.json is stale: python -m catalog")
+
+
+def test_every_generated_file_matches_the_registry() -> None:
+    """The broker definitions, scrape targets, database roles and participant manifests are
+    exactly what `python -m catalog` derives from the registered definitions and
+    participants: nothing is listed by hand."""
+    for path, text in generated(shipped()).items():
+        assert path.is_file(), f"{path.relative_to(ROOT)} is missing: python -m catalog"
+        assert path.read_text(encoding="utf-8") == text, (
+            f"{path.relative_to(ROOT)} is stale: python -m catalog")
+    manifests = {p.name for p in (ROOT / "deploy" / "manifests").glob("*.json")}
+    assert manifests == {f"{name}.json" for name in shipped().participants}
 
 
 def test_every_compose_variable_is_required_and_in_env_example() -> None:
@@ -311,11 +328,11 @@ def test_rabbitmq_entrypoint_sets_every_password(services: dict[str, dict[str, A
     and the administrator is created from the environment too."""
     script = RABBITMQ_ENTRYPOINT.read_text(encoding="utf-8")
     env = _environment(services["rabbitmq"])
-    sets = dict(re.findall(r'change_password (saga-[a-z]+) "\$(\w+)"', script))
     users = {u["name"] for u in json.loads(DEFINITIONS.read_text(encoding="utf-8"))["users"]}
-    assert set(sets) == users
-    for user, var in sets.items():
-        assert REQUIRED.fullmatch(env[var]), f"{user}: {var} is not passed to the broker"
+    assert 'RABBITMQ_$(echo "${user#saga-}"' in script  # the loop over the definitions' users
+    for user in users:
+        var = f"RABBITMQ_{user.removeprefix('saga-').upper().replace('-', '_')}_PASSWORD"
+        assert REQUIRED.fullmatch(env.get(var, "")), f"{user}: {var} is not passed to the broker"
     for var in re.findall(r'"\$(RABBITMQ_ADMIN_\w+)"', script):
         assert REQUIRED.fullmatch(env[var]), var
 
@@ -479,6 +496,24 @@ ALERT_TESTS: list[dict[str, Any]] = [
                                    "`sagactl audit`; their headers say why they were dead-lettered."},
             }]},
             {"eval_time": "25m", "alertname": "SagaDeadLetterQueueGrowing", "exp_alerts": []},
+        ],
+    },
+    {  # a deploy dropped a definition version that sagas still use
+        "interval": "1m",
+        "input_series": [
+            {"series": 'saga_quarantined{reason="unknown_definition"}', "values": "0 0 2x5"},
+            {"series": 'saga_quarantined{reason="undecodable"}', "values": "0x7"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "1m", "alertname": "SagaQuarantined", "exp_alerts": []},
+            {"eval_time": "3m", "alertname": "SagaQuarantined", "exp_alerts": [{
+                "exp_labels": {"severity": "page", "reason": "unknown_definition"},
+                "exp_annotations": {
+                    "summary": "2 saga(s) quarantined: unknown_definition",
+                    "description": "A saga's document cannot be decoded (its definition "
+                                   "version is no longer registered, or its data no longer "
+                                   "fits the model), so it is set aside. `sagactl list --state "
+                                   "quarantined` names them."}}]},
         ],
     },
     {  # a compensation keeps retrying past the saga deadline

@@ -8,19 +8,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 import pytest
 from pydantic import SecretStr
 
-from contracts.registry import SERVICES
 from infra.settings import CommonSettings
 from orchestrator.app import definitions
 from orchestrator.store import SagaStore
 from orchestrator.store_memory import MemorySagaStore
 from sagactl import connect
 from tests.audit.world import SETTINGS, Dump, fill, run_world
+from tests.plan import PLAN
 from workers.store import DocumentStore
 from workers.store_memory import MemoryDocumentStore
 
 Stores = tuple[SagaStore, Mapping[str, DocumentStore]]
 Load = Callable[[Dump], Awaitable[Stores]]
-OWNERS = ("orchestrator", *SERVICES)
+OWNERS = ("orchestrator", *PLAN.services)
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +31,7 @@ def world() -> Dump:
 
 async def _in_memory(dump: Dump) -> Stores:
     sagas = MemorySagaStore(definitions(SETTINGS))
-    services = {name: MemoryDocumentStore() for name in SERVICES}
+    services = {name: MemoryDocumentStore() for name in PLAN.services}
     await fill(dump, sagas, services)
     return sagas, services
 

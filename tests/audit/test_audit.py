@@ -13,8 +13,9 @@ from dataclasses import replace
 
 import pytest
 
-from contracts.commands import NotificationKind, Operation, Outcome, StepReply
-from orchestrator.sagas.order import order_saga
+from contracts.commands import Operation, Outcome, StepReply
+from orchestrator.sagas.order import APPROVED_NOTICE, order_saga
+from orchestrator.start import split_saga_id
 from orchestrator.state import SagaStatus
 from sagactl.dedup import APPLIED_ONCE, FENCES_MATCH, INBOX_MATCHES, ORDER_SAGA_STEPS
 from sagactl.invariants import INVARIANTS, Report, Violation, audit, confirmed
@@ -54,7 +55,7 @@ def found(report: Report) -> set[tuple[str, str]]:
 
 def test_the_world_has_finished_orders_of_every_kind(world: Dump) -> None:
     """The starting point really holds completed and failed sagas, with replays recorded."""
-    status = {r.state.saga_id: r.state.status for r in world.sagas}
+    status = {split_saga_id(r.state.saga_id)[1]: r.state.status for r in world.sagas}
     assert status == {**dict.fromkeys(COMPLETED, SagaStatus.COMPLETED),
                       **dict.fromkeys(FAILED, SagaStatus.FAILED)}
     details = {StepReply.model_validate_json(i.reply).detail
@@ -72,7 +73,7 @@ def test_the_rules_cover_every_step_of_the_order_saga() -> None:
 
 def test_every_invariant_is_described() -> None:
     """The report lists each invariant with a sentence saying what it means."""
-    assert len(INVARIANTS) == 18
+    assert len(INVARIANTS) == 22
     assert all(description for description in INVARIANTS.values())
 
 
@@ -138,7 +139,7 @@ async def test_a_lost_shipment_of_an_approved_order(world: Dump, load: Load) -> 
 
 async def test_a_second_notification(world: Dump, load: Load) -> None:
     """Telling a customer twice that the order is confirmed is reported, and only that."""
-    note = world.doc("notification", Notification, f"ok-2:{NotificationKind.APPROVED.value}")
+    note = world.doc("notification", Notification, f"ok-2:{APPROVED_NOTICE}")
     report = await audited(load, world.put(
         "notification", note.model_copy(update={"id": "ok-2:approved:again"})))
     assert found(report) == {(APPROVED_ONCE, "ok-2")}
@@ -147,9 +148,11 @@ async def test_a_second_notification(world: Dump, load: Load) -> None:
 async def test_an_inbox_success_without_its_effect(world: Dump, load: Load) -> None:
     """An inbox record claiming a shipment was booked for the out-of-stock order, which never
     got one, is reported, and only that."""
-    reply = StepReply(saga_id="no-stock", step="schedule_shipment", operation=Operation.FORWARD,
-                      outcome=Outcome.SUCCEEDED, detail="shipment SCHEDULED")
-    record = Inbox(id="no-stock:schedule_shipment:forward:1", command_type="shipping.schedule",
+    reply = StepReply(saga_id="order:no-stock", step="schedule_shipment",
+                      operation=Operation.FORWARD, outcome=Outcome.SUCCEEDED,
+                      detail="shipment SCHEDULED")
+    record = Inbox(id="order:no-stock:schedule_shipment:forward:1",
+                   command_type="shipping.schedule",
                    reply=reply.model_dump_json(), at=world.taken_at)
     assert found(await audited(load, world.put("shipping", record))) == {
         (INBOX_MATCHES, "no-stock")}
@@ -158,9 +161,10 @@ async def test_an_inbox_success_without_its_effect(world: Dump, load: Load) -> N
 async def test_a_command_applied_twice(world: Dump, load: Load) -> None:
     """Two inbox records of a confirm that both ran (neither a replay) mean it was applied
     twice, whatever the stock now says."""
-    reply = StepReply(saga_id="ok-2", step="reserve_stock", operation=Operation.CONFIRM,
+    reply = StepReply(saga_id="order:ok-2", step="reserve_stock", operation=Operation.CONFIRM,
                       outcome=Outcome.SUCCEEDED, detail="committed 2 units")
-    record = Inbox(id="ok-2:reserve_stock:confirm:2", command_type="inventory.confirm",
+    record = Inbox(id="order:ok-2:reserve_stock:confirm:2",
+                   command_type="inventory.reserve.confirm",
                    reply=reply.model_dump_json(), at=world.taken_at)
     assert found(await audited(load, world.put("inventory", record))) == {
         (APPLIED_ONCE, "ok-2")}
@@ -168,7 +172,7 @@ async def test_a_command_applied_twice(world: Dump, load: Load) -> None:
 
 async def test_a_deleted_fence(world: Dump, load: Load) -> None:
     """A captured hold whose fence is gone is reported, and only that."""
-    report = await audited(load, world.without("payment", Fence, "ok-2:hold_funds"))
+    report = await audited(load, world.without("payment", Fence, "order:ok-2:hold_funds"))
     assert found(report) == {(FENCES_MATCH, "ok-2")}
 
 
@@ -178,7 +182,7 @@ async def test_a_saga_stuck_running_past_its_deadline(world: Dump, load: Load) -
     state = world.saga("ok-3")
     stuck = replace(state, status=SagaStatus.RUNNING, deadline_at=world.taken_at - 3600)
     report = await audited(load, world.with_saga(stuck))
-    assert found(report) == {(SAGA_FINISHED, "ok-3")}
+    assert found(report) == {(SAGA_FINISHED, "order:ok-3")}
     assert "after its deadline" in report.violations[0].detail
 
 
@@ -189,7 +193,7 @@ async def test_a_saga_in_flight_is_not_judged(world: Dump, load: Load) -> None:
     dump = world.with_saga(running).without("shipping", Shipment, "ok-3")
     report = await audited(load, dump)
     assert report.violations == []
-    assert report.in_flight == ["ok-3"]
+    assert report.in_flight == ["order:ok-3"]
 
 
 async def test_a_committed_saga_whose_timer_is_long_overdue(world: Dump, load: Load) -> None:
@@ -199,7 +203,7 @@ async def test_a_committed_saga_whose_timer_is_long_overdue(world: Dump, load: L
     stuck = replace(state, status=SagaStatus.COMMITTED, deadline_at=world.taken_at - 7200,
                     ops={})
     report = await audited(load, world.with_saga(stuck))
-    assert found(report) == {(SAGA_FINISHED, "ok-3")}
+    assert found(report) == {(SAGA_FINISHED, "order:ok-3")}
     assert "no timer pending" in report.violations[0].detail
 
 
@@ -219,12 +223,13 @@ async def test_an_order_record_without_any_saga(world: Dump, load: Load) -> None
 
 
 async def test_effects_without_any_saga(world: Dump, load: Load) -> None:
-    """A shipment and a fence of an order no saga knows are reported once for that order."""
+    """A shipment and a fence of an order no saga knows are reported, each by the id it
+    carries: the order id of the shipment, the saga id of the fence."""
     shipment = world.doc("shipping", Shipment, "ok-1").model_copy(update={"id": "ghost"})
-    fence = world.doc("shipping", Fence, "ok-1:schedule_shipment").model_copy(
-        update={"id": "ghost:schedule_shipment"})
+    fence = world.doc("shipping", Fence, "order:ok-1:schedule_shipment").model_copy(
+        update={"id": "order:ghost:schedule_shipment"})
     report = await audited(load, world.put("shipping", shipment).put("shipping", fence))
-    assert found(report) == {(HAS_SAGA, "ghost")}
+    assert found(report) == {(HAS_SAGA, "ghost"), (HAS_SAGA, "order:ghost")}
     assert len(report.violations) == 2
 
 
@@ -245,15 +250,15 @@ async def test_needs_attention_is_listed_apart_not_as_violations(
     attention = replace(world.saga("ok-3"), status=SagaStatus.NEEDS_ATTENTION,
                         attention="notify_customer forward failed permanently: SERVICE_ERROR x")
     dump = world.with_saga(attention).without(
-        "notification", Notification, f"ok-3:{NotificationKind.APPROVED.value}")
+        "notification", Notification, f"ok-3:{APPROVED_NOTICE}")
     undoing = replace(world.saga("no-money"), status=SagaStatus.NEEDS_ATTENTION,
                       attention="reserve_stock compensate failed permanently: SERVICE_ERROR y")
     report = await audited(load, dump.with_saga(undoing))
     assert report.violations == []
-    assert report.needs_attention == ["no-money", "ok-3"]
+    assert report.needs_attention == ["order:no-money", "order:ok-3"]
     assert report.attention_reasons == {
-        "ok-3": "notify_customer forward failed permanently: SERVICE_ERROR x",
-        "no-money": "reserve_stock compensate failed permanently: SERVICE_ERROR y "
+        "order:ok-3": "notify_customer forward failed permanently: SERVICE_ERROR x",
+        "order:no-money": "reserve_stock compensate failed permanently: SERVICE_ERROR y "
                     "(after PAYMENT_DECLINED: 500.00 needed, 12.00 available)"}
 
 

@@ -78,7 +78,7 @@ async def test_a_corrupted_deployment_exits_1_with_one_screen(
     assert lines[-1].startswith("FAILED: 5 violation(s) of 5 invariant(s)")
     assert any(line.startswith("  ok-1 ") and "no scheduled shipment" in line for line in lines)
     assert any(line.startswith("  SKU-A (sku) ") for line in lines)
-    assert any(line.startswith("  ok-2 ") and "valid message dead-lettered" in line
+    assert any(line.startswith("  order:ok-2 ") and "valid message dead-lettered" in line
                for line in lines)
 
     machine = await sagactl(env, "audit", "--json")
@@ -88,7 +88,7 @@ async def test_a_corrupted_deployment_exits_1_with_one_screen(
               if i["status"] == "failed"}
     assert failed == {"approved order shipped and notified once": ["ok-1"],
                       "stock conserved": ["SKU-A"], "fences match effects": ["ok-1"],
-                      "inbox matches effects": ["ok-1"], "dead letters are invalid": ["ok-2"]}
+                      "inbox matches effects": ["ok-1"], "dead letters are invalid": ["order:ok-2"]}
     assert body["exit_code"] == 1
     assert body["dead_letters_checked"] == 1
 
@@ -103,7 +103,7 @@ async def test_only_sagas_needing_attention_exit_4(world: Dump, load_mongo: Load
     result = await sagactl(env, "audit")
     assert result.returncode == 4, result.stdout + result.stderr
     assert "Needs attention: 1 saga(s)" in result.stdout
-    assert any(line.startswith("  ok-3 ") and "approve_order forward failed" in line
+    assert any(line.startswith("  order:ok-3 ") and "approve_order forward failed" in line
                for line in result.stdout.splitlines())
     assert result.stdout.splitlines()[-1].startswith("ATTENTION")
 

@@ -30,6 +30,7 @@ from tests.audit.world import (
     dead_lettered,
     reply_message,
 )
+from tests.plan import PLAN
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,17 +50,17 @@ def plant(world: Dump, t: Topology) -> Planted:
         (notify, dead_lettered(poison, notify, "invalid NotifyCustomer: body: Invalid JSON")),
         (notify, dead_lettered(command, notify, "handler failed: RuntimeError()")),  # valid
         (notify, dead_lettered(poison, notify, None)),  # no reason
-        (replies, dead_lettered(reply_message("nobody", "create_order"), replies,
-                                "no saga 'nobody'")),  # rightly: no such saga
-        (replies, dead_lettered(reply_message("ok-2", "create_order"), replies,
+        (replies, dead_lettered(reply_message("order:nobody", "create_order"), replies,
+                                "no saga 'order:nobody'")),  # rightly: no such saga
+        (replies, dead_lettered(reply_message("order:ok-2", "create_order"), replies,
                                 "handler failed: TimeoutError()")),  # valid: ok-2 exists
         (t.requests_queue, dead_lettered(request_message(lost), t.requests_queue,
                                          "handler failed: StoreUnavailable()")),  # a lost order
     ]
 
 
-EXPECTED = {(DEAD_LETTERS_INVALID, "ok-1"), (DEAD_LETTERS_EXPLAINED, "poison-1"),
-            (DEAD_LETTERS_INVALID, "ok-2"), (DEAD_LETTERS_INVALID, "lost-order")}
+EXPECTED = {(DEAD_LETTERS_INVALID, "order:ok-1"), (DEAD_LETTERS_EXPLAINED, "poison-1"),
+            (DEAD_LETTERS_INVALID, "order:ok-2"), (DEAD_LETTERS_INVALID, "lost-order")}
 
 
 def same(before: WireMessage, after: WireMessage) -> bool:
@@ -74,7 +75,7 @@ async def test_valid_dead_letters_on_the_in_memory_broker(world: Dump, load_memo
     dead-letter queue keeps its messages in their order."""
     broker = InMemoryBroker()
     transport = broker.connect()
-    await transport.declare(TOPOLOGY)
+    await transport.declare(TOPOLOGY, PLAN)
     planted = plant(world, TOPOLOGY)
     for queue, message in planted:
         await transport.publish(TOPOLOGY.dead_letter_exchange, queue, message)
@@ -138,7 +139,7 @@ async def test_a_command_dead_lettered_by_the_delivery_limit(
     await crash_until_dead_lettered(amqp_url, queue)
     sagas, services = await load_memory(world)
     report = await audit(sagas, services, reader, topology, now=world.taken_at + 1)
-    assert found(report) == {(DEAD_LETTERS_INVALID, "ok-3")}
+    assert found(report) == {(DEAD_LETTERS_INVALID, "order:ok-3")}
     assert "reason given: delivery_limit" in report.violations[0].detail
     [kept] = await drain(rabbit, dead_letter_queue(queue))
     assert kept.message_id == command.message_id
@@ -177,5 +178,6 @@ async def test_a_namespace_without_queues_is_noted_not_fatal(
                          now=world.taken_at + 1)
     assert report.violations == []
     assert report.dead_letters == 0
-    assert len(report.notes) == 7
+    # A requests queue per start message, the replies queue, a command queue per service.
+    assert len(report.notes) == len(PLAN.entries) + 1 + len(PLAN.services)
     assert all(note.endswith("not read: no such queue or exchange") for note in report.notes)

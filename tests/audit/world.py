@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from contracts.commands import Operation, Outcome, StepReply
 from contracts.envelope import Envelope, HeaderValue, WireMessage, encode, utcnow
 from contracts.orders import OrderItem, OrderRequested
-from contracts.registry import SERVICES, STEP_REPLY
+from contracts.registry import STEP_REPLY
 from contracts.topology import Topology
 from infra.consumer import ERROR_KIND_HEADER, QUEUE_HEADER, REASON_HEADER
 from infra.memory_bus import InMemoryBroker
@@ -32,16 +32,18 @@ from orchestrator.definition import CommandContext
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.sagas.order import NAME as ORDER_SAGA
+from orchestrator.start import saga_id
 from orchestrator.state import SagaState
 from orchestrator.store import SagaRecord, SagaStore
 from orchestrator.store_memory import MemorySagaStore
 from sagactl.orders import OutcomeWatcher, submit
 from sagactl.seed import Catalog, seed
+from tests.plan import PLAN
 from workers.app import Worker
+from workers.catalog import registered
 from workers.fence import Fence
 from workers.metrics import WorkerMetrics
 from workers.runtime import Inbox
-from workers.services import SERVICES as SPECS
 from workers.store import Doc, DocumentStore
 from workers.store_memory import MemoryDocumentStore
 
@@ -90,9 +92,10 @@ class Dump:
     documents: Mapping[str, tuple[Doc, ...]]  # by service
     taken_at: float
 
-    def saga(self, saga_id: str) -> SagaState[Any]:
-        """One saga's state."""
-        return next(r.state for r in self.sagas if r.state.saga_id == saga_id)
+    def saga(self, order_id: str) -> SagaState[Any]:
+        """One order saga's state."""
+        return next(r.state for r in self.sagas
+                    if r.state.saga_id == saga_id(ORDER_SAGA, order_id))
 
     def doc[T: Doc](self, service: str, kind: type[T], id: str) -> T:
         """One document."""
@@ -140,20 +143,20 @@ class World:
         self.broker = InMemoryBroker()
         self.registry: DefinitionRegistry = definitions(SETTINGS)
         self.sagas = MemorySagaStore(self.registry)
-        self.services = {name: MemoryDocumentStore() for name in SERVICES}
+        self.services = {name: MemoryDocumentStore() for name in PLAN.services}
         self.client = self.broker.connect()
         self.orchestrator = build(SETTINGS, self.broker.connect(), self.sagas, self.registry,
                                   OrchestratorMetrics(CollectorRegistry()))
-        self.workers = {name: self._worker(name, FaultSettings()) for name in SERVICES}
+        self.workers = {name: self._worker(name, FaultSettings()) for name in PLAN.services}
 
     def _worker(self, name: str, faults: FaultSettings) -> Worker:
         return Worker(settings=WorkerSettings(common=COMMON, service=name, faults=faults),
-                      spec=SPECS[name], transport=self.broker.connect(),
+                      spec=registered()[name], transport=self.broker.connect(),
                       store=self.services[name], metrics=WorkerMetrics(CollectorRegistry()))
 
     async def start(self) -> None:
         """Declare the topology and start every component."""
-        await self.client.declare(TOPOLOGY)
+        await self.client.declare(TOPOLOGY, PLAN)
         await self.orchestrator.start()
         for worker in self.workers.values():
             await worker.start()
@@ -176,7 +179,7 @@ class World:
     async def resend(self, order_id: str, step: str, op: Operation, attempt: int) -> None:
         """Send one command again, as the orchestrator's next attempt would, and wait until
         its service recorded it."""
-        record = await self.sagas.load(order_id)
+        record = await self.sagas.load(saga_id(ORDER_SAGA, order_id))
         assert record is not None
         service, message = command_message(self.registry, record.state, step, op, attempt)
         await self.client.publish(TOPOLOGY.commands_exchange, service, message)
@@ -191,7 +194,7 @@ class World:
         documents = {}
         for name, store in self.services.items():
             docs: list[Doc] = []
-            kinds: tuple[type[Doc], ...] = (*SPECS[name].documents, Fence, Inbox)
+            kinds: tuple[type[Doc], ...] = (*registered()[name].documents, Fence, Inbox)
             for kind in kinds:
                 docs += await store.all(kind)
             documents[name] = tuple(docs)
@@ -209,11 +212,11 @@ def command_message(registry: DefinitionRegistry, state: SagaState[Any], step_na
                     op: Operation, attempt: int) -> tuple[str, WireMessage]:
     """The service and the message of one attempt of one operation, as the engine sends it."""
     step = registry.get(ORDER_SAGA, state.definition_version).steps[step_name]
-    spec = step.spec(op)
-    command = spec.build(CommandContext(state.saga_id, step_name, state.data, state.failure))
+    command = step.command(op, CommandContext(state.saga_id, step_name, state.data,
+                                              state.failure))
     envelope = Envelope(message_id=f"{state.saga_id}:{step_name}:{op}:{attempt}",
                         correlation_id=state.saga_id, causation_id=f"{state.saga_id}:test",
-                        message_type=spec.type, timestamp=utcnow())
+                        message_type=step.command_type(op), timestamp=utcnow())
     return step.service, encode(envelope, command)
 
 

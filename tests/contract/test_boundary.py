@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from contracts.commands import Operation, Outcome, ReserveStock, StepReply, StockLine
+from contracts.commands import Operation, Outcome, StepCommand, StepReply
 from contracts.envelope import (
     CAUSATION_HEADER,
     MAX_BODY_BYTES,
@@ -30,6 +30,7 @@ from contracts.envelope import (
     encode,
     new_message_id,
 )
+from contracts.order_steps import ReserveStock, StockLine
 from contracts.orders import OrderItem
 from contracts.registry import ORDER_REQUESTED, STEP_REPLY
 from contracts.topology import Topology, dead_letter_queue
@@ -50,15 +51,16 @@ from orchestrator.app import build, definitions
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.sagas.order import OrderSagaData, order_saga
 from orchestrator.service import Orchestrator
+from orchestrator.start import saga_id
 from orchestrator.state import OpStatus
 from orchestrator.store import OutboxMessage
 from orchestrator.store_memory import MemorySagaStore
 from tests.contract import test_transport as contract
 from tests.contract.test_transport import SENT_AT, WAIT, Connect
 from workers.app import Worker
+from workers.catalog import registered
 from workers.inventory import Reservation, StockItem
 from workers.metrics import WorkerMetrics
-from workers.services import SERVICES as SERVICE_SPECS
 from workers.store_memory import MemoryDocumentStore
 
 # The same parametrised fixtures as the transport contract: every test runs on both adapters.
@@ -315,7 +317,7 @@ async def worker(connect: Connect,
     await store.put(StockItem(id=SKU, on_hand=1000))
     settings = WorkerSettings(common=CommonSettings(store="memory", namespace=topology.namespace,
                                                     prefetch=8), service="inventory")
-    running = Worker(settings=settings, spec=SERVICE_SPECS["inventory"], transport=await connect(),
+    running = Worker(settings=settings, spec=registered()["inventory"], transport=await connect(),
                      store=store, metrics=WorkerMetrics(CollectorRegistry()))
     await running.start()
     yield running, store
@@ -380,33 +382,39 @@ def _request_case(name: str, body: bytes, reason: str, kind: str = "CodecError",
     return Poison(name, lambda _: order_request(body, type_), reason, kind)
 
 
+def _refused_case(name: str, body: bytes, reason: str) -> Poison:
+    """A request that reads but is invalid: answered with INVALID_REQUEST, a copy kept."""
+    return _request_case(name, body, reason, kind="Refused")
+
+
 REQUEST_POISON = [
-    _request_case("not-json", b"\x00not json{", "Invalid JSON"),
-    _request_case("empty-body", b"", "Invalid JSON"),
-    _request_case("json-array", b"[1, 2]", "invalid OrderRequested"),
-    _request_case("json-null", b"null", "invalid OrderRequested"),
-    _request_case("json-string", b'"order"', "invalid OrderRequested"),
-    _request_case("missing-customer", _json({"items": line()}), "customer_id"),
-    _request_case("missing-items", _json({"customer_id": "c-1"}), "items"),
-    _request_case("no-items", _json(order(items=[])), "items"),
-    _request_case("too-many-items", _json(order(items=line() * 51)), "items"),
-    _request_case("unknown-field", _json(order(coupon="FREE")), "coupon"),
-    _request_case("bad-order-id", _json(order(order_id="../etc/passwd")), "order_id"),
+    _request_case("not-json", b"\x00not json{", "body is not JSON"),
+    _request_case("empty-body", b"", "body is not JSON"),
+    _request_case("json-array", b"[1, 2]", "not a JSON object"),
+    _request_case("json-null", b"null", "not a JSON object"),
+    _request_case("json-string", b'"order"', "not a JSON object"),
+    _request_case("bad-order-id", _json(order(order_id="../etc/passwd")), "no valid order_id"),
     _request_case("unknown-type", _json(order()), "unexpected message type",
                   type_="order.exploded"),
     _request_case("over-size", _padded(_json(order())), "exceeds"),
-    _request_case("zero-quantity", _json(order(items=line(quantity=0))), "quantity"),
-    _request_case("negative-quantity", _json(order(items=line(quantity=-3))), "quantity"),
-    _request_case("huge-quantity", _json(order(items=line(quantity=10**30))), "quantity"),
-    _request_case("fractional-quantity", _json(order(items=line(quantity=1.5))), "quantity"),
-    _request_case("zero-price", _json(order(items=line(unit_price="0"))), "unit_price"),
-    _request_case("negative-price", _json(order(items=line(unit_price="-12.50"))), "unit_price"),
-    _request_case("sub-cent-price", _json(order(items=line(unit_price="0.001"))), "unit_price"),
-    _request_case("huge-price", _json(order(items=line(unit_price="1e400"))), "unit_price"),
-    _request_case("nan-price", _json(order(items=line(unit_price="NaN"))), "unit_price"),
-    _request_case("absurd-total", _json(order(items=[
+    _refused_case("missing-customer", _json({"order_id": "o-bad", "items": line()}),
+                  "customer_id"),
+    _refused_case("missing-items", _json({"order_id": "o-bad", "customer_id": "c-1"}), "items"),
+    _refused_case("no-items", _json(order(items=[])), "items"),
+    _refused_case("too-many-items", _json(order(items=line() * 51)), "items"),
+    _refused_case("unknown-field", _json(order(coupon="FREE")), "coupon"),
+    _refused_case("zero-quantity", _json(order(items=line(quantity=0))), "quantity"),
+    _refused_case("negative-quantity", _json(order(items=line(quantity=-3))), "quantity"),
+    _refused_case("huge-quantity", _json(order(items=line(quantity=10**30))), "quantity"),
+    _refused_case("fractional-quantity", _json(order(items=line(quantity=1.5))), "quantity"),
+    _refused_case("zero-price", _json(order(items=line(unit_price="0"))), "unit_price"),
+    _refused_case("negative-price", _json(order(items=line(unit_price="-12.50"))), "unit_price"),
+    _refused_case("sub-cent-price", _json(order(items=line(unit_price="0.001"))), "unit_price"),
+    _refused_case("huge-price", _json(order(items=line(unit_price="1e400"))), "unit_price"),
+    _refused_case("nan-price", _json(order(items=line(unit_price="NaN"))), "unit_price"),
+    _refused_case("absurd-total", _json(order(items=[
         {"sku": f"s{i}", "quantity": 10_000, "unit_price": "1000000"} for i in range(50)])),
-        "exceeds", kind="InvalidMessage"),
+        "exceeds"),
 ]
 
 
@@ -468,17 +476,23 @@ REPLY_POISON = [
 
 
 def reserve(saga_id: str = "o-cmd", quantity: int = 2, **changes: Any) -> WireMessage:
-    """A valid inventory.prepare command."""
+    """A valid inventory.reserve.prepare command."""
     envelope = Envelope(message_id=new_message_id(), correlation_id=saga_id,
-                        message_type="inventory.prepare", timestamp=SENT_AT)
-    payload = ReserveStock(saga_id=saga_id, step="reserve_stock", order_id=saga_id,
-                           lines=(StockLine(sku=SKU, quantity=quantity),))
+                        message_type="inventory.reserve.prepare", timestamp=SENT_AT)
+    params = ReserveStock(order_id=saga_id, lines=(StockLine(sku=SKU, quantity=quantity),))
+    payload = StepCommand(saga_id=saga_id, step="reserve_stock",
+                          params=params.model_dump(mode="json"))
     return replace(encode(envelope, payload), **changes)
 
 
 def _reserve_lines(lines: Any) -> WireMessage:
-    body = {"saga_id": "o-cmd", "step": "reserve_stock", "order_id": "o-cmd", "lines": lines}
+    body = {"saga_id": "o-cmd", "step": "reserve_stock",
+            "params": {"order_id": "o-cmd", "lines": lines}}
     return reserve(body=_json(body))
+
+
+def _params_case(name: str, lines: Any, reason: str) -> Poison:
+    return _command_case(name, lambda: _reserve_lines(lines), reason, kind="InvalidMessage")
 
 
 def _command_case(name: str, make: Callable[[], WireMessage], reason: str,
@@ -488,8 +502,8 @@ def _command_case(name: str, make: Callable[[], WireMessage], reason: str,
 
 COMMAND_POISON = [
     _command_case("not-json", lambda: reserve(body=b"reserve 2 of sku-1"), "Invalid JSON"),
-    _command_case("wrong-shape", lambda: reserve(body=b'{"saga_id": 7}'), "invalid ReserveStock"),
-    _command_case("other-service-command", lambda: reserve(type="payment.prepare"),
+    _command_case("wrong-shape", lambda: reserve(body=b'{"saga_id": 7}'), "invalid StepCommand"),
+    _command_case("other-service-command", lambda: reserve(type="payment.hold.prepare"),
                   "not a command of the inventory service", kind="InvalidMessage"),
     _command_case("unknown-command", lambda: reserve(type="inventory.explode"),
                   "not a command of the inventory service", kind="InvalidMessage"),
@@ -502,13 +516,10 @@ COMMAND_POISON = [
     _command_case("saga-id-mismatch", lambda: reserve(correlation_id="o-other"),
                   "does not match its correlation_id", kind="InvalidMessage"),
     _command_case("over-size", lambda: reserve(body=_padded(reserve().body)), "exceeds"),
-    _command_case("no-lines", lambda: _reserve_lines([]), "lines"),
-    _command_case("zero-quantity", lambda: _reserve_lines([{"sku": SKU, "quantity": 0}]),
-                  "quantity"),
-    _command_case("negative-quantity", lambda: _reserve_lines([{"sku": SKU, "quantity": -1}]),
-                  "quantity"),
-    _command_case("absurd-quantity", lambda: _reserve_lines([{"sku": SKU, "quantity": 2**63}]),
-                  "quantity"),
+    _params_case("no-lines", [], "lines"),
+    _params_case("zero-quantity", [{"sku": SKU, "quantity": 0}], "quantity"),
+    _params_case("negative-quantity", [{"sku": SKU, "quantity": -1}], "quantity"),
+    _params_case("absurd-quantity", [{"sku": SKU, "quantity": 2**63}], "quantity"),
 ]
 
 
@@ -526,6 +537,7 @@ async def expect_dead_letter(transport: Transport, queue: str, sent: WireMessage
     assert dead.headers.get(CASE_HEADER) == case.name
     reason = assert_dead_letter(dead, sent, queue, case.kind)
     assert case.reason in reason, f"{case.name}: {reason!r}"
+    assert case.kind != "Refused" or reason.startswith("INVALID_REQUEST: "), reason
 
 
 async def expect_nothing_left(transport: Transport, queue: str, stop: Callable[[], Awaitable[None]]
@@ -545,12 +557,12 @@ async def start_saga(transport: Transport, topology: Topology, store: MemorySaga
     """Request an order and return its saga with the id of its first command."""
     await transport.publish(topology.orders_exchange, ORDER_REQUESTED,
                             order_request(_json(order(order_id))))
-    command = await message_where(transport, topology.command_queue("order"),
-                                  for_saga(order_id))
+    sid = saga_id("order", order_id)
+    command = await message_where(transport, topology.command_queue("order"), for_saga(sid))
     assert command.type == "order.create"
-    assert await store.load(order_id) is not None
+    assert await store.load(sid) is not None
     assert command.message_id is not None
-    return Saga(order_id, command.message_id)
+    return Saga(sid, command.message_id)
 
 
 async def expect_saga_advanced(transport: Transport, topology: Topology, store: MemorySagaStore,
@@ -558,7 +570,7 @@ async def expect_saga_advanced(transport: Transport, topology: Topology, store: 
     """The saga took the valid reply: create_order succeeded and stock is being reserved."""
     command = await message_where(transport, topology.command_queue("inventory"),
                                   for_saga(saga.saga_id))
-    assert command.type == "inventory.prepare"
+    assert command.type == "inventory.reserve.prepare"
     record = await store.load(saga.saga_id)
     assert record is not None
     assert record.state.op("create_order", Operation.FORWARD).status is OpStatus.SUCCEEDED
@@ -587,7 +599,7 @@ async def test_poison_order_request_is_dead_lettered(
 
     await expect_dead_letter(transport, queue, sent, case)
     await start_saga(transport, topology, store, "o-after")
-    assert [r.state.saga_id for r in await store.find(None, 10)] == ["o-after"]
+    assert [r.state.saga_id for r in await store.find(None, 10)] == ["order:o-after"]
     await expect_nothing_left(transport, queue, running.stop)
 
 
@@ -656,6 +668,7 @@ def assert_every_case(dead: list[WireMessage], cases: list[Poison]) -> None:
     for case in cases:
         reason = str(by_case[case.name].headers.get(REASON_HEADER))
         assert case.reason in reason, f"{case.name}: {reason!r}"
+        assert case.kind != "Refused" or reason.startswith("INVALID_REQUEST: "), reason
         assert by_case[case.name].headers.get(ERROR_KIND_HEADER) == case.kind, case.name
 
 
@@ -673,8 +686,10 @@ async def test_poison_requests_all_at_once_are_all_accounted_for(
 
     assert_every_case(dead, REQUEST_POISON)
     for i in range(3):
-        await message_where(transport, topology.command_queue("order"), for_saga(f"o-{i}"))
-    assert sorted(r.state.saga_id for r in await store.find(None, 100)) == ["o-0", "o-1", "o-2"]
+        await message_where(transport, topology.command_queue("order"),
+                            for_saga(saga_id("order", f"o-{i}")))
+    assert sorted(r.state.saga_id for r in await store.find(None, 100)) == [
+        "order:o-0", "order:o-1", "order:o-2"]
     await expect_nothing_left(transport, topology.requests_queue, running.stop)
 
 
@@ -745,14 +760,14 @@ async def test_an_outbox_entry_the_broker_refuses_does_not_block_a_restart(
     running, store = orchestrator
     await running.stop()
     now = time.time()
-    for saga_id, exchange in (("o-lost", f"{topology.namespace}.gone"),
+    for sid, exchange in (("o-lost", f"{topology.namespace}.gone"),
                               ("o-kept", topology.commands_exchange)):
-        data = OrderSagaData(order_id=saga_id, customer_id="c-1", items=(
+        data = OrderSagaData(order_id=sid, customer_id="c-1", items=(
             OrderItem(sku=SKU, quantity=1, unit_price=Decimal("1.00")),), total=Decimal("1.00"))
-        decision = engine.start(order_saga(), saga_id, data, now)
+        decision = engine.start(order_saga(), sid, data, now)
         command = decision.commands[0]
         entry = OutboxMessage(command.message_id, exchange, "order", command.type,
-                              command.payload.model_dump_json(), saga_id, None, now)
+                              command.payload.model_dump_json(), sid, None, now)
         assert await store.create(decision.state, [entry])
 
     settings = OrchestratorSettings(common=CommonSettings(store="memory",
@@ -780,7 +795,7 @@ async def test_command_with_the_longest_valid_message_id_gets_its_reply(
     await transport.publish(topology.commands_exchange, "inventory", command)
 
     dead_or_reply = await eventually(lambda: _reply_or_dead_letter(transport, topology), WAIT)
-    if dead_or_reply.type == "inventory.prepare":
+    if dead_or_reply.type == "inventory.reserve.prepare":
         assert await store.all(Reservation) == [], "refused, yet the stock was reserved"
     else:
         assert dead_or_reply.headers.get(CAUSATION_HEADER) == command.message_id

@@ -1,9 +1,10 @@
 """Property: no order-request body can crash the consumer or get lost.
 
-Arbitrary bodies go through the real ``OrchestratorHandlers.on_order_request``, a real
+Arbitrary bodies go through the real ``OrchestratorHandlers.on_start``, a real
 ``SagaRunner`` and the consume ``Boundary`` on the in-memory transport. Each message is
 either processed (its saga exists and its first command was published) or dead-lettered
-as invalid input with a reason, never both, never neither.
+as invalid input with a reason, never both, never neither; one refused for an invalid
+field with a readable id is also answered with ``order.failed`` / ``INVALID_REQUEST``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from hypothesis import given, settings
@@ -19,7 +22,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from contracts.envelope import CAUSATION_HEADER, MAX_BODY_BYTES, WireMessage, new_message_id
-from contracts.registry import ORDER_REQUESTED
+from contracts.reasons import PlatformReason
+from contracts.registry import ORDER_FAILED, ORDER_REQUESTED
 from contracts.topology import Topology, dead_letter_queue
 from infra.consumer import ERROR_KIND_HEADER, REASON_HEADER, Boundary, RetryLimits
 from infra.memory_bus import InMemoryBroker, InMemoryTransport
@@ -30,12 +34,15 @@ from orchestrator.handlers import OrchestratorHandlers
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher
 from orchestrator.runner import SagaRunner
+from orchestrator.sagas.order import NAME as ORDER_SAGA
+from orchestrator.sagas.order import order_saga
 from orchestrator.store_memory import MemorySagaStore
+from tests.plan import PLAN
 
 TOPOLOGY = Topology("props")
 PROPERTIES = settings(max_examples=200, deadline=None)
 FAST = RetryLimits(unexpected_attempts=3, backoff=0.001, backoff_max=0.01)
-INVALID_INPUT = {"CodecError", "InvalidMessage"}
+INVALID_INPUT = {"CodecError", "InvalidMessage", "Refused"}
 # Replaced by an order id unique within the example, so that valid requests never collide.
 FRESH_ID = "<fresh>"
 VALID_BODY = {"customer_id": "c-1", "items": [{"sku": "sku-1", "quantity": 1, "unit_price": "9.99"}]}
@@ -115,18 +122,21 @@ class Outcome:
     dead: dict[str, WireMessage]  # request message id -> its dead-letter copy
     sagas: int
     survivor_started: bool
+    refusals: dict[str, WireMessage]  # order.failed outcomes by order id
 
 
 async def feed(generated: list[Request]) -> Outcome:
     """Send the requests through the boundary-wrapped real handler, then one valid request."""
     broker = InMemoryBroker()
     publisher, consumer = broker.connect(), broker.connect()
-    await publisher.declare(TOPOLOGY)
+    await publisher.declare(TOPOLOGY, PLAN)
     store = MemorySagaStore(definitions(OrchestratorSettings(common=CommonSettings(store="memory"))))
-    runner = _runner(consumer, store)
+    runner, outbox = _runner(consumer, store)
     settled: asyncio.Queue[None] = asyncio.Queue()
+    handlers = OrchestratorHandlers(runner, outbox, {ORDER_SAGA: TOPOLOGY.orders_exchange})
     wrapped = Boundary(consumer, TOPOLOGY, limits=FAST).wrap(
-        OrchestratorHandlers(runner).on_order_request)
+        partial(handlers.on_start, order_saga()))
+    failed = await publisher.temporary_queue(TOPOLOGY.orders_exchange, (ORDER_FAILED,))
 
     async def handle(delivery: Delivery) -> None:
         await wrapped(delivery)
@@ -145,18 +155,21 @@ async def feed(generated: list[Request]) -> Outcome:
         dead = {str(m.message_id): m
                 for m in await _drain(publisher, dead_letter_queue(TOPOLOGY.requests_queue))}
         sagas = len(await store.find(None, 1000))
+        refusals = {str(json.loads(m.body)["order_id"]): m
+                    for m in await _drain(publisher, failed)}
     finally:
         await consumer.close()
         await publisher.close()
-    return Outcome(sent, started, dead, sagas, str(survivor.message_id) in started)
+    return Outcome(sent, started, dead, sagas, str(survivor.message_id) in started, refusals)
 
 
-def _runner(transport: InMemoryTransport, store: MemorySagaStore) -> SagaRunner:
+def _runner(transport: InMemoryTransport,
+            store: MemorySagaStore) -> tuple[SagaRunner, OutboxPublisher]:
     settings_ = OrchestratorSettings(common=CommonSettings(store="memory"))
     metrics = OrchestratorMetrics(CollectorRegistry())
     outbox = OutboxPublisher(transport, store, metrics, time.time)
     return SagaRunner(registry=definitions(settings_), store=store, outbox=outbox,
-                      topology=TOPOLOGY, metrics=metrics, clock=time.time)
+                      topology=TOPOLOGY, metrics=metrics, clock=time.time), outbox
 
 
 async def _drain(transport: InMemoryTransport, queue: str) -> list[WireMessage]:
@@ -171,6 +184,16 @@ def _by_causation(commands: list[WireMessage]) -> dict[str, WireMessage]:
 
 
 # --- the property ------------------------------------------------------------------------------
+
+
+def _assert_answered(outcome: Outcome, m: WireMessage) -> None:
+    """A refused request was answered with order.failed / INVALID_REQUEST under its key."""
+    named = _order_id(m.body)
+    key = (named if isinstance(named, str) and named
+           else uuid.uuid5(uuid.NAMESPACE_URL, f"request:{m.message_id}").hex)
+    answer = outcome.refusals.get(key)
+    assert answer is not None, (key, m.body)
+    assert json.loads(answer.body)["reason_code"] == PlatformReason.INVALID_REQUEST
 
 
 def _order_id(body: bytes) -> object:
@@ -198,9 +221,11 @@ def test_every_order_request_is_processed_or_dead_lettered(generated: list[Reque
             assert dead.body == m.body
             assert str(dead.headers.get(REASON_HEADER, "")).strip()
             assert dead.headers.get(ERROR_KIND_HEADER) in INVALID_INPUT, dead.headers
+            if dead.headers.get(ERROR_KIND_HEADER) == "Refused":
+                _assert_answered(outcome, m)
         else:
             # Started its saga, or was a repeat of an order id that an earlier request started.
-            assert key in outcome.started or _order_id(m.body) in started_orders, m
+            assert key in outcome.started or f"order:{_order_id(m.body)}" in started_orders, m
             processed += 1
     assert set(outcome.dead) <= {str(m.message_id) for m in outcome.sent}
     assert processed + len(outcome.dead) == len(outcome.sent)

@@ -10,7 +10,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from contracts.commands import Operation, Outcome
-from contracts.orders import OrderItem, ReasonCode
+from contracts.orders import OrderItem, OrderReason
 from contracts.topology import Topology
 from infra.errors import VersionConflict
 from orchestrator.definition import Failure
@@ -18,6 +18,7 @@ from orchestrator.engine import start
 from orchestrator.outbox import outbox_messages
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.sagas.order import OrderSagaData, order_saga
+from orchestrator.serde import Undecodable
 from orchestrator.state import AttemptError, OpState, OpStatus, SagaState, SagaStatus
 from orchestrator.store import OutboxMessage, SagaStore, StoreHealth
 from orchestrator.store_memory import MemorySagaStore
@@ -43,7 +44,8 @@ def data(order_id: str) -> OrderSagaData:
 def started(saga_id: str, now: float = T0) -> tuple[Saga, tuple[OutboxMessage, ...]]:
     """A fresh saga as the engine starts it, with the outbox the runner would store."""
     decision = start(DEFINITION, saga_id, data(saga_id), now)
-    return decision.state, outbox_messages(decision, TOPOLOGY, None, now, None)
+    return decision.state, outbox_messages(decision, TOPOLOGY, None, now, None,
+                                           TOPOLOGY.orders_exchange)
 
 
 def message(saga_id: str, n: int, created_at: float) -> OutboxMessage:
@@ -102,7 +104,7 @@ async def test_state_with_errors_failure_and_attention_round_trips(store: SagaSt
                            AttemptError(2, "permanent_error", "no held reservation", T0 + 2)))
     decided = replace(state, status=SagaStatus.NEEDS_ATTENTION, cursor=3,
                       ops={**state.ops, ("reserve_stock", Operation.COMPENSATE): undo},
-                      failure=Failure(ReasonCode.PAYMENT_DECLINED, "12.00 needed", "hold_funds"),
+                      failure=Failure(OrderReason.PAYMENT_DECLINED, "12.00 needed", "hold_funds"),
                       attention="release of stock failed")
     assert await store.create(decided, ())
     record = await store.load("o-1")
@@ -328,3 +330,48 @@ async def test_health_counts_unfinished_overdue_and_the_outbox_backlog(store: Sa
     await store.clear_outbox([("s-old", ["s-old:m1"])])
     after = await store.health(T0 + 10)
     assert (after.outbox_messages, after.oldest_outbox_at) == (2, T0 + 7)
+
+
+# --- quarantine ------------------------------------------------------------------------------
+
+
+def _unregistered(store: SagaStore, version: int = 7) -> None:
+    """Swap the store's registry for one without ``version`` of the order saga's successor:
+    documents written under DEFINITION then name a version nobody registered."""
+    store.definitions = DefinitionRegistry([replace(DEFINITION, version=version)])
+
+
+async def test_a_saga_of_an_unregistered_version_is_quarantined_not_stuck(
+        store: SagaStore) -> None:
+    """Loading it says why; once quarantined it has no timer, no listing returns it as a
+    saga, and the quarantine listing names it with its reason."""
+    state, outbox = started("lost")
+    healthy, _ = started("fine", T0 + 1)
+    assert await store.create(state, outbox)
+    _unregistered(store)
+    assert await store.create(replace(healthy, definition_version=7), ())
+    with pytest.raises(Undecodable) as caught:
+        await store.load("lost")
+    assert caught.value.reason == "unknown_definition"
+    await store.quarantine("lost", caught.value.reason, caught.value.detail, T0 + 5)
+    assert await store.due(T0 + 10_000, 10) == ["fine"]
+    assert [r.state.saga_id for r in await store.find(None, 10)] == ["fine"]
+    [q] = await store.quarantined(10)
+    assert (q.saga_id, q.reason, q.definition_version, q.at) == ("lost", "unknown_definition",
+                                                                 1, T0 + 5)
+    health = await store.health(T0 + 10)
+    assert health.quarantined == {"unknown_definition": 1}
+    assert health.by_status.get(SagaStatus.QUARANTINED) == 1
+
+
+async def test_the_relay_skips_and_quarantines_what_it_cannot_decode(store: SagaStore) -> None:
+    """One undecodable saga among the pending outboxes does not stop the others."""
+    lost, lost_outbox = started("lost")
+    assert await store.create(lost, lost_outbox)
+    _unregistered(store)
+    fine, fine_outbox = started("fine", T0 + 1)
+    assert await store.create(replace(fine, definition_version=7), fine_outbox)
+    pending = await store.pending_outbox(float("inf"), 10)
+    assert [r.state.saga_id for r in pending] == ["fine"]
+    assert [q.saga_id for q in await store.quarantined(10)] == ["lost"]
+    assert await store.pending_outbox(float("inf"), 10) == pending

@@ -13,12 +13,13 @@ from datetime import UTC, datetime
 import pytest
 
 from contracts.envelope import HeaderValue, WireMessage, new_message_id
-from contracts.registry import ORDER_COMPLETED, ORDER_FAILED, ORDER_REQUESTED, SERVICES
+from contracts.registry import ORDER_COMPLETED, ORDER_FAILED, ORDER_REQUESTED
 from contracts.topology import REPLY_KEY, Topology
 from infra.errors import PublishFailed
 from infra.memory_bus import InMemoryBroker, InMemoryTransport
 from infra.rabbit import RabbitTransport
 from infra.transport import Delivery, Transport
+from tests.plan import PLAN
 
 BACKENDS = ("memory", "rabbit")
 # Long enough for a loaded broker; only ever waited out in full when a test fails.
@@ -48,9 +49,9 @@ async def transport(lazy_rabbit: RabbitTransport | None,
         yield lazy_rabbit
         return
     memory = InMemoryBroker().connect()
-    await memory.declare(topology)
+    await memory.declare(topology, PLAN)
     yield memory
-    await memory.undeclare(topology)
+    await memory.undeclare(topology, PLAN)
     await memory.close()
 
 
@@ -145,7 +146,7 @@ async def test_order_request_reaches_the_requests_queue_intact(
 
 async def test_commands_are_routed_by_service_name(transport: Transport, topology: Topology) -> None:
     """The commands exchange is direct: each service's queue gets its own commands and no other."""
-    sent = {s: message(type_=f"{s}.test") for s in SERVICES}
+    sent = {s: message(type_=f"{s}.test") for s in PLAN.services}
     for service, m in sent.items():
         await transport.publish(topology.commands_exchange, service, m)
 
@@ -168,8 +169,9 @@ async def test_command_for_inventory_does_not_reach_payment(
 
 async def test_replies_and_unknown_keys_are_routed_exactly(
         transport: Transport, topology: Topology) -> None:
-    """Only the ``reply`` key reaches the replies queue; an unbound key is dropped, not an error."""
-    await transport.publish(topology.replies_exchange, "not-a-binding", message(type_="x"))
+    """Only the ``reply`` key reaches the replies queue; an unbound key reaches nothing."""
+    assert not await transport.publish(topology.replies_exchange, "not-a-binding",
+                                       message(type_="x"), must_route=False)
     sent = message(type_="saga.reply")
     await transport.publish(topology.replies_exchange, REPLY_KEY, sent)
 
@@ -184,9 +186,10 @@ async def test_topic_wildcard_on_a_temporary_queue(transport: Transport, topolog
     for m in wanted:
         assert m.type is not None
         await transport.publish(topology.orders_exchange, m.type, m)
-    await transport.publish(topology.orders_exchange, "order.completed.extra", message())
-    await transport.publish(topology.orders_exchange, "orders.completed", message())
-    await transport.publish(topology.commands_exchange, ORDER_COMPLETED, message())
+    for exchange, key in ((topology.orders_exchange, "order.completed.extra"),
+                          (topology.orders_exchange, "orders.completed"),
+                          (topology.commands_exchange, ORDER_COMPLETED)):
+        assert not await transport.publish(exchange, key, message(), must_route=False)
 
     received = await drain(transport, tmp)
 
@@ -200,7 +203,8 @@ async def test_hash_wildcard_matches_zero_or_more_words(
     tmp = await transport.temporary_queue(topology.orders_exchange, ("order.#",))
     keys = ["order", "order.completed", "order.a.b", "orders", "x.order"]
     for key in keys:
-        await transport.publish(topology.orders_exchange, key, message(type_=key))
+        await transport.publish(topology.orders_exchange, key, message(type_=key),
+                                must_route=False)
 
     assert [m.type for m in await drain(transport, tmp)] == keys[:3]
 
@@ -364,9 +368,21 @@ async def test_undeclare_removes_the_namespace(transport: Transport, topology: T
     """After undeclare the exchanges are gone, and the queues went with their messages."""
     await transport.publish(topology.orders_exchange, ORDER_REQUESTED, message())
 
-    await transport.undeclare(topology)
+    await transport.undeclare(topology, PLAN)
 
     with pytest.raises(PublishFailed):
         await transport.publish(topology.orders_exchange, ORDER_REQUESTED, message())
-    await transport.declare(topology)
+    await transport.declare(topology, PLAN)
     assert await transport.get(topology.requests_queue) is None
+
+
+async def test_a_message_no_queue_takes_is_a_failed_publish(
+        transport: Transport, topology: Topology) -> None:
+    """A command for a service whose queue is gone is returned by the broker: a publish that
+    must reach a queue fails instead of being confirmed and lost; an event nobody
+    subscribed to is merely reported as unrouted."""
+    with pytest.raises(PublishFailed, match="returned"):
+        await transport.publish(topology.commands_exchange, "no-such-service", message())
+    assert not await transport.publish(topology.orders_exchange, "order.nobody", message(),
+                                       must_route=False)
+    assert await transport.publish(topology.commands_exchange, "inventory", message())

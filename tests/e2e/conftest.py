@@ -20,11 +20,12 @@ async def deploy(amqp_url: str, mongo_env: dict[str, str], tag: str,
 
     async def start(orchestrator: Mapping[str, str] | None = None,
                     workers: Mapping[str, str] | None = None,
-                    orchestrators: int = 1) -> Deployment:
+                    orchestrators: int = 1, common: Mapping[str, str] | None = None,
+                    ) -> Deployment:
         env = {"SAGA_AMQP_URL": amqp_url, "SAGA_NAMESPACE": f"e2e-{tag}",
                "SAGA_MONGO_DB": f"e2e_{tag}", "SAGA_STORE": "mongo", "SAGA_LOG_LEVEL": "INFO",
                "SAGA_TICK_INTERVAL": "0.1", "SAGA_STEP_TIMEOUT": "5", "SAGA_RELAY_AFTER": "2",
-               **mongo_env}
+               **mongo_env, **(common or {})}
         deployment = Deployment(env, tmp_path / "logs", dict(workers or {}),
                                 dict(orchestrator or {}), orchestrators)
         started.append(deployment)

@@ -11,19 +11,23 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from catalog.plan import Platform
 from contracts.orders import OrderItem, OrderRequested
-from contracts.registry import SERVICES
 from contracts.topology import Topology
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, OrchestratorSettings, common_from_env
 from orchestrator.app import definitions
+from orchestrator.registry import load
+from orchestrator.start import saga_id
 from orchestrator.state import SagaStatus
 from orchestrator.store import SagaRecord
+from orchestrator.store_mongo import MongoSagaStore
 from sagactl import connect
 from sagactl.invariants import Report, audit
 from sagactl.orders import Outcome, OutcomeWatcher, submit
 from sagactl.processes import Cluster, http_get
 from sagactl.seed import add_funds, add_stock
+from workers.catalog import participant
 
 
 @dataclass
@@ -40,8 +44,10 @@ class Deployment:
         """Start every process; connect the test's client to broker and stores."""
         self.settings: CommonSettings = common_from_env({**os.environ, **self.env}, "sagactl")
         self.topology = Topology(self.settings.namespace)
+        self.platform = Platform.load(self.settings)
+        self.plan = self.platform.plan()
         self.transport: RabbitTransport = await connect.transport(self.settings, "pytest-e2e")
-        await self.transport.declare(self.topology)
+        await self.transport.declare(self.topology, self.plan)
         self.stores = await connect.stores(
             self.settings, definitions(OrchestratorSettings(common=self.settings)))
         self.watcher = OutcomeWatcher(self.transport, self.topology)
@@ -50,14 +56,20 @@ class Deployment:
         self.cluster.add("orchestrator", "orchestrator", self.orchestrator_env)
         for n in range(2, self.orchestrators + 1):
             self.cluster.add(f"orchestrator-{n}", "orchestrator", self.orchestrator_env)
-        for service in SERVICES:
-            self.cluster.add(service, f"workers.{service}", self.worker_env)
+        for service, ref in self.workers().items():
+            self.cluster.add_worker(ref, self.worker_env, name=service)
         await self.cluster.start()
+
+    def workers(self) -> dict[str, str]:
+        """Every Python participant to run, by name: shipped ones by name, a team's by its
+        path (a participant known only by a manifest file is started by its own test)."""
+        refs = {participant(ref).name: ref for ref in self.settings.saga_participants}
+        return {service: refs.get(service, service) for service in self.platform.participants}
 
     async def stop(self) -> None:
         """Stop the processes, delete the namespace, drop the databases."""
         self.cluster.stop()
-        await self.transport.undeclare(self.topology)
+        await self.transport.undeclare(self.topology, self.plan)
         await self.transport.close()
         for owner, client in self.stores.clients.items():
             await client.drop_database(self.settings.database(owner))
@@ -69,6 +81,11 @@ class Deployment:
         process.stop()
         process.env.update(env)
         await self.cluster.restart(name)
+        if "SAGA_DEFINITIONS" in env:
+            # Read the sagas with the definitions the orchestrator now runs (a new version).
+            self.stores.sagas = MongoSagaStore(
+                self.stores.clients["orchestrator"][self.settings.database("orchestrator")],
+                load((env["SAGA_DEFINITIONS"],)))
 
     async def seed(self, stock: Mapping[str, int], funds: Mapping[str, int]) -> None:
         """Add units per SKU and cents per customer."""
@@ -90,10 +107,10 @@ class Deployment:
         assert not missing, f"no outcome for {sorted(missing)}\n{self.cluster.logs()}"
         return {i: self.watcher.outcomes[i] for i in order_ids}
 
-    async def saga(self, order_id: str) -> SagaRecord:
-        """The stored saga."""
-        record = await self.stores.sagas.load(order_id)
-        assert record is not None, f"no saga {order_id}"
+    async def saga(self, key: str, definition: str = "order") -> SagaRecord:
+        """The stored saga of a business key (an order id by default)."""
+        record = await self.stores.sagas.load(saga_id(definition, key))
+        assert record is not None, f"no saga {definition}:{key}\n{self.cluster.logs()}"
         return record
 
     async def settled(self, timeout: float = 30.0) -> Report:

@@ -58,8 +58,8 @@ async def test_submit_wait_status_and_list(deploy: Deploy) -> None:
     assert "approve_order" in text.stdout
 
     listed = await sagactl(d.env, "list", "--state", "failed", "--json")
-    assert [s["saga_id"] for s in json.loads(listed.stdout)] == ["cli-2"]
+    assert [s["saga_id"] for s in json.loads(listed.stdout)] == ["order:cli-2"]
 
     missing = await sagactl(d.env, "status", "nope")
     assert missing.returncode == 1
-    assert missing.stderr.strip() == "sagactl: no saga 'nope'"
+    assert missing.stderr.strip() == "sagactl: no saga with id nope"

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from contracts.orders import ReasonCode
+from contracts.orders import OrderReason
+from contracts.reasons import PlatformReason
 from orchestrator.state import SagaStatus
 from tests.e2e.conftest import Deploy
 from workers.inventory import StockItem
@@ -49,26 +50,26 @@ async def test_business_rejections_undo_everything_done_before(deploy: Deploy) -
     await d.order("no-money", "bob", ("apple", 1, "20.00"))
     await d.order("no-sku", "alice", ("plum", 1, "1.00"))
     outcomes = await d.outcomes({"no-stock", "no-money", "no-sku"})
-    assert outcomes["no-stock"].label == ReasonCode.INSUFFICIENT_STOCK
-    assert outcomes["no-money"].label == ReasonCode.PAYMENT_DECLINED
-    assert outcomes["no-sku"].label == ReasonCode.UNKNOWN_SKU
+    assert outcomes["no-stock"].label == OrderReason.INSUFFICIENT_STOCK
+    assert outcomes["no-money"].label == OrderReason.PAYMENT_DECLINED
+    assert outcomes["no-sku"].label == OrderReason.UNKNOWN_SKU
     report = await d.settled()
     assert report.ok, report.violations
     order = await d.stores.services["order"].get(OrderRecord, "no-money")
     assert order is not None
     assert order.status == "REJECTED"
-    assert order.reason_code is ReasonCode.PAYMENT_DECLINED
+    assert order.reason_code == OrderReason.PAYMENT_DECLINED
     bob = await d.stores.services["payment"].get(Account, "bob")
     assert bob is not None
     assert (bob.balance, bob.held) == (1_000, 0)
 
 
 @pytest.mark.parametrize(("service", "reason"), [
-    ("order", ReasonCode.ORDER_REFUSED),
-    ("shipping", ReasonCode.SHIPPING_UNAVAILABLE),
+    ("order", OrderReason.ORDER_REFUSED),
+    ("shipping", OrderReason.SHIPPING_UNAVAILABLE),
 ])
 async def test_rejection_by_the_first_and_the_last_step_before_commit(
-        deploy: Deploy, service: str, reason: ReasonCode) -> None:
+        deploy: Deploy, service: str, reason: str) -> None:
     """A service that refuses every order (injected) fails it; stock and funds are released."""
     d = await deploy()
     await d.reconfigure(service, {"SAGA_FAULT_REJECT": "1"})
@@ -106,7 +107,7 @@ async def test_a_step_that_never_answers_in_time_fails_the_order_with_timeout(
     await d.seed(STOCK, FUNDS)
     await d.order("slow", "alice", ("apple", 1, "1.00"))
     outcomes = await d.outcomes({"slow"}, timeout=60)
-    assert outcomes["slow"].label == ReasonCode.TIMEOUT
+    assert outcomes["slow"].label == PlatformReason.TIMEOUT
     assert await d.metric("orchestrator", "saga_step_timeouts_total", step="hold_funds") >= 2
     report = await d.settled(timeout=45)
     assert report.ok, report.violations

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from contracts.envelope import WireMessage, new_message_id
-from contracts.topology import REQUESTED_KEY, Topology
+from contracts.registry import ORDER_REQUESTED
+from contracts.topology import Topology
 from infra.errors import PublishFailed
 from infra.rabbit import RabbitTransport
 from infra.transport import Delivery
@@ -16,7 +17,7 @@ async def _publish_until_confirmed(transport: RabbitTransport, topology: Topolog
                                    message: WireMessage) -> None:
     for _ in range(100):
         try:
-            await transport.publish(topology.orders_exchange, REQUESTED_KEY, message)
+            await transport.publish(topology.orders_exchange, ORDER_REQUESTED, message)
             return
         except PublishFailed:
             await asyncio.sleep(0.2)
@@ -39,7 +40,7 @@ async def test_a_consumer_resumes_after_the_broker_closes_its_connection(
     try:
         await consumer.consume(topology.requests_queue, handle, prefetch=4)
         first = WireMessage(b"{}", message_id=new_message_id())
-        await consumer.publish(topology.orders_exchange, REQUESTED_KEY, first)
+        await consumer.publish(topology.orders_exchange, ORDER_REQUESTED, first)
         assert await asyncio.wait_for(received.get(), 10) == first.message_id
 
         pids = [line.split("\t")[0] for line in rabbitmqctl(

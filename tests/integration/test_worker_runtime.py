@@ -18,19 +18,11 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
-from contracts.commands import (
-    CaptureFunds,
-    CommitStock,
-    HoldFunds,
-    Outcome,
-    ReleaseStock,
-    ReserveStock,
-    SagaCommand,
-    StepReply,
-    StockLine,
-)
+from contracts.commands import Outcome, StepCommand, StepReply
 from contracts.envelope import Envelope, WireMessage, encode, read_envelope, read_payload, utcnow
-from contracts.orders import ReasonCode
+from contracts.order_steps import HoldFunds, ReserveStock, StockLine
+from contracts.orders import OrderReason
+from contracts.reasons import PlatformReason
 from contracts.registry import STEP_REPLY
 from contracts.topology import REPLY_KEY, Topology, dead_letter_queue
 from infra.consumer import REASON_HEADER
@@ -51,7 +43,7 @@ from workers.store_mongo import MongoDocumentStore
 StoreKind = Literal["memory", "mongo"]
 WAIT = 20.0  # seconds to wait for a reply or a dead letter
 POLL = 0.02
-SPECS = {"inventory": inventory.SPEC, "payment": payment.SPEC}
+SPECS = {"inventory": inventory.SERVICE, "payment": payment.SERVICE}
 SKU = "SKU-1"
 RESERVE = "reserve_stock"
 HOLD = "hold_funds"
@@ -99,7 +91,7 @@ class Rig:
         """The payment worker's store."""
         return self.participants["payment"].store
 
-    async def send(self, message_type: str, command: SagaCommand, message_id: str, *,
+    async def send(self, message_type: str, command: StepCommand, message_id: str, *,
                    correlation_id: str | None = None, service: str | None = None) -> None:
         """Publish a command to its service (by default the one its type names)."""
         envelope = Envelope(message_id=message_id, message_type=message_type,
@@ -120,7 +112,7 @@ class Rig:
                 raise AssertionError(f"{len(got)} of {count} replies to {message_id} arrived")
             await asyncio.sleep(POLL)
 
-    async def call(self, message_type: str, command: SagaCommand, message_id: str) -> StepReply:
+    async def call(self, message_type: str, command: StepCommand, message_id: str) -> StepReply:
         """Send a command and wait for its reply."""
         await self.send(message_type, command, message_id)
         (_, reply), = await self.replies_to(message_id)
@@ -224,26 +216,27 @@ async def rig(rabbit: RabbitTransport, topology: Topology, amqp_url: str, backen
             await participant.worker.stop()
 
 
-def reserve(saga_id: str, quantity: int, sku: str = SKU) -> ReserveStock:
-    """inventory.prepare for one line."""
-    return ReserveStock(saga_id=saga_id, step=RESERVE, order_id=saga_id,
-                        lines=(StockLine(sku=sku, quantity=quantity),))
+def reserve(saga_id: str, quantity: int, sku: str = SKU) -> StepCommand:
+    """A command of the inventory's reserve operation for one line (every phase takes the
+    same parameters)."""
+    params = ReserveStock(order_id=saga_id, lines=(StockLine(sku=sku, quantity=quantity),))
+    return StepCommand(saga_id=saga_id, step=RESERVE, params=params.model_dump(mode="json"))
 
 
-def commit(saga_id: str) -> CommitStock:
-    """inventory.confirm."""
-    return CommitStock(saga_id=saga_id, step=RESERVE, order_id=saga_id)
+def commit(saga_id: str) -> StepCommand:
+    """inventory.reserve.confirm."""
+    return reserve(saga_id, 1)
 
 
-def release(saga_id: str) -> ReleaseStock:
-    """inventory.cancel."""
-    return ReleaseStock(saga_id=saga_id, step=RESERVE, order_id=saga_id)
+def release(saga_id: str) -> StepCommand:
+    """inventory.reserve.cancel."""
+    return reserve(saga_id, 1)
 
 
-def hold(saga_id: str, customer: str, amount: str) -> HoldFunds:
-    """payment.prepare."""
-    return HoldFunds(saga_id=saga_id, step=HOLD, order_id=saga_id, customer_id=customer,
-                     amount=Decimal(amount))
+def hold(saga_id: str, customer: str, amount: str) -> StepCommand:
+    """A command of the payment's hold operation."""
+    params = HoldFunds(order_id=saga_id, customer_id=customer, amount=Decimal(amount))
+    return StepCommand(saga_id=saga_id, step=HOLD, params=params.model_dump(mode="json"))
 
 
 # --- two-phase stock -------------------------------------------------------------------------
@@ -252,7 +245,7 @@ def hold(saga_id: str, customer: str, amount: str) -> HoldFunds:
 async def test_prepare_reserves_without_touching_stock_on_hand(rig: Rig) -> None:
     """A prepare succeeds, answers its own command, and only raises ``reserved``."""
     await add_stock(rig.inventory, SKU, 10)
-    await rig.send("inventory.prepare", reserve("o-1", 3), "cmd-1")
+    await rig.send("inventory.reserve.prepare", reserve("o-1", 3), "cmd-1")
     [(envelope, reply)] = await rig.replies_to("cmd-1")
     assert envelope.causation_id == "cmd-1"
     assert envelope.correlation_id == "o-1"
@@ -272,8 +265,10 @@ async def test_prepare_reserves_without_touching_stock_on_hand(rig: Rig) -> None
 async def test_confirm_after_prepare_deducts_stock(rig: Rig) -> None:
     """Confirming a reservation moves it out of stock on hand and clears ``reserved``."""
     await add_stock(rig.inventory, SKU, 10)
-    assert (await rig.call("inventory.prepare", reserve("o-1", 3), "p-1")).outcome is Outcome.SUCCEEDED
-    assert (await rig.call("inventory.confirm", commit("o-1"), "c-1")).outcome is Outcome.SUCCEEDED
+    prepared = await rig.call("inventory.reserve.prepare", reserve("o-1", 3), "p-1")
+    assert prepared.outcome is Outcome.SUCCEEDED
+    confirmed = await rig.call("inventory.reserve.confirm", commit("o-1"), "c-1")
+    assert confirmed.outcome is Outcome.SUCCEEDED
     stock = await rig.stock()
     assert (stock.on_hand, stock.reserved) == (7, 0)
     held = await rig.inventory.get(Reservation, "o-1")
@@ -284,8 +279,8 @@ async def test_confirm_after_prepare_deducts_stock(rig: Rig) -> None:
 async def test_cancel_after_prepare_releases_the_reservation(rig: Rig) -> None:
     """Cancelling a reservation gives the units back and leaves stock on hand as it was."""
     await add_stock(rig.inventory, SKU, 10)
-    await rig.call("inventory.prepare", reserve("o-1", 4), "p-1")
-    reply = await rig.call("inventory.cancel", release("o-1"), "x-1")
+    await rig.call("inventory.reserve.prepare", reserve("o-1", 4), "p-1")
+    reply = await rig.call("inventory.reserve.cancel", release("o-1"), "x-1")
     assert reply.outcome is Outcome.SUCCEEDED
     stock = await rig.stock()
     assert (stock.on_hand, stock.reserved) == (10, 0)
@@ -300,8 +295,8 @@ async def test_cancel_after_prepare_releases_the_reservation(rig: Rig) -> None:
 async def test_same_command_twice_gets_recorded_reply_and_applies_once(rig: Rig) -> None:
     """A redelivered command (same message id) is answered identically and reserves once."""
     await add_stock(rig.inventory, SKU, 10)
-    await rig.send("inventory.prepare", reserve("o-1", 2), "cmd-1")
-    await rig.send("inventory.prepare", reserve("o-1", 2), "cmd-1")
+    await rig.send("inventory.reserve.prepare", reserve("o-1", 2), "cmd-1")
+    await rig.send("inventory.reserve.prepare", reserve("o-1", 2), "cmd-1")
     (first_env, first), (second_env, second) = await rig.replies_to("cmd-1", 2)
     assert first == second
     assert first.outcome is Outcome.SUCCEEDED
@@ -314,8 +309,8 @@ async def test_same_command_twice_gets_recorded_reply_and_applies_once(rig: Rig)
 async def test_retried_prepare_with_new_message_id_reserves_once(rig: Rig) -> None:
     """A second attempt of the same step (new message id) replays the fence, not the handler."""
     await add_stock(rig.inventory, SKU, 10)
-    first = await rig.call("inventory.prepare", reserve("o-1", 2), "attempt-1")
-    again = await rig.call("inventory.prepare", reserve("o-1", 2), "attempt-2")
+    first = await rig.call("inventory.reserve.prepare", reserve("o-1", 2), "attempt-1")
+    again = await rig.call("inventory.reserve.prepare", reserve("o-1", 2), "attempt-2")
     assert first.outcome is again.outcome is Outcome.SUCCEEDED
     assert again.detail == "already tried"
     stock = await rig.stock()
@@ -330,7 +325,7 @@ async def test_retried_prepare_with_new_message_id_reserves_once(rig: Rig) -> No
 async def test_cancel_before_prepare_is_an_empty_rollback(rig: Rig) -> None:
     """A cancel with nothing to undo succeeds and leaves a COMPENSATED fence behind."""
     await add_stock(rig.inventory, SKU, 10)
-    reply = await rig.call("inventory.cancel", release("o-1"), "x-1")
+    reply = await rig.call("inventory.reserve.cancel", release("o-1"), "x-1")
     assert reply.outcome is Outcome.SUCCEEDED
     assert reply.detail == "nothing to undo"
     fence = await rig.inventory.get(Fence, fence_id("o-1", RESERVE))
@@ -346,10 +341,10 @@ async def test_cancel_before_prepare_is_an_empty_rollback(rig: Rig) -> None:
 async def test_prepare_after_cancel_is_suspended(rig: Rig) -> None:
     """A prepare arriving after its step was cancelled is refused and reserves nothing."""
     await add_stock(rig.inventory, SKU, 10)
-    await rig.call("inventory.cancel", release("o-1"), "x-1")
-    late = await rig.call("inventory.prepare", reserve("o-1", 2), "p-1")
+    await rig.call("inventory.reserve.cancel", release("o-1"), "x-1")
+    late = await rig.call("inventory.reserve.prepare", reserve("o-1", 2), "p-1")
     assert late.outcome is Outcome.REJECTED
-    assert late.reason_code is ReasonCode.CANCELLED
+    assert late.reason_code == PlatformReason.CANCELLED
     assert (await rig.stock()).reserved == 0
     assert await rig.inventory.get(Reservation, "o-1") is None
     fence = await rig.inventory.get(Fence, fence_id("o-1", RESERVE))
@@ -360,7 +355,7 @@ async def test_prepare_after_cancel_is_suspended(rig: Rig) -> None:
 async def test_confirm_without_prepare_is_a_permanent_error(rig: Rig) -> None:
     """Confirming a step that never ran cannot succeed, and changes nothing."""
     await add_stock(rig.inventory, SKU, 10)
-    reply = await rig.call("inventory.confirm", commit("o-1"), "c-1")
+    reply = await rig.call("inventory.reserve.confirm", commit("o-1"), "c-1")
     assert reply.outcome is Outcome.PERMANENT_ERROR
     stock = await rig.stock()
     assert (stock.on_hand, stock.reserved) == (10, 0)
@@ -374,14 +369,14 @@ async def test_insufficient_stock_is_rejected_and_stays_rejected(rig: Rig) -> No
     """A prepare beyond free stock is refused, and a retry of that step is refused the same way
     even after stock arrives, so a saga never sees two different answers for one step."""
     await add_stock(rig.inventory, SKU, 3)
-    first = await rig.call("inventory.prepare", reserve("o-1", 5), "p-1")
+    first = await rig.call("inventory.reserve.prepare", reserve("o-1", 5), "p-1")
     assert first.outcome is Outcome.REJECTED
-    assert first.reason_code is ReasonCode.INSUFFICIENT_STOCK
+    assert first.reason_code == OrderReason.INSUFFICIENT_STOCK
     assert (await rig.stock()).reserved == 0
     assert await rig.inventory.get(Reservation, "o-1") is None
 
     await add_stock(rig.inventory, SKU, 10)
-    retry = await rig.call("inventory.prepare", reserve("o-1", 5), "p-2")
+    retry = await rig.call("inventory.reserve.prepare", reserve("o-1", 5), "p-2")
     assert retry == first
     stock = await rig.stock()
     assert (stock.on_hand, stock.reserved) == (13, 0)
@@ -393,19 +388,19 @@ async def test_insufficient_stock_is_rejected_and_stays_rejected(rig: Rig) -> No
 async def test_payment_hold_beyond_balance_is_declined(rig: Rig) -> None:
     """A hold the customer cannot afford is declined; one they can is held and then captured."""
     await add_funds(rig.payment, "cust-1", 1_000)
-    declined = await rig.call("payment.prepare", hold("o-1", "cust-1", "10.01"), "h-1")
+    declined = await rig.call("payment.hold.prepare", hold("o-1", "cust-1", "10.01"), "h-1")
     assert declined.outcome is Outcome.REJECTED
-    assert declined.reason_code is ReasonCode.PAYMENT_DECLINED
+    assert declined.reason_code == OrderReason.PAYMENT_DECLINED
     account = await rig.account("cust-1")
     assert (account.balance, account.held) == (1_000, 0)
     assert await rig.payment.get(Hold, "o-1") is None
 
-    assert (await rig.call("payment.prepare", hold("o-2", "cust-1", "10.00"),
+    assert (await rig.call("payment.hold.prepare", hold("o-2", "cust-1", "10.00"),
                            "h-2")).outcome is Outcome.SUCCEEDED
     account = await rig.account("cust-1")
     assert (account.balance, account.held) == (1_000, 1_000)
-    capture = CaptureFunds(saga_id="o-2", step=HOLD, order_id="o-2")
-    assert (await rig.call("payment.confirm", capture, "cap-2")).outcome is Outcome.SUCCEEDED
+    capture = hold("o-2", "cust-1", "10.00")
+    assert (await rig.call("payment.hold.confirm", capture, "cap-2")).outcome is Outcome.SUCCEEDED
     account = await rig.account("cust-1")
     assert (account.balance, account.held) == (0, 0)
 
@@ -417,12 +412,12 @@ async def test_concurrent_prepares_on_a_hot_sku_never_oversell(rig: Rig) -> None
     """Many sagas racing for scarce stock: reservations add up and never exceed stock on hand."""
     on_hand, quantity, sagas = 11, 2, 12
     await add_stock(rig.inventory, SKU, on_hand)
-    await asyncio.gather(*(rig.send("inventory.prepare", reserve(f"o-{i}", quantity), f"p-{i}")
+    await asyncio.gather(*(rig.send("inventory.reserve.prepare", reserve(f"o-{i}", quantity), f"p-{i}")
                            for i in range(sagas)))
     replies = [reply for i in range(sagas) for _, reply in await rig.replies_to(f"p-{i}")]
     succeeded = [r for r in replies if r.outcome is Outcome.SUCCEEDED]
     rejected = [r for r in replies if r.outcome is Outcome.REJECTED]
-    assert all(r.reason_code is ReasonCode.INSUFFICIENT_STOCK for r in rejected)
+    assert all(r.reason_code == OrderReason.INSUFFICIENT_STOCK for r in rejected)
     assert len(succeeded) + len(rejected) == sagas, [r.detail for r in replies]
     stock = await rig.stock()
     assert stock.on_hand == on_hand
@@ -440,9 +435,9 @@ async def test_misrouted_or_mismatched_commands_are_dead_lettered(rig: Rig) -> N
     """A command of another service, or one whose saga id is not its correlation id, goes to the
     dead-letter queue with a reason, gets no reply and changes nothing."""
     await add_stock(rig.inventory, SKU, 10)
-    await rig.send("payment.prepare", hold("o-1", "cust-1", "1.00"), "wrong-service",
+    await rig.send("payment.hold.prepare", hold("o-1", "cust-1", "1.00"), "wrong-service",
                    service="inventory")
-    await rig.send("inventory.prepare", reserve("o-2", 1), "wrong-saga", correlation_id="o-3")
+    await rig.send("inventory.reserve.prepare", reserve("o-2", 1), "wrong-saga", correlation_id="o-3")
     dead = await rig.dead_letters("inventory", 2)
     assert sorted(m.message_id or "" for m in dead) == ["wrong-saga", "wrong-service"]
     reasons = {m.message_id: str(m.headers[REASON_HEADER]) for m in dead}
@@ -450,7 +445,7 @@ async def test_misrouted_or_mismatched_commands_are_dead_lettered(rig: Rig) -> N
     assert "correlation_id" in reasons["wrong-saga"]
 
     # A valid command after them is answered, and the dead letters never were.
-    assert (await rig.call("inventory.prepare", reserve("o-4", 1), "ok")).outcome is Outcome.SUCCEEDED
+    assert (await rig.call("inventory.reserve.prepare", reserve("o-4", 1), "ok")).outcome is Outcome.SUCCEEDED
     assert "wrong-service" not in rig.replies
     assert "wrong-saga" not in rig.replies
     assert (await rig.stock()).reserved == 1
@@ -469,7 +464,7 @@ async def test_an_effect_without_its_fence_fails_the_step_visibly(rig: Rig) -> N
     await add_stock(rig.inventory, SKU, 10)
     await rig.inventory.put(Reservation(id="o-1", lines=(StockLine(sku=SKU, quantity=2),),
                                         state="held", updated_at=0.0))
-    reply = await rig.call("inventory.prepare", reserve("o-1", 2), "p-1")
+    reply = await rig.call("inventory.reserve.prepare", reserve("o-1", 2), "p-1")
     assert reply.outcome is Outcome.PERMANENT_ERROR, reply.detail
     assert "already exists" in reply.detail
     assert (await rig.stock()).reserved == 0
@@ -515,7 +510,7 @@ async def _unreachable_rig(rabbit: RabbitTransport, topology: Topology, amqp_url
     settings = WorkerSettings(common=common, service="inventory", store_patience=patience)
     transport = RabbitTransport(amqp_url, connection_name="pytest-inventory", connect_timeout=10)
     await transport.connect()
-    worker = Worker(settings=settings, spec=inventory.SPEC, transport=transport, store=store,
+    worker = Worker(settings=settings, spec=inventory.SERVICE, transport=transport, store=store,
                     metrics=WorkerMetrics(CollectorRegistry()))
     await worker.start()
     reply_queue = await rabbit.temporary_queue(topology.replies_exchange, (REPLY_KEY,))
@@ -530,7 +525,7 @@ async def test_a_database_blip_is_waited_out(rabbit: RabbitTransport, topology: 
     store = Unreachable(inner, failures=3)
     rig, worker = await _unreachable_rig(rabbit, topology, amqp_url, store, patience=20)
     try:
-        reply = await rig.call("inventory.prepare", reserve("o-1", 2), "p-1")
+        reply = await rig.call("inventory.reserve.prepare", reserve("o-1", 2), "p-1")
         assert reply.outcome is Outcome.SUCCEEDED
         assert store.failures == 0
     finally:
@@ -545,7 +540,7 @@ async def test_a_database_down_for_good_gets_a_retryable_answer(
     store = Unreachable(MemoryDocumentStore(), failures=float("inf"))
     rig, worker = await _unreachable_rig(rabbit, topology, amqp_url, store, patience=0.5)
     try:
-        reply = await rig.call("inventory.prepare", reserve("o-1", 2), "p-1")
+        reply = await rig.call("inventory.reserve.prepare", reserve("o-1", 2), "p-1")
         assert reply.outcome is Outcome.RETRYABLE_ERROR
         assert "database unavailable" in reply.detail
         dlq = dead_letter_queue(topology.command_queue("inventory"))

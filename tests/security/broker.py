@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from contracts.definitions import Json, definitions, render
+from catalog.rabbitmq import Json, definitions, render
 
 RABBITMQCTL_ENV = "SAGA_TEST_RABBITMQCTL"
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from contracts.definitions import CLIENT_USER, ORCHESTRATOR_USER, service_user
+from catalog.rabbitmq import CLIENT_USER, ORCHESTRATOR_USER, service_user
 from contracts.orders import OrderItem, OrderRequested
-from contracts.registry import SERVICES
 from contracts.topology import Topology
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, OrchestratorSettings, common_from_env
@@ -26,6 +25,7 @@ from sagactl import connect
 from sagactl.orders import Outcome, OutcomeWatcher, submit
 from sagactl.processes import Cluster, http_get
 from sagactl.seed import add_funds, add_stock
+from tests.plan import PLAN
 from tests.security.broker import SecureVhost
 
 
@@ -58,9 +58,9 @@ class SecureSystem:
         self.cluster = Cluster(self.env, self.log_dir)
         self.cluster.add("orchestrator", "orchestrator",
                          {"SAGA_AMQP_URL": self.broker.url(ORCHESTRATOR_USER)})
-        for service in SERVICES:
-            self.cluster.add(service, f"workers.{service}",
-                             {"SAGA_AMQP_URL": self.broker.url(service_user(service))})
+        for service in PLAN.services:
+            self.cluster.add_worker(service,
+                                    {"SAGA_AMQP_URL": self.broker.url(service_user(service))})
         await self.cluster.start()
 
     async def stop(self) -> None:

@@ -20,7 +20,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiormq.exceptions import ChannelAccessRefused, ProbableAuthenticationError
 
-from contracts.definitions import CLIENT_USER, ORCHESTRATOR_USER, definitions, render, service_user
+from catalog.rabbitmq import CLIENT_USER, ORCHESTRATOR_USER, definitions, render, service_user
 from tests.security.broker import SecureVhost, rabbitmqctl
 from tests.security.system import SecureSystem, system_env
 
@@ -82,10 +82,10 @@ async def test_worker_consumes_its_commands_and_publishes_replies(broker: Secure
 @pytest.mark.parametrize(("user", "queue"), [
     (INVENTORY, "payment.commands"),
     (INVENTORY, "orchestrator.replies"),
-    (INVENTORY, "orchestrator.requests"),
+    (INVENTORY, "orchestrator.order.requests"),
     (INVENTORY, "inventory.commands.dlq"),
     (ORCHESTRATOR_USER, "inventory.commands"),
-    (CLIENT_USER, "orchestrator.requests"),
+    (CLIENT_USER, "orchestrator.order.requests"),
 ])
 async def test_user_cannot_read_another_queue(broker: SecureVhost, user: str, queue: str) -> None:
     """Nobody can consume a queue that is not its own: not a worker, not the orchestrator,
@@ -147,7 +147,7 @@ async def test_client_requests_orders_but_cannot_watch_them(broker: SecureVhost)
     async with channel(broker, CLIENT_USER) as client:
         await publish(client, "orders", "order.requested", b"request")
     async with channel(broker, ORCHESTRATOR_USER) as orchestrator:
-        assert await consume_one(orchestrator, "orchestrator.requests") == b"request"
+        assert await consume_one(orchestrator, "orchestrator.order.requests") == b"request"
 
     async def snoop(ch: AbstractChannel) -> None:
         queue = await ch.declare_queue(exclusive=True, auto_delete=True)

@@ -27,20 +27,20 @@ from aiormq.exceptions import AMQPError
 from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 
-from contracts.definitions import CLIENT_USER, ORCHESTRATOR_USER, service_user
-from contracts.registry import SERVICES
+from catalog.rabbitmq import CLIENT_USER, ORCHESTRATOR_USER, service_user
 from infra.logs import JsonFormatter
 from infra.rabbit import RabbitTransport
 from infra.settings import SettingsError, orchestrator_from_env, redact, worker_from_env
 from infra.standin import PASSWORD_ENV
 from sagactl import connect
 from sagactl.processes import ROOT, ManagedProcess, free_port
+from tests.plan import PLAN
 from tests.security.broker import SecureVhost, rabbitmqctl
 from tests.security.system import SecureSystem, system_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-OWNERS = ("orchestrator", *SERVICES)
+OWNERS = ("orchestrator", *PLAN.services)
 MONGO_USER = "saga-app"
 
 
@@ -217,6 +217,26 @@ def test_redact_masks_the_password(url: str) -> None:
     shown = redact(url.format(pw=password))
     assert password not in shown
     assert ":***@" in shown
+
+
+@pytest.mark.parametrize("url", [
+    "mongodb://db:27017/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:{pw}",
+    "mongodb://u@db/?tls=true&tlsCertificateKeyFilePassword={pw}&replicaSet=rs0",
+    "mongodb+srv://u:{pw}@cluster.example.com/app?retryWrites=true&w=majority",
+    "amqps://saga:{pw}@broker:5671/saga?cafile=/etc/ca.pem&password={pw}",
+    "amqp://broker/?heartbeat=30&client_properties_secret={pw}",
+])
+def test_redact_masks_secrets_in_query_strings(url: str) -> None:
+    """Drivers accept secrets as query options too (PyMongo's authMechanismProperties and
+    tlsCertificateKeyFilePassword, a password option of an AMQP client): only options known
+    to be harmless keep their values."""
+    password = f"Pw{secrets.token_hex(8)}"
+    shown = redact(url.format(pw=password))
+    assert password not in shown
+    assert "=***" in shown or ":***@" in shown
+    for harmless in ("replicaSet=rs0", "retryWrites=true", "w=majority", "heartbeat=30"):
+        if harmless in url:
+            assert harmless in shown
 
 
 def formatted(error: BaseException) -> str:

@@ -5,19 +5,21 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from contracts.commands import Operation, Outcome, SagaCommand
+from contracts.commands import Operation, Outcome
 from contracts.envelope import Model
-from contracts.orders import OrderItem, ReasonCode
+from contracts.orders import OrderItem, OrderReason
 from orchestrator.definition import (
     CommandContext,
-    CommandSpec,
     OutcomeContext,
     OutcomeEvent,
     SagaDefinition,
     Stage,
     Step,
-    two_phase,
+    Tuning,
 )
+from orchestrator.definition import action as toy_action
+from orchestrator.definition import notice as toy_notice
+from orchestrator.definition import two_phase as toy_two_phase
 from orchestrator.engine import (
     CancelRequested,
     CommandOut,
@@ -29,13 +31,13 @@ from orchestrator.engine import (
     decide,
     start,
 )
-from orchestrator.sagas.order import OrderSagaData, OrderSagaTuning, order_saga
+from orchestrator.sagas.order import OrderSagaData, order_saga
 from orchestrator.state import OpStatus, SagaState, SagaStatus
 
-SAGA_ID = "o-1"
+SAGA_ID = "order:o-1"
 
 
-def order_data(order_id: str = SAGA_ID) -> OrderSagaData:
+def order_data(order_id: str = "o-1") -> OrderSagaData:
     """A one-line order worth 10.00."""
     item = OrderItem(sku="sku-1", quantity=2, unit_price=Decimal("5.00"))
     return OrderSagaData(order_id=order_id, customer_id="c-1", items=(item,), total=Decimal("10.00"))
@@ -56,9 +58,10 @@ class Script:
 
     def __init__(self, defn: SagaDefinition[Any] | None = None, data: Model | None = None,
                  saga_id: str = SAGA_ID, now: float = 0.0) -> None:
-        self.defn: SagaDefinition[Any] = defn or order_saga(OrderSagaTuning())
+        self.defn: SagaDefinition[Any] = defn or order_saga(Tuning())
         self.now = now
-        self.last: Decision[Any] = start(self.defn, saga_id, data or order_data(saga_id), now)
+        key = saga_id.partition(":")[2]
+        self.last: Decision[Any] = start(self.defn, saga_id, data or order_data(key), now)
         self.state: SagaState[Any] = self.last.state
         self.sent: list[CommandOut] = list(self.last.commands)
 
@@ -77,7 +80,7 @@ class Script:
         assert message_id is not None, f"{name} was never sent"
         return message_id
 
-    def reply(self, name: str, outcome: Outcome, reason_code: ReasonCode | None = None,
+    def reply(self, name: str, outcome: Outcome, reason_code: str | None = None,
               message_id: str | None = None) -> Decision[Any]:
         """A reply to the latest command of ``step[:op]`` (or to ``message_id``)."""
         return self.send(ReplyReceived(message_id or self.message_id(name), outcome, self.now,
@@ -89,7 +92,7 @@ class Script:
             self.reply(name, Outcome.SUCCEEDED)
         return self.last
 
-    def reject(self, name: str, reason_code: ReasonCode = ReasonCode.ORDER_REFUSED) -> Decision[Any]:
+    def reject(self, name: str, reason_code: str = OrderReason.ORDER_REFUSED) -> Decision[Any]:
         """A business "no"."""
         return self.reply(name, Outcome.REJECTED, reason_code)
 
@@ -144,7 +147,7 @@ class Script:
         assert self.last.outcome is None
         self.expect_note(NoteKind.STALE_REPLY)
 
-    def expect_outcome(self, type_: str, reason_code: ReasonCode | None = None,
+    def expect_outcome(self, type_: str, reason_code: str | None = None,
                        needs_attention: bool = False) -> None:
         """The last event finished the saga with this outcome event."""
         outcome = self.last.outcome
@@ -169,17 +172,12 @@ class ToyData(Model):
 class ToyOutcome(Model):
     """How a toy saga ended."""
 
-    reason_code: ReasonCode | None = None
+    reason_code: str | None = None
     needs_attention: bool = False
 
 
-def _command(x: CommandContext[ToyData]) -> SagaCommand:
-    return SagaCommand(saga_id=x.saga_id, step=x.step)
-
-
-def spec(type_: str) -> CommandSpec[ToyData]:
-    """A command of ``type_`` carrying nothing but the saga and step."""
-    return CommandSpec(type_, _command)
+def _params(x: CommandContext[ToyData]) -> Model:
+    return ToyData()
 
 
 def _toy_outcome(x: OutcomeContext[ToyData]) -> OutcomeEvent:
@@ -190,19 +188,18 @@ def _toy_outcome(x: OutcomeContext[ToyData]) -> OutcomeEvent:
 
 
 def action(name: str) -> Step[ToyData]:
-    """A compensated one-phase step."""
-    return Step(name, "toy", spec(f"{name}.do"), spec(f"{name}.undo"))
+    """A compensated one-phase step (``toy.<name>``, undone by ``toy.<name>.undo``)."""
+    return toy_action(name, "toy", name, _params)
 
 
 def notice(name: str) -> Step[ToyData]:
     """A step with nothing to undo, as runs after the commit point or on failure."""
-    return Step(name, "toy", spec(f"{name}.do"))
+    return toy_notice(name, "toy", name, _params)
 
 
 def reservation(name: str) -> Step[ToyData]:
-    """A two-phase step."""
-    return two_phase(name, "toy", prepare=spec(f"{name}.prepare"), confirm=spec(f"{name}.confirm"),
-                     cancel=spec(f"{name}.cancel"))
+    """A two-phase step (``toy.<name>.prepare``, ``.confirm``, ``.cancel``)."""
+    return toy_two_phase(name, "toy", name, _params)
 
 
 def toy_saga(*before_commit: Stage[ToyData], version: int = 1,

@@ -30,8 +30,9 @@ def _run(tmp_path: Path, outcomes: dict[str, int], business: int) -> tuple[int, 
 def test_a_run_passes_only_if_most_orders_not_refused_by_business_complete(
         tmp_path: Path, completed: int, timed_out: int, passes: bool) -> None:
     """Business refusals are set aside; of the rest, at least half must complete."""
-    code, text = _run(tmp_path, {"completed": completed, "rejected: TIMEOUT": timed_out,
-                                 "rejected: PAYMENT_DECLINED": 10}, business=10)
+    code, text = _run(tmp_path, {"order completed": completed,
+                                 "order rejected: TIMEOUT": timed_out,
+                                 "order rejected: PAYMENT_DECLINED": 10}, business=10)
     assert f"{completed}/{completed + timed_out}" in text
     assert (code == 0) is passes
     assert text.rstrip().endswith("PASS: 0 violation(s)" if passes else "FAIL: 0 violation(s)")

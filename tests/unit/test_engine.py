@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from contracts import commands as c
 from contracts.commands import Operation, Outcome
-from contracts.orders import ReasonCode
+from contracts.orders import OrderReason
+from contracts.reasons import PlatformReason
 from contracts.registry import ORDER_COMPLETED, ORDER_FAILED
-from orchestrator.definition import RetryPolicy
+from orchestrator.definition import RetryPolicy, Tuning
 from orchestrator.engine import NoteKind, ReplyReceived
-from orchestrator.sagas.order import OrderSagaTuning, order_saga
+from orchestrator.sagas.order import APPROVED_NOTICE, REJECTED_NOTICE, order_saga
 from orchestrator.state import OpStatus, SagaStatus
 from tests.unit.scripts import Script
 
 CONFIRMS = ("reserve_stock:confirm", "hold_funds:confirm")
 
 
-def committed(tuning: OrderSagaTuning | None = None) -> Script:
+def committed(tuning: Tuning | None = None) -> Script:
     """A saga whose every pre-commit step succeeded: its confirms are in flight."""
-    s = Script(order_saga(tuning or OrderSagaTuning()))
+    s = Script(order_saga(tuning or Tuning()))
     s.succeed("create_order", "reserve_stock", "hold_funds", "schedule_shipment")
     s.expect_sent(*CONFIRMS)
     return s
@@ -29,7 +29,7 @@ def fail_hold_funds() -> Script:
     """A saga whose payment was declined after its stock was reserved."""
     s = Script()
     s.succeed("create_order", "reserve_stock")
-    s.reject("hold_funds", ReasonCode.PAYMENT_DECLINED)
+    s.reject("hold_funds", OrderReason.PAYMENT_DECLINED)
     s.expect_sent("reserve_stock:compensate")
     return s
 
@@ -41,8 +41,9 @@ def test_happy_path_runs_every_stage_in_order_and_completes() -> None:
     """Every step succeeding runs the stages in order, confirms in parallel and completes."""
     s = Script()
     (create,) = s.expect_sent("create_order")
-    assert create.message_id == "o-1:create_order:forward:1"
-    assert isinstance(create.payload, c.CreateOrder)
+    assert create.message_id == "order:o-1:create_order:forward:1"
+    assert create.type == "order.create"
+    assert create.payload.params["order_id"] == "o-1"
     s.succeed("create_order")
     s.expect_sent("reserve_stock", "hold_funds")
     s.succeed("reserve_stock")
@@ -51,16 +52,16 @@ def test_happy_path_runs_every_stage_in_order_and_completes() -> None:
     s.expect_sent("schedule_shipment")
     s.succeed("schedule_shipment")
     confirms = s.expect_sent(*CONFIRMS)
-    assert [m.message_id for m in confirms] == ["o-1:reserve_stock:confirm:1",
-                                                "o-1:hold_funds:confirm:1"]
+    assert [m.message_id for m in confirms] == ["order:o-1:reserve_stock:confirm:1",
+                                                "order:o-1:hold_funds:confirm:1"]
     s.expect_status(SagaStatus.COMMITTED)
     s.expect_note(NoteKind.COMMITTED)
     s.succeed(*CONFIRMS)
     s.expect_sent("approve_order")
     s.succeed("approve_order")
     (notify,) = s.expect_sent("notify_customer")
-    assert isinstance(notify.payload, c.NotifyCustomer)
-    assert notify.payload.kind is c.NotificationKind.APPROVED
+    assert notify.type == "notification.send"
+    assert notify.payload.params["kind"] == APPROVED_NOTICE
     s.succeed("notify_customer")
     s.expect_status(SagaStatus.COMPLETED)
     s.expect_outcome(ORDER_COMPLETED)
@@ -71,14 +72,14 @@ def test_happy_path_runs_every_stage_in_order_and_completes() -> None:
 
 
 REJECTIONS = [
-    pytest.param([], "create_order", ReasonCode.ORDER_REFUSED, [],
+    pytest.param([], "create_order", OrderReason.ORDER_REFUSED, [],
                  id="create_order"),
-    pytest.param(["create_order", "hold_funds"], "reserve_stock", ReasonCode.INSUFFICIENT_STOCK,
+    pytest.param(["create_order", "hold_funds"], "reserve_stock", OrderReason.INSUFFICIENT_STOCK,
                  [["hold_funds:compensate"], ["create_order:compensate"]], id="reserve_stock"),
-    pytest.param(["create_order", "reserve_stock"], "hold_funds", ReasonCode.PAYMENT_DECLINED,
+    pytest.param(["create_order", "reserve_stock"], "hold_funds", OrderReason.PAYMENT_DECLINED,
                  [["reserve_stock:compensate"], ["create_order:compensate"]], id="hold_funds"),
     pytest.param(["create_order", "reserve_stock", "hold_funds"], "schedule_shipment",
-                 ReasonCode.SHIPPING_UNAVAILABLE,
+                 OrderReason.SHIPPING_UNAVAILABLE,
                  [["reserve_stock:compensate", "hold_funds:compensate"],
                   ["create_order:compensate"]], id="schedule_shipment"),
 ]
@@ -86,7 +87,7 @@ REJECTIONS = [
 
 @pytest.mark.parametrize(("succeeded", "rejected", "code", "undo"), REJECTIONS)
 def test_rejection_compensates_completed_steps_in_reverse_stage_order(
-        succeeded: list[str], rejected: str, code: ReasonCode, undo: list[list[str]]) -> None:
+        succeeded: list[str], rejected: str, code: str, undo: list[list[str]]) -> None:
     """A business "no" undoes what succeeded, newest stage first, but not the rejected step."""
     s = Script()
     s.succeed(*succeeded)
@@ -97,8 +98,8 @@ def test_rejection_compensates_completed_steps_in_reverse_stage_order(
         s.expect_sent(*phase)
         s.succeed(*phase)
     (notify,) = s.expect_sent("notify_rejection")
-    assert isinstance(notify.payload, c.NotifyCustomer)
-    assert notify.payload.kind is c.NotificationKind.REJECTED
+    assert notify.type == "notification.send"
+    assert notify.payload.params["kind"] == REJECTED_NOTICE
     s.succeed("notify_rejection")
     s.expect_status(SagaStatus.FAILED)
     s.expect_outcome(ORDER_FAILED, code)
@@ -107,12 +108,13 @@ def test_rejection_compensates_completed_steps_in_reverse_stage_order(
 
 
 def test_undo_of_the_order_carries_the_failure_reason() -> None:
-    """order.reject tells the order service why the order failed."""
+    """The undo of order.create tells the order service why the order failed."""
     s = fail_hold_funds()
     s.succeed("reserve_stock:compensate")
     (reject,) = s.expect_sent("create_order:compensate")
-    assert isinstance(reject.payload, c.RejectOrder)
-    assert reject.payload.reason_code is ReasonCode.PAYMENT_DECLINED
+    assert reject.type == "order.create.undo"
+    assert reject.payload.failure is not None
+    assert reject.payload.failure.reason_code == OrderReason.PAYMENT_DECLINED
 
 
 def test_sibling_in_flight_is_compensated_and_its_late_reply_is_stale() -> None:
@@ -120,7 +122,7 @@ def test_sibling_in_flight_is_compensated_and_its_late_reply_is_stale() -> None:
     s = Script()
     s.succeed("create_order")
     late = s.message_id("reserve_stock")
-    s.reject("hold_funds", ReasonCode.PAYMENT_DECLINED)
+    s.reject("hold_funds", OrderReason.PAYMENT_DECLINED)
     s.expect_sent("reserve_stock:compensate")
     s.expect_op("reserve_stock", OpStatus.ABANDONED)
     s.reply("reserve_stock", Outcome.SUCCEEDED, message_id=late)
@@ -134,7 +136,7 @@ def test_sibling_in_backoff_is_compensated_and_never_retried() -> None:
     s = Script()
     s.succeed("create_order")
     s.retryable_error("reserve_stock")
-    s.reject("hold_funds", ReasonCode.PAYMENT_DECLINED)
+    s.reject("hold_funds", OrderReason.PAYMENT_DECLINED)
     s.expect_sent("reserve_stock:compensate")
     s.tick(5.0)
     assert not any(m.step == "reserve_stock" and m.attempt == 2 for m in s.sent)
@@ -151,7 +153,7 @@ def test_transient_failure_is_retried_after_the_backoff_with_a_new_attempt_id() 
     s.retryable_error("create_order")
     s.expect_sent()
     s.expect_op("create_order", OpStatus.BACKOFF, attempt=1)
-    delay = order_saga().steps["create_order"].policy.delay(1, "o-1:create_order:forward:1")
+    delay = order_saga().steps["create_order"].policy.delay(1, "order:o-1:create_order:forward:1")
     assert s.state.next_wakeup == pytest.approx(1.0 + delay)
     s.tick(1.0 + delay / 2)
     s.expect_sent()
@@ -174,7 +176,7 @@ def test_retries_exhausted_fail_the_saga_with_service_error() -> None:
     s.expect_op("create_order", OpStatus.FAILED, attempt=3)
     s.expect_sent("create_order:compensate")  # it may have taken effect before failing
     s.succeed("create_order:compensate", "notify_rejection")
-    s.expect_outcome(ORDER_FAILED, ReasonCode.SERVICE_ERROR)
+    s.expect_outcome(ORDER_FAILED, PlatformReason.SERVICE_ERROR)
 
 
 def test_reply_timeout_retries_the_step() -> None:
@@ -188,7 +190,7 @@ def test_reply_timeout_retries_the_step() -> None:
     s.expect_op("create_order", OpStatus.BACKOFF, attempt=1)
     s.tick_to_wakeup()
     (retry,) = s.expect_sent("create_order")
-    assert retry.message_id == "o-1:create_order:forward:2"
+    assert retry.message_id == "order:o-1:create_order:forward:2"
     s.succeed("create_order")
     s.expect_sent("reserve_stock", "hold_funds")
 
@@ -207,12 +209,12 @@ def test_timeouts_exhausted_fail_the_saga_with_timeout() -> None:
     s.expect_sent("reserve_stock:compensate", "hold_funds:compensate")
     s.succeed("reserve_stock:compensate", "hold_funds:compensate", "create_order:compensate",
               "notify_rejection")
-    s.expect_outcome(ORDER_FAILED, ReasonCode.TIMEOUT)
+    s.expect_outcome(ORDER_FAILED, PlatformReason.TIMEOUT)
 
 
 def test_deadline_passing_before_the_commit_point_fails_and_compensates() -> None:
     """A saga still running at its deadline fails with TIMEOUT and undoes everything sent."""
-    s = Script(order_saga(OrderSagaTuning(deadline=5.0)))
+    s = Script(order_saga(Tuning(deadline=5.0)))
     s.succeed("create_order", "reserve_stock", "hold_funds")
     s.expect_sent("schedule_shipment")
     assert s.state.next_wakeup == 5.0
@@ -224,12 +226,12 @@ def test_deadline_passing_before_the_commit_point_fails_and_compensates() -> Non
     s.expect_sent("reserve_stock:compensate", "hold_funds:compensate")
     s.succeed("reserve_stock:compensate", "hold_funds:compensate", "create_order:compensate",
               "notify_rejection")
-    s.expect_outcome(ORDER_FAILED, ReasonCode.TIMEOUT)
+    s.expect_outcome(ORDER_FAILED, PlatformReason.TIMEOUT)
 
 
 def test_deadline_after_the_commit_point_does_nothing() -> None:
     """Once committed, the saga deadline no longer applies: the saga only moves forward."""
-    s = committed(OrderSagaTuning(deadline=5.0))
+    s = committed(Tuning(deadline=5.0))
     s.tick(6.0)
     s.expect_sent()
     assert not s.last.changed
@@ -276,7 +278,7 @@ def test_reply_to_a_finished_saga_is_ignored() -> None:
 def test_reply_to_an_unknown_command_is_ignored() -> None:
     """A reply naming a command this saga never sent is stale."""
     s = Script()
-    s.send(ReplyReceived("o-1:ghost:forward:1", Outcome.SUCCEEDED, 1.0))
+    s.send(ReplyReceived("order:o-1:ghost:forward:1", Outcome.SUCCEEDED, 1.0))
     s.expect_ignored()
 
 
@@ -287,7 +289,7 @@ def test_compensation_failing_permanently_needs_attention_while_others_still_run
     """An undo that can never succeed is flagged, and every other undo still runs."""
     s = Script()
     s.succeed("create_order", "reserve_stock", "hold_funds")
-    s.reject("schedule_shipment", ReasonCode.SHIPPING_UNAVAILABLE)
+    s.reject("schedule_shipment", OrderReason.SHIPPING_UNAVAILABLE)
     s.expect_sent("reserve_stock:compensate", "hold_funds:compensate")
     s.permanent_error("reserve_stock:compensate")
     s.expect_note(NoteKind.ATTENTION)
@@ -298,7 +300,7 @@ def test_compensation_failing_permanently_needs_attention_while_others_still_run
     s.expect_sent("notify_rejection")
     s.succeed("notify_rejection")
     s.expect_status(SagaStatus.NEEDS_ATTENTION)
-    s.expect_outcome(ORDER_FAILED, ReasonCode.COMPENSATION_FAILED, needs_attention=True)
+    s.expect_outcome(ORDER_FAILED, PlatformReason.COMPENSATION_FAILED, needs_attention=True)
     outcome = s.last.outcome
     assert outcome is not None
     assert "SHIPPING_UNAVAILABLE" in getattr(outcome.payload, "reason", "")
@@ -306,9 +308,9 @@ def test_compensation_failing_permanently_needs_attention_while_others_still_run
 
 def test_compensation_out_of_settle_attempts_needs_attention() -> None:
     """An undo that keeps failing transiently gives up after its settle attempts."""
-    s = Script(order_saga(OrderSagaTuning(settle_attempts=2)))
+    s = Script(order_saga(Tuning(settle_attempts=2)))
     s.succeed("create_order")
-    s.reject("reserve_stock", ReasonCode.INSUFFICIENT_STOCK)
+    s.reject("reserve_stock", OrderReason.INSUFFICIENT_STOCK)
     s.expect_sent("hold_funds:compensate")
     s.retryable_error("hold_funds:compensate")
     s.tick_to_wakeup()
@@ -317,7 +319,7 @@ def test_compensation_out_of_settle_attempts_needs_attention() -> None:
     s.expect_op("hold_funds:compensate", OpStatus.FAILED, attempt=2)
     s.expect_sent("create_order:compensate")
     s.succeed("create_order:compensate", "notify_rejection")
-    s.expect_outcome(ORDER_FAILED, ReasonCode.COMPENSATION_FAILED, needs_attention=True)
+    s.expect_outcome(ORDER_FAILED, PlatformReason.COMPENSATION_FAILED, needs_attention=True)
 
 
 def test_confirm_failing_permanently_needs_attention() -> None:
@@ -328,7 +330,7 @@ def test_confirm_failing_permanently_needs_attention() -> None:
     s.expect_status(SagaStatus.COMMITTED)
     s.succeed("hold_funds:confirm")
     s.expect_status(SagaStatus.NEEDS_ATTENTION)
-    s.expect_outcome(ORDER_FAILED, ReasonCode.CONFIRMATION_FAILED, needs_attention=True)
+    s.expect_outcome(ORDER_FAILED, PlatformReason.CONFIRMATION_FAILED, needs_attention=True)
     assert not any(m.step == "approve_order" for m in s.sent)
     assert s.compensated() == []
 
@@ -344,10 +346,10 @@ def test_cancel_before_the_commit_point_compensates() -> None:
     s.expect_sent("reserve_stock:compensate", "hold_funds:compensate")
     s.succeed("reserve_stock:compensate", "hold_funds:compensate")
     (reject,) = s.expect_sent("create_order:compensate")
-    assert isinstance(reject.payload, c.RejectOrder)
-    assert reject.payload.reason == "customer changed their mind"
+    assert reject.payload.failure is not None
+    assert reject.payload.failure.reason == "customer changed their mind"
     s.succeed("create_order:compensate", "notify_rejection")
-    s.expect_outcome(ORDER_FAILED, ReasonCode.CANCELLED)
+    s.expect_outcome(ORDER_FAILED, PlatformReason.CANCELLED)
 
 
 def test_cancel_after_the_commit_point_is_ignored() -> None:
@@ -368,7 +370,7 @@ def test_cancel_while_compensating_is_ignored() -> None:
     s.expect_note(NoteKind.CANCEL_IGNORED)
     assert not s.last.changed
     s.succeed("reserve_stock:compensate", "create_order:compensate", "notify_rejection")
-    s.expect_outcome(ORDER_FAILED, ReasonCode.PAYMENT_DECLINED)
+    s.expect_outcome(ORDER_FAILED, OrderReason.PAYMENT_DECLINED)
 
 
 # --- timers ---------------------------------------------------------------------------------
@@ -376,7 +378,7 @@ def test_cancel_while_compensating_is_ignored() -> None:
 
 def test_next_wakeup_is_the_earliest_due_timer() -> None:
     """The wake-up time is the earliest reply timeout, retry or (while running) deadline."""
-    s = Script(order_saga(OrderSagaTuning(step_timeout=10.0, deadline=30.0)))
+    s = Script(order_saga(Tuning(step_timeout=10.0, deadline=30.0)))
     assert s.state.next_wakeup == 10.0
     s.tick(2.0)
     s.succeed("create_order")
@@ -395,7 +397,7 @@ def test_next_wakeup_is_the_earliest_due_timer() -> None:
 
 def test_next_wakeup_is_the_deadline_when_it_comes_first() -> None:
     """A deadline earlier than every reply timeout is the next wake-up while running."""
-    s = Script(order_saga(OrderSagaTuning(step_timeout=10.0, deadline=4.0)))
+    s = Script(order_saga(Tuning(step_timeout=10.0, deadline=4.0)))
     assert s.state.next_wakeup == 4.0
 
 

@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.commands import Operation, Outcome
-from contracts.orders import ReasonCode
+from contracts.orders import OrderReason
+from contracts.reasons import PlatformReason
 from contracts.registry import ORDER_COMPLETED
-from orchestrator.definition import SagaDefinition
+from orchestrator.definition import SagaDefinition, Tuning
 from orchestrator.engine import (
     CancelRequested,
     CommandOut,
@@ -25,7 +26,7 @@ from orchestrator.engine import (
     start,
 )
 from orchestrator.registry import DefinitionRegistry
-from orchestrator.sagas.order import OrderSagaTuning, order_saga
+from orchestrator.sagas.order import order_saga
 from orchestrator.serde import from_document, to_document
 from orchestrator.state import OpStatus, SagaState, SagaStatus
 from tests.unit.scripts import (
@@ -40,7 +41,7 @@ from tests.unit.scripts import (
 
 MAX_DRAIN = 300
 # A short deadline and few settle attempts, so that random runs reach both often.
-ORDER = order_saga(OrderSagaTuning(deadline=60.0, settle_attempts=4))
+ORDER = order_saga(Tuning(deadline=60.0, settle_attempts=4))
 TOY = toy_saga((action("a"),), (reservation("b"),), (action("c"),),
                after_commit=((notice("finish"),),), on_failure=((notice("report"),),))
 PROPERTIES = settings(max_examples=200, deadline=None)
@@ -54,7 +55,7 @@ class Answer:
 
     index: int
     outcome: Outcome
-    reason_code: ReasonCode | None
+    reason_code: str | None
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ Action = Answer | Stale | Duplicate | Tick | Cancel
 OUTCOMES = (Outcome.SUCCEEDED, Outcome.SUCCEEDED, Outcome.SUCCEEDED, Outcome.REJECTED,
             Outcome.RETRYABLE_ERROR, Outcome.PERMANENT_ERROR)
 answers = st.builds(Answer, st.integers(0, 3), st.sampled_from(OUTCOMES),
-                    st.none() | st.sampled_from(ReasonCode))
+                    st.none() | st.sampled_from([*OrderReason, *PlatformReason]))
 ticks = st.builds(Tick, st.floats(0.0, 40.0, allow_nan=False))
 actions: st.SearchStrategy[Action] = st.one_of(
     *[answers] * 8, *[ticks] * 3, st.builds(Stale, st.integers(0, 40)), st.just(Duplicate()))

@@ -26,11 +26,12 @@ def test_registry_keeps_every_version_and_starts_new_sagas_under_the_latest() ->
 
 def test_saga_started_under_v1_continues_under_v1_after_v2_is_registered() -> None:
     """A running saga keeps the course it started on, even after a deployment adds v2."""
-    first = start(DefinitionRegistry([V1]).latest("toy"), "s-1", ToyData(), 0.0)
+    first = start(DefinitionRegistry([V1]).latest("toy").for_data(ToyData()), "toy:s-1", ToyData(),
+                  0.0)
     state = first.state
     assert state.definition_version == 1
     registry = DefinitionRegistry([V1, V2])
-    defn = registry.get(state.definition, state.definition_version)
+    defn = registry.get(state.definition, state.definition_version).for_data(state.data)
     reply = ReplyReceived(state.op("a", first.commands[0].op).message_id or "", Outcome.SUCCEEDED, 1.0)
     assert [m.step for m in decide(defn, state, reply).commands] == ["b"]
     assert [m.step for m in decide(V2, state, reply).commands] == ["extra"]  # what v1 is spared
@@ -38,7 +39,7 @@ def test_saga_started_under_v1_continues_under_v1_after_v2_is_registered() -> No
 
 def test_stored_saga_is_rebuilt_under_its_own_version() -> None:
     """Loading a stored v1 saga from a registry that also holds v2 keeps it on v1."""
-    state = start(V1, "s-1", ToyData(), 0.0).state
+    state = start(V1, "toy:s-1", ToyData(), 0.0).state
     rebuilt = from_document(to_document(state), DefinitionRegistry([V1, V2])).state
     assert rebuilt == state
     assert rebuilt.definition_version == 1

@@ -41,8 +41,8 @@ def test_every_message_of_a_saga_carries_the_saga_trace() -> None:
     """The first commands of a saga carry its trace id, each under its own span."""
     data = OrderSagaData(order_id="o-1", customer_id="c-1", total=Decimal("2.00"),
                          items=(OrderItem(sku="S", quantity=1, unit_price=Decimal("2.00")),))
-    decision = start(order_saga(), "o-1", data, 100.0, TRACE)
-    messages = outbox_messages(decision, Topology("t"), "req-1", 100.0, None)
+    decision = start(order_saga(), "order:o-1", data, 100.0, TRACE)
+    messages = outbox_messages(decision, Topology("t"), "req-1", 100.0, None, "t.orders")
     assert messages
     parents = [m.traceparent for m in messages]
     assert all(trace_id_of(p) == TRACE for p in parents)
