@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
@@ -45,6 +46,12 @@ class RetryLimits:
     # Pause before giving back a message that could not be settled, so that a missing
     # dead-letter exchange does not turn into a hot redelivery loop.
     requeue_delay: float = 1.0
+
+    def delay(self, attempt: int) -> float:
+        """Capped exponential backoff with jitter: half of it fixed, half random, so that the
+        messages a database hiccup held up are not all retried at the same instant."""
+        ceiling = min(self.backoff_max, self.backoff * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +106,7 @@ class Boundary:
                     await self.dead_letter(delivery, f"handler failed: {e!r}"[:1000],
                                            "HandlerFailed")
                     return
-                delay = min(self.limits.backoff_max, self.limits.backoff * 2 ** (attempt - 1))
+                delay = self.limits.delay(attempt)
                 log.warning("handler attempt %d failed (%r); retrying in %.2fs", attempt, e, delay)
                 await asyncio.sleep(delay)
                 continue

@@ -9,11 +9,14 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 from pymongo import AsyncMongoClient
 from pymongo.errors import (
+    BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
+    ExecutionTimeout,
     OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
+    WTimeoutError,
 )
 from pymongo.monitoring import (
     CommandFailedEvent,
@@ -26,6 +29,19 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from infra.errors import DuplicateKey, StoreFailed, StoreUnavailable, VersionConflict
 
 WRITE_CONFLICT = 112
+
+# Server error codes that mean "not now" rather than "never": the retryable-writes
+# specification's list (a primary stepping down, a node shutting down, a network error on the
+# server side), plus time limits and write-concern timeouts, which a failover produces too.
+RETRYABLE_CODES = frozenset({
+    6, 7, 89, 91, 189, 9001, 10107, 11600, 11602, 13435, 13436,  # retryable-writes spec
+    134,  # ReadConcernMajorityNotAvailableYet
+    50, 262,  # MaxTimeMSExpired, ExceededTimeLimit
+    64,  # WriteConcernFailed (wtimeout)
+    43,  # CursorNotFound: the cursor's node went away; the query can be run again
+})
+# Error labels the server or the driver attach when a retry is safe and may succeed.
+RETRYABLE_LABELS = ("RetryableWriteError", "UnknownTransactionCommitResult", "NoWritesPerformed")
 
 
 class CommandCounter(CommandListener):
@@ -95,9 +111,27 @@ def is_write_conflict(e: PyMongoError) -> bool:
     return "write conflict" in text or "active transaction bound to another session" in text
 
 
+def is_retryable(e: PyMongoError) -> bool:
+    """True for an error MongoDB marks as transient, by its type, labels or codes."""
+    if isinstance(e, (ExecutionTimeout, WTimeoutError)):
+        return True
+    if any(e.has_error_label(label) for label in RETRYABLE_LABELS):
+        return True
+    codes = {getattr(e, "code", None)}
+    if isinstance(e, BulkWriteError):
+        # A bulk write reports per-write and write-concern errors in its details.
+        codes |= {error.get("code") for error in e.details.get("writeConcernErrors", [])}
+    if isinstance(e, OperationFailure) and isinstance(e.details, dict):
+        concern = e.details.get("writeConcernError")
+        if isinstance(concern, dict):
+            codes.add(concern.get("code"))
+    return bool(codes & RETRYABLE_CODES)
+
+
 @contextmanager
 def translated() -> Iterator[None]:
-    """Turn driver errors into the system's error tree."""
+    """Turn driver errors into the system's error tree: what a retry may fix is transient
+    (StoreUnavailable, VersionConflict), the rest is StoreFailed."""
     try:
         yield
     except DuplicateKeyError as e:
@@ -107,4 +141,6 @@ def translated() -> Iterator[None]:
     except PyMongoError as e:
         if is_write_conflict(e):
             raise VersionConflict(f"write conflict: {e}") from e
+        if is_retryable(e):
+            raise StoreUnavailable(f"database busy: {type(e).__name__}: {e}"[:500]) from e
         raise StoreFailed(f"database error: {type(e).__name__}: {e}"[:500]) from e

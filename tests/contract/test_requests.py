@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -31,6 +32,7 @@ from orchestrator.app import definitions
 from orchestrator.handlers import OrchestratorHandlers
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher
+from orchestrator.registry import DefinitionRegistry
 from orchestrator.runner import SagaRunner
 from orchestrator.sagas.order import NAME as ORDER_SAGA
 from orchestrator.sagas.order import order_saga
@@ -73,15 +75,17 @@ class Orchestrator:
         return await self.drained(dead_letter_queue(TOPOLOGY.requests_queue))
 
 
-@pytest.fixture
-async def orchestrator() -> AsyncIterator[Orchestrator]:
+@asynccontextmanager
+async def serving(
+        store_of: Callable[[DefinitionRegistry], MemorySagaStore] = MemorySagaStore,
+) -> AsyncIterator[Orchestrator]:
     """The order saga's start consumer, wrapped in the boundary, on an in-memory broker."""
     broker = InMemoryBroker()
     publisher, consumer = broker.connect(), broker.connect()
     await publisher.declare(TOPOLOGY, PLAN)
     settings = OrchestratorSettings(common=CommonSettings(store="memory"))
     registry = definitions(settings)
-    store = MemorySagaStore(registry)
+    store = store_of(registry)
     metrics = OrchestratorMetrics(CollectorRegistry())
     outbox = OutboxPublisher(consumer, store, metrics, time.time)
     runner = SagaRunner(registry=registry, store=store, outbox=outbox, topology=TOPOLOGY,
@@ -97,9 +101,18 @@ async def orchestrator() -> AsyncIterator[Orchestrator]:
 
     failed = await publisher.temporary_queue(TOPOLOGY.orders_exchange, (ORDER_FAILED,))
     await consumer.consume(TOPOLOGY.requests_queue, handle, prefetch=1)
-    yield Orchestrator(publisher, store, failed, settled)
-    await consumer.close()
-    await publisher.close()
+    try:
+        yield Orchestrator(publisher, store, failed, settled)
+    finally:
+        await consumer.close()
+        await publisher.close()
+
+
+@pytest.fixture
+async def orchestrator() -> AsyncIterator[Orchestrator]:
+    """The order saga's start consumer on the in-memory broker and store."""
+    async with serving() as running:
+        yield running
 
 
 async def test_an_invalid_field_with_a_readable_id_is_answered(orchestrator: Orchestrator) -> None:
