@@ -156,19 +156,26 @@ class OutboxPublisher:
             self._confirmed = batch + self._confirmed
             self._wake.set()
 
-    async def relay_once(self, everything: bool = False, limit: int = 500) -> int:
-        """Publish outbox entries older than the grace period (all of them when asked)."""
+    async def relay_once(self, everything: bool = False, page: int = 500) -> int:
+        """Publish outbox entries older than the grace period (all of them when asked).
+
+        A round pages through every saga with such entries, so entries that cannot be
+        published (their exchange is gone, the broker refuses them) never keep the others
+        waiting, and publishes each page concurrently, so one slow publish does not either.
+        """
         cutoff = float("inf") if everything else self._clock() - self._relay_after
-        records = await self._store.pending_outbox(cutoff, limit)
-        # What this process published and has not cleared yet is not stuck: skip it, or a
-        # slow database would make the relay publish everything again and again.
-        confirmed = {mid for _, ids in self._confirmed for mid in ids}
-        sent = 0
-        for record in records:
-            due = [m for m in record.outbox
-                   if m.created_at <= cutoff and m.message_id not in confirmed]
-            if await self.publish(record.state.saga_id, due):
-                sent += len(due)
+        sent, after = 0, None
+        while records := await self._store.pending_outbox(cutoff, page, after):
+            # What this process published and has not cleared yet is not stuck: skip it,
+            # or a slow database would make the relay publish everything again and again.
+            confirmed = {mid for _, ids in self._confirmed for mid in ids}
+            batches = [(r.state.saga_id, [m for m in r.outbox if m.created_at <= cutoff
+                                          and m.message_id not in confirmed])
+                       for r in records]
+            results = await asyncio.gather(*(self.publish(saga_id, due)
+                                             for saga_id, due in batches))
+            sent += sum(len(due) for (_, due), ok in zip(batches, results, strict=True) if ok)
+            after = records[-1].state.saga_id
         self._metrics.relayed.inc(sent)
         return sent
 

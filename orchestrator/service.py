@@ -13,7 +13,6 @@ from contracts.topology import Plan, Topology, layout
 from infra.consumer import Boundary
 from infra.errors import SagaSystemError
 from infra.transport import Transport
-from orchestrator.engine import TimerFired
 from orchestrator.handlers import OrchestratorHandlers
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher
@@ -22,6 +21,7 @@ from orchestrator.runner import SagaRunner
 from orchestrator.serde import QUARANTINE_REASONS
 from orchestrator.state import ACTIVE, SagaStatus
 from orchestrator.store import SagaStore
+from orchestrator.timers import Timers
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,8 @@ class Loops:
     """How often the background loops run."""
 
     tick_interval: float = 0.2
-    tick_batch: int = 200
+    timer_concurrency: int = 64  # sagas whose timers are fired at once
+    timer_budget: float = 10.0  # seconds one saga's timer may take
     relay_interval: float = 5.0
     gauge_interval: float = 5.0
 
@@ -58,6 +59,8 @@ class Orchestrator:
         self._loops = loops
         self._declare = declare_topology
         self._tasks: list[asyncio.Task[None]] = []
+        self._timers = Timers(store, runner, clock, concurrency=loops.timer_concurrency,
+                              budget=loops.timer_budget)
         self._dead_letter_queues = [q.name for q in layout(topology, plan)[1]
                                     if q.dead_letter_queue]
         self.ready = False
@@ -92,6 +95,7 @@ class Orchestrator:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._timers.stop()
         try:
             await self._outbox.sweep()
         except SagaSystemError as e:
@@ -101,25 +105,19 @@ class Orchestrator:
         self._tasks.append(asyncio.create_task(_forever(loop)))
 
     async def tick_once(self) -> int:
-        """Fire every due timer once; returns how many sagas were due."""
-        ids = await self._store.due(self._clock(), self._loops.tick_batch)
-        results = await asyncio.gather(
-            *(self._runner.apply(saga_id, TimerFired) for saga_id in ids), return_exceptions=True)
-        for saga_id, result in zip(ids, results, strict=True):
-            if isinstance(result, Exception):
-                log.warning("timer of saga %s failed: %r", saga_id, result,
-                            extra={"saga_id": saga_id})
-        return len(ids)
+        """Fire the due timers and wait for them; returns how many sagas were due."""
+        started = await self._timers.tick()
+        await self._timers.idle()
+        return started
 
     async def _run_timers(self) -> None:
+        # Every tick starts what is due and moves on: a slow saga holds its own slot only.
         while True:
             try:
-                due = await self.tick_once()
+                await self._timers.tick()
             except SagaSystemError as e:
                 log.warning("timer scan failed: %s", e)
-                due = 0
-            if due < self._loops.tick_batch:
-                await asyncio.sleep(self._loops.tick_interval)
+            await asyncio.sleep(self._loops.tick_interval)
 
     async def _run_gauge(self) -> None:
         while True:

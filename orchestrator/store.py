@@ -97,9 +97,11 @@ class SagaStore(Protocol):
         """Ids of unfinished sagas with a timer at or before ``now``, earliest first."""
         ...
 
-    async def pending_outbox(self, created_before: float, limit: int) -> list[SagaRecord]:
-        """Sagas holding outbox messages written at or before ``created_before``, oldest
-        first; one that cannot be decoded is quarantined instead of returned."""
+    async def pending_outbox(self, created_before: float, limit: int,
+                             after: str | None = None) -> list[SagaRecord]:
+        """Sagas holding outbox messages written at or before ``created_before``, in saga id
+        order from just after ``after``, so that a relay can page through all of them; one
+        that cannot be decoded is quarantined instead of returned."""
         ...
 
     async def clear_outbox(self, published: Sequence[tuple[str, Sequence[str]]]) -> None:

@@ -81,12 +81,14 @@ class MemorySagaStore:
                if d.get("next_wakeup") is not None and d["next_wakeup"] <= now]
         return [k for _, k in sorted(due)[:limit]]
 
-    async def pending_outbox(self, created_before: float, limit: int) -> list[SagaRecord]:
-        """Sagas with old outbox entries, oldest first; undecodable ones are quarantined."""
-        found = sorted((d for d in self._docs.values()
-                        if d["status"] != SagaStatus.QUARANTINED.value
-                        and any(m["created_at"] <= created_before for m in d["outbox"])),
-                       key=lambda d: min(m["created_at"] for m in d["outbox"]))
+    async def pending_outbox(self, created_before: float, limit: int,
+                             after: str | None = None) -> list[SagaRecord]:
+        """Sagas with old outbox entries, by id after ``after``; undecodable ones are
+        quarantined."""
+        found = [d for k, d in sorted(self._docs.items())
+                 if (after is None or k > after)
+                 and d["status"] != SagaStatus.QUARANTINED.value
+                 and any(m["created_at"] <= created_before for m in d["outbox"])]
         records = []
         for doc in found[:limit]:
             try:

@@ -107,13 +107,16 @@ class MongoSagaStore:
             docs = await cursor.sort("next_wakeup", ASCENDING).limit(limit).to_list()
         return [d["_id"] for d in docs]
 
-    async def pending_outbox(self, created_before: float, limit: int) -> list[SagaRecord]:
-        """Sagas with outbox entries older than ``created_before``, oldest first, so that a
-        relay round reaches every saga in turn; undecodable ones are quarantined."""
+    async def pending_outbox(self, created_before: float, limit: int,
+                             after: str | None = None) -> list[SagaRecord]:
+        """Sagas with outbox entries older than ``created_before``, by id after ``after``;
+        undecodable ones are quarantined."""
+        query: dict[str, Any] = {"outbox.created_at": {"$lte": created_before},
+                                 "status": {"$ne": QUARANTINED}}
+        if after is not None:
+            query["_id"] = {"$gt": after}
         with translated():
-            cursor = self._sagas.find({"outbox.created_at": {"$lte": created_before},
-                                       "status": {"$ne": QUARANTINED}})
-            docs = await cursor.sort("outbox.created_at", ASCENDING).limit(limit).to_list()
+            docs = await self._sagas.find(query).sort("_id", ASCENDING).limit(limit).to_list()
         records = []
         for doc in docs:
             try:

@@ -235,6 +235,18 @@ async def test_pending_outbox_returns_sagas_with_old_entries(store: SagaStore) -
     assert await store.pending_outbox(T0 - 10, 10) == []
 
 
+async def test_pending_outbox_pages_through_every_saga_by_id(store: SagaStore) -> None:
+    """A relay pages with ``after``: every pending saga comes once, in id order."""
+    for saga_id in ["c", "a", "e", "b", "d"]:
+        state, _ = started(saga_id)
+        await store.create(state, (message(saga_id, 1, T0),))
+    seen, after = [], None
+    while page := await store.pending_outbox(T0 + 1, 2, after):
+        seen.append([r.state.saga_id for r in page])
+        after = page[-1].state.saga_id
+    assert seen == [["a", "b"], ["c", "d"], ["e"]]
+
+
 async def test_clear_outbox_removes_only_named_entries_and_keeps_version(store: SagaStore) -> None:
     """Clearing drops exactly the named messages, never bumps versions, and ignores unknown ids."""
     a, _ = started("a")
