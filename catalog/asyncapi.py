@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog.plan import Platform
-from catalog.rabbitmq import CLIENT_USER, DEFAULT_VHOST, ORCHESTRATOR_USER, service_user
+from catalog.rabbitmq import CLIENT_USER, DEFAULT_VHOST, ORCHESTRATOR_USER
 from contracts.commands import Operation, OperationKind, StepCommand, StepReply
 from contracts.envelope import (
     CAUSATION_HEADER,
@@ -57,6 +57,7 @@ from contracts.topology import (
     dead_letters_of,
     layout,
     queue_arguments,
+    service_user,
 )
 from infra.consumer import (
     DELIVERY_COUNT_HEADER,
@@ -714,7 +715,10 @@ start message.
 4. The reply, `{STEP_REPLY}`, is published after the commit to exchange
    `{t.replies_exchange}` with routing key `{REPLY_KEY}`: message id `<command id>:reply`,
    correlation id the saga id, causation id (`{CAUSATION_HEADER}`) the command's message id,
-   the same trace id. The command is acknowledged only once the reply is confirmed.
+   the same trace id, and the AMQP `user_id` of the participant's own broker user (the
+   orchestrator accepts a reply only from the user of the service its command went to, and
+   only when it names that command's step and operation; anything else is dead-lettered as
+   `ReplyRefused`). The command is acknowledged only once the reply is confirmed.
 5. `rejected` is a business refusal with a reason code, never retried; `retryable_error` is
    retried by the orchestrator with backoff, under a new message id; `permanent_error`
    fails the step.

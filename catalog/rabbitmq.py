@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from catalog.plan import registered_plan
-from contracts.topology import Plan, Topology, layout, queue_arguments
+from contracts.topology import Plan, Topology, layout, queue_arguments, service_user
 
 type Json = str | int | bool | list[Json] | dict[str, Json]
 
@@ -35,11 +35,6 @@ SERVER_NAMED = r"amq\.gen-.*"
 ROBUST_NAMED = r"amq_[0-9a-f]{32}"
 TEMPORARY = (SERVER_NAMED, ROBUST_NAMED)
 NOTHING = "^$"
-
-
-def service_user(service: str) -> str:
-    """The broker user of one participant service."""
-    return f"saga-{service}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,9 @@ class WireMessage:
     type: str | None = None
     timestamp: datetime | None = None
     headers: Mapping[str, HeaderValue] = field(default_factory=dict)
+    # The broker user that published it. The transport sets it on every publish, and
+    # RabbitMQ refuses a user_id that is not the connection's user: it cannot be forged.
+    user_id: str | None = None
 
 
 class CodecError(ValueError):

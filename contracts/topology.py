@@ -104,6 +104,12 @@ class Topology:
         return tuple(q.name for q in layout(self, plan)[1] if not q.dead_letter_queue)
 
 
+def service_user(service: str) -> str:
+    """The broker user of one participant service: the generated broker definitions create
+    it, and the orchestrator expects that service's replies from it."""
+    return f"saga-{service}"
+
+
 def dead_letter_queue(queue: str) -> str:
     """The dead-letter queue that belongs to a consumer queue."""
     return f"{queue}.dlq"

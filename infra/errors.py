@@ -27,6 +27,11 @@ class SagaQuarantined(InvalidMessage):
     """The message's saga cannot be decoded and was set aside; nothing applies to it."""
 
 
+class ReplyRefused(InvalidMessage):
+    """A reply from a broker user that may not answer its command, or one that names another
+    step or operation than its command."""
+
+
 class TransientError(SagaSystemError):
     """Infrastructure trouble (a dropped connection, a conflict) that a retry may fix."""
 

@@ -94,9 +94,10 @@ class InMemoryBroker:
         self.queues: dict[str, _Queue] = {}
         self.published = 0
 
-    def connect(self) -> InMemoryTransport:
-        """A new connection (one per component, as each process has its own)."""
-        return InMemoryTransport(self)
+    def connect(self, user: str | None = None) -> InMemoryTransport:
+        """A new connection (one per component, as each process has its own), logged in as
+        ``user`` when given."""
+        return InMemoryTransport(self, user)
 
     def declare(self, topology: Topology, plan: Plan) -> None:
         """Create exchanges, queues and bindings (idempotent)."""
@@ -149,8 +150,9 @@ class InMemoryBroker:
 class InMemoryTransport:
     """One connection to an InMemoryBroker; closing it stops only its own consumers."""
 
-    def __init__(self, broker: InMemoryBroker | None = None) -> None:
+    def __init__(self, broker: InMemoryBroker | None = None, user: str | None = None) -> None:
         self.broker = broker or InMemoryBroker()
+        self.user = user  # stamped on what it publishes, as RabbitMQ's user_id
         self._consumers: list[_Consumer] = []
         self._temporary: list[str] = []
 
@@ -165,7 +167,7 @@ class InMemoryTransport:
     async def publish(self, exchange: str, routing_key: str, message: WireMessage, *,
                       must_route: bool = True) -> bool:
         """Route to every bound queue (the broker 'confirms' at once)."""
-        routed = self.broker.publish(exchange, routing_key, message)
+        routed = self.broker.publish(exchange, routing_key, replace(message, user_id=self.user))
         if not routed and must_route:
             raise PublishFailed(f"publish to {exchange}/{routing_key} was returned: "
                                 "no queue is bound for it")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 from aio_pika.abc import (
@@ -49,12 +50,23 @@ class RabbitDelivery:
         await self._incoming.nack(requeue=True)
 
 
+# aio-pika's (and RabbitMQ's) user when the URL names none.
+DEFAULT_USER = "guest"
+
+
+def amqp_user(url: str) -> str:
+    """The user an AMQP URL logs in as."""
+    return unquote(urlsplit(url).username or "") or DEFAULT_USER
+
+
 class RabbitTransport:
     """Publishes on one confirming channel; each consumer gets its own channel and prefetch."""
 
     def __init__(self, url: str, *, connection_name: str, connect_timeout: float = 30.0,
                  publish_timeout: float = 30.0) -> None:
         self._url = url
+        # Stamped on every message this connection publishes (see WireMessage.user_id).
+        self.user = amqp_user(url)
         self._name = connection_name
         self._connect_timeout = connect_timeout
         # A confirm lost with a connection would otherwise be awaited forever, and with it
@@ -128,7 +140,7 @@ class RabbitTransport:
                 await self._publisher.reopen()
                 self._exchanges.clear()
             target = await self._exchange(exchange)
-            result = await target.publish(to_amqp(message), routing_key=routing_key,
+            result = await target.publish(to_amqp(message, self.user), routing_key=routing_key,
                                           timeout=self._publish_timeout)
         except (AMQPError, ConnectionError, OSError, RuntimeError) as e:  # TimeoutError is an OSError
             raise PublishFailed(f"publish to {exchange}/{routing_key} failed: {e!r}") from e
@@ -205,8 +217,9 @@ class RabbitTransport:
             await self._connection.close()
 
 
-def to_amqp(message: WireMessage) -> aio_pika.Message:
-    """A persistent JSON AMQP message with the envelope in its properties."""
+def to_amqp(message: WireMessage, user: str) -> aio_pika.Message:
+    """A persistent JSON AMQP message with the envelope in its properties, published by
+    ``user`` (a copy of someone else's message is published under our own name)."""
     return aio_pika.Message(
         message.body,
         headers=dict(message.headers),
@@ -216,6 +229,7 @@ def to_amqp(message: WireMessage) -> aio_pika.Message:
         correlation_id=message.correlation_id,
         type=message.type,
         timestamp=message.timestamp,
+        user_id=user,
     )
 
 
@@ -228,6 +242,7 @@ def from_amqp(incoming: AbstractIncomingMessage) -> WireMessage:
         type=incoming.type,
         timestamp=incoming.timestamp,
         headers=_scalar_headers(incoming.headers or {}),
+        user_id=incoming.user_id,
     )
 
 

@@ -105,6 +105,8 @@ class OrchestratorSettings(Frozen):
     deadline: float = Field(default=120.0, gt=0, le=86_400)
     tick_interval: float = Field(default=0.2, gt=0, le=60)
     relay_after: float = Field(default=10.0, gt=0, le=3600)
+    # Which broker user may answer each service's commands (orchestrator.senders).
+    reply_users: str = Field(default="service", max_length=2000)
     faults: FaultSettings = FaultSettings()
 
 
@@ -136,6 +138,7 @@ _ORCHESTRATOR = {
     "SAGA_STEP_TIMEOUT": "step_timeout", "SAGA_STEP_ATTEMPTS": "step_attempts",
     "SAGA_SETTLE_ATTEMPTS": "settle_attempts", "SAGA_BACKOFF": "backoff", "SAGA_DEADLINE": "deadline",
     "SAGA_TICK_INTERVAL": "tick_interval", "SAGA_RELAY_AFTER": "relay_after",
+    "SAGA_REPLY_USERS": "reply_users",
 }
 _WORKER = {"SAGA_CONFLICT_RETRIES": "conflict_retries", "SAGA_TX_CONCURRENCY": "tx_concurrency",
            "SAGA_STORE_PATIENCE": "store_patience"}

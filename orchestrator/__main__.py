@@ -24,7 +24,7 @@ def main() -> int:
     logs.configure("orchestrator", settings.common.log_level)
     try:
         process = OrchestratorProcess(settings)
-    except (RegistrationError, ManifestError, UnknownParticipant) as e:
+    except (RegistrationError, ManifestError, UnknownParticipant, SettingsError) as e:
         print(f"orchestrator: {e}", file=sys.stderr)
         return 2
     run_process(settings.common, process.start, process.stop)

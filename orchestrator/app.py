@@ -14,7 +14,7 @@ from infra.faults import faulty
 from infra.http import OpsServer
 from infra.process import ProcessShell
 from infra.rabbit import RabbitTransport
-from infra.settings import OrchestratorSettings
+from infra.settings import OrchestratorSettings, SettingsError
 from infra.transport import Transport
 from orchestrator.definition import Tuning
 from orchestrator.manifests import mismatches
@@ -22,6 +22,7 @@ from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import Clock, OutboxPublisher
 from orchestrator.registry import DefinitionRegistry, RegistrationError, Setup, load
 from orchestrator.runner import SagaRunner
+from orchestrator.senders import ReplySenders
 from orchestrator.service import Loops, Orchestrator
 from orchestrator.store import SagaStore
 from orchestrator.store_memory import MemorySagaStore
@@ -58,8 +59,12 @@ def build(settings: OrchestratorSettings, transport: Transport, store: SagaStore
                         metrics=metrics, clock=clock)
     # Ad-hoc transactions may call any participant with a manifest: declare its queue too.
     plan = registry.plan().merged(Plan((), tuple(participant_manifests(common))))
+    try:
+        senders = ReplySenders.parse(settings.reply_users)
+    except ValueError as e:
+        raise SettingsError(f"SAGA_REPLY_USERS: {e}") from e
     return Orchestrator(transport=transport, store=store, runner=runner, outbox=outbox,
-                        topology=topology, plan=plan, registry=registry,
+                        topology=topology, plan=plan, registry=registry, senders=senders,
                         metrics=metrics, clock=clock, prefetch=common.prefetch,
                         loops=Loops(tick_interval=settings.tick_interval),
                         declare_topology=common.declare_topology)

@@ -9,6 +9,8 @@ operators; only a request with no key at all goes to the dead-letter queue alone
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -16,13 +18,19 @@ from contracts.commands import StepReply
 from contracts.envelope import CodecError, WireMessage, read_envelope, read_payload
 from contracts.reasons import PlatformReason
 from contracts.registry import STEP_REPLY
-from infra.errors import InvalidMessage
+from infra.errors import InvalidMessage, ReplyRefused
 from orchestrator.definition import Failure
 from orchestrator.engine import Event, ReplyReceived
 from orchestrator.outbox import OutboxPublisher, outcome_message
 from orchestrator.registry import AnyDefinition
 from orchestrator.runner import SagaRunner, Started
+from orchestrator.senders import ReplySenders
 from orchestrator.start import StartMessage, read_request, saga_id
+from orchestrator.state import SagaState
+
+log = logging.getLogger(__name__)
+# The default: every service answers as its own broker user.
+CHECKED = ReplySenders()
 
 
 class Refused(InvalidMessage):
@@ -33,10 +41,13 @@ class OrchestratorHandlers:
     """The orchestrator's consumers: start messages of each definition, and replies."""
 
     def __init__(self, runner: SagaRunner, outbox: OutboxPublisher,
-                 exchange_of: dict[str, str]) -> None:
+                 exchange_of: dict[str, str], senders: ReplySenders = CHECKED,
+                 on_refused: Callable[[str], None] = lambda service: None) -> None:
         self._runner = runner
         self._outbox = outbox
         self._exchange_of = exchange_of  # definition -> its public exchange (namespaced)
+        self._senders = senders
+        self._on_refused = on_refused
 
     async def on_start(self, definition: AnyDefinition, message: WireMessage) -> None:
         """Start a saga of ``definition``. Only the body is required from outside publishers."""
@@ -87,7 +98,26 @@ class OrchestratorHandlers:
         def event(now: float) -> Event:
             return ReplyReceived(command_id, reply.outcome, now, reply.reason_code, reply.detail)
 
-        await self._runner.apply(reply.saga_id, event, envelope.message_id, envelope.traceparent)
+        def authorized(state: SagaState[Any], definition: AnyDefinition) -> None:
+            sent = state.sent(command_id)
+            if sent is None:
+                return  # answers no command of this saga: the engine ignores it as stale
+            step, operation = sent
+            service = definition.for_data(state.data).steps[step].service
+            problem: str | None
+            if (reply.step, reply.operation) != sent:
+                problem = (f"the reply names {reply.step} {reply.operation}, its command was "
+                           f"{step} {operation}")
+            else:
+                problem = self._senders.problem(service, message.user_id)
+            if problem is not None:
+                self._on_refused(service)
+                log.error("reply refused: %s", problem, extra={
+                    "saga_id": reply.saga_id, "message_id": envelope.message_id})
+                raise ReplyRefused(problem)
+
+        await self._runner.apply(reply.saga_id, event, envelope.message_id, envelope.traceparent,
+                                 authorized)
 
 
 def _text(value: Any) -> str | None:

@@ -88,6 +88,15 @@ class OrchestratorMetrics:
                                 "Outcome events no queue was bound for (nobody subscribed); "
                                 "commands are never allowed to go unrouted.",
                                 registry=registry)
+        self.replies_refused = Counter(
+            "saga_replies_refused_total",
+            "Replies refused because their publisher is not the user of the command's service, "
+            "or they name another step or operation than the command (SAGA_REPLY_USERS).",
+            ["service"], registry=registry)
+        self.replies_unchecked = Gauge(
+            "saga_reply_senders_unchecked",
+            "1 while any broker user may answer any command (SAGA_REPLY_USERS=any).",
+            registry=registry)
         self.relayed = Counter("saga_outbox_relayed_total",
                                "Outbox messages published by the relay (after a failure or a crash).",
                                registry=registry)
@@ -97,6 +106,8 @@ class OrchestratorMetrics:
         for things that have not happened yet (labels come from the definitions: bounded)."""
         for d in definitions:
             self.started.labels(d.name)
+            for step in d.steps.values():
+                self.replies_refused.labels(step.service)
             self.stale_replies.labels(d.name)
             for step in d.steps.values():
                 for op in (o for o in Operation if step.has(o)):

@@ -22,13 +22,15 @@ from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher, outbox_messages
 from orchestrator.registry import AnyDefinition, DefinitionRegistry, UnknownDefinition
 from orchestrator.serde import Undecodable
-from orchestrator.state import OpStatus
+from orchestrator.state import OpStatus, SagaState
 from orchestrator.store import SagaStore
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 EventAt = Callable[[float], Event]
+# Sees the stored saga and its definition before an event is applied; raises to refuse it.
+Check = Callable[[SagaState[Any], AnyDefinition], None]
 
 MAX_CONFLICT_RETRIES = 20
 
@@ -87,17 +89,19 @@ class SagaRunner:
         return Started.CONFLICT
 
     async def apply(self, saga_id: str, event_at: EventAt, causation_id: str | None = None,
-                    traceparent: str | None = None) -> Decision[Any]:
-        """Apply one event (built for the current time) and persist and publish the result."""
+                    traceparent: str | None = None, check: Check | None = None) -> Decision[Any]:
+        """Apply one event (built for the current time) and persist and publish the result.
+        ``check`` sees the stored saga first and may refuse the event by raising."""
         async with self._locks.hold(saga_id):
             for _ in range(MAX_CONFLICT_RETRIES):
-                decision = await self._try_apply(saga_id, event_at, causation_id, traceparent)
+                decision = await self._try_apply(saga_id, event_at, causation_id, traceparent,
+                                                 check)
                 if decision is not None:
                     return decision
             raise VersionConflict(f"saga {saga_id}: too many concurrent writers")
 
     async def _try_apply(self, saga_id: str, event_at: EventAt, causation_id: str | None,
-                         traceparent: str | None) -> Decision[Any] | None:
+                         traceparent: str | None, check: Check | None) -> Decision[Any] | None:
         try:
             record = await self._store.load(saga_id)
         except Undecodable as e:
@@ -112,6 +116,8 @@ class SagaRunner:
             definition = self._registry.get(state.definition, state.definition_version)
         except UnknownDefinition as e:
             raise InvalidMessage(str(e)) from e
+        if check is not None:
+            check(state, definition)
         now = self._clock()
         decision = engine.decide(definition.for_data(state.data), state, event_at(now))
         if not decision.changed:

@@ -13,11 +13,12 @@ from contracts.topology import Plan, Topology, layout
 from infra.consumer import Boundary
 from infra.errors import SagaSystemError
 from infra.transport import Transport
-from orchestrator.handlers import OrchestratorHandlers
+from orchestrator.handlers import CHECKED, OrchestratorHandlers
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.runner import SagaRunner
+from orchestrator.senders import ReplySenders
 from orchestrator.serde import QUARANTINE_REASONS
 from orchestrator.state import ACTIVE, SagaStatus
 from orchestrator.store import SagaStore
@@ -45,7 +46,8 @@ class Orchestrator:
     def __init__(self, *, transport: Transport, store: SagaStore, runner: SagaRunner,
                  outbox: OutboxPublisher, topology: Topology, plan: Plan,
                  registry: DefinitionRegistry, metrics: OrchestratorMetrics, clock: Clock,
-                 prefetch: int, loops: Loops = Loops(), declare_topology: bool = True) -> None:
+                 prefetch: int, senders: ReplySenders = CHECKED, loops: Loops = Loops(),
+                 declare_topology: bool = True) -> None:
         self._transport = transport
         self._store = store
         self._runner = runner
@@ -53,6 +55,7 @@ class Orchestrator:
         self._topology = topology
         self._plan = plan
         self._registry = registry
+        self._senders = senders
         self._metrics = metrics
         self._clock = clock
         self._prefetch = prefetch
@@ -74,8 +77,14 @@ class Orchestrator:
         boundary = Boundary(self._transport, self._topology,
                             lambda q, kind: self._metrics.dead_lettered.labels(q, kind).inc())
         starts = [self._registry.latest(e.definition) for e in self._plan.entries]
-        handlers = OrchestratorHandlers(self._runner, self._outbox, {
-            d.name: self._topology.exchange(d.start.exchange) for d in starts if d.start})
+        handlers = OrchestratorHandlers(
+            self._runner, self._outbox,
+            {d.name: self._topology.exchange(d.start.exchange) for d in starts if d.start},
+            self._senders, lambda service: self._metrics.replies_refused.labels(service).inc())
+        # Forged replies are possible while unchecked: say so where operators look.
+        self._metrics.replies_unchecked.set(1 if self._senders.relaxed else 0)
+        log.log(logging.WARNING if self._senders.relaxed else logging.INFO,
+                self._senders.describe())
         self._spawn(self._run_timers)
         self._spawn(self._outbox.run_sweeper)
         self._spawn(lambda: self._outbox.run_relay(self._loops.relay_interval))

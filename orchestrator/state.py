@@ -105,6 +105,10 @@ class SagaState(Generic[D]):
         """The state of one operation (PENDING when never touched)."""
         return self.ops.get((step, op), _PENDING)
 
+    def sent(self, command_id: str) -> OpKey | None:
+        """The operation whose latest command has this message id, if any."""
+        return next((key for key, op in self.ops.items() if op.message_id == command_id), None)
+
     @property
     def next_wakeup(self) -> float | None:
         """The earliest timer: a reply timeout, a retry, or the saga deadline."""

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from catalog.plan import Platform, owners
 from contracts.commands import Operation
 from contracts.envelope import WireMessage
-from contracts.topology import ORDER_ENTRY, Entry, Topology
+from contracts.topology import ORDER_ENTRY, Entry, Topology, service_user
 from contracts.transfers import (
     TRANSFER_COMPLETED,
     TRANSFER_FAILED,
@@ -132,7 +132,7 @@ class EmbeddedSystem:
         self.workers = [
             Worker(settings=WorkerSettings(common=self.common, service=name,
                                            faults=_fault_settings(self.opts)),
-                   spec=registered()[name], transport=self.broker.connect(),
+                   spec=registered()[name], transport=self.broker.connect(service_user(name)),
                    store=self.services[name], metrics=WorkerMetrics(self.registries[name]))
             for name in self.plan.services]
         self.orchestrator_registries: list[CollectorRegistry] = []

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from infra.rabbit import amqp_user
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -145,6 +147,10 @@ class Cluster:
         port = free_port()
         env = {**os.environ, **self.env, **(extra_env or {}), "SAGA_METRICS_PORT": str(port),
                "SAGA_METRICS_HOST": "127.0.0.1"}
+        if module == "orchestrator" and not env.get("SAGA_REPLY_USERS"):
+            # Every process of this cluster logs in with the same broker URL unless told
+            # otherwise: replies are accepted from that user only.
+            env["SAGA_REPLY_USERS"] = f"*={amqp_user(env.get('SAGA_AMQP_URL', ''))}"
         self.processes[name] = ManagedProcess(name, [sys.executable, "-m", module, *args], env,
                                               self.log_dir / f"{name}.log", port)
 

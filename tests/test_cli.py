@@ -50,6 +50,21 @@ def test_bad_arguments_get_one_line_and_exit_code_2(args: tuple[str, ...]) -> No
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("variable", "value"), [
+    ("SAGA_STEP_TIMEOUT", "soon"),
+    ("SAGA_REPLY_USERS", "everyone"),
+])
+def test_the_orchestrator_names_a_bad_setting_in_one_line(variable: str, value: str) -> None:
+    """The orchestrator process refuses a malformed setting before it connects anywhere."""
+    result = subprocess.run([sys.executable, "-m", "orchestrator"], cwd=ROOT, text=True,
+                            capture_output=True, timeout=60,
+                            env={**os.environ, "SAGA_STORE": "memory", variable: value})
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"orchestrator: {variable}: ")
+
+
 def test_a_bad_environment_variable_is_named() -> None:
     """A malformed setting says which variable is wrong."""
     result = sagactl("list", SAGA_PREFETCH="lots")

@@ -21,7 +21,8 @@ import yaml
 from catalog.__main__ import generated
 from catalog.deploy import metrics_ports
 from catalog.plan import shipped
-from catalog.rabbitmq import DEFAULT_VHOST, ORCHESTRATOR_USER, definitions, render, service_user
+from catalog.rabbitmq import DEFAULT_VHOST, ORCHESTRATOR_USER, definitions, render
+from contracts.topology import service_user
 from infra.settings import _COMMON, _FAULTS, _ORCHESTRATOR, CommonSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -514,6 +515,32 @@ ALERT_TESTS: list[dict[str, Any]] = [
                                    "version is no longer registered, or its data no longer "
                                    "fits the model), so it is set aside. `sagactl list --state "
                                    "quarantined` names them."}}]},
+        ],
+    },
+    {  # the notification user answers a payment command; a deployment left unchecked
+        "interval": "1m",
+        "input_series": [
+            {"series": 'saga_replies_refused_total{service="payment"}', "values": "0 0 1 1x10"},
+            {"series": 'saga_replies_refused_total{service="order"}', "values": "0x12"},
+            {"series": "saga_reply_senders_unchecked", "values": "0 0 1x5"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "1m", "alertname": "SagaReplyRefused", "exp_alerts": []},
+            {"eval_time": "3m", "alertname": "SagaReplyRefused", "exp_alerts": [{
+                "exp_labels": {"severity": "page", "service": "payment"},
+                "exp_annotations": {
+                    "summary": "Replies to payment commands refused",
+                    "description": "A reply came from a broker user that may not answer this "
+                                   "service's commands (SAGA_REPLY_USERS), or named another "
+                                   "step than its command. The copies are in "
+                                   "orchestrator.replies.dlq, with the reason."}}]},
+            {"eval_time": "10m", "alertname": "SagaReplyRefused", "exp_alerts": []},
+            {"eval_time": "1m", "alertname": "SagaReplySendersUnchecked", "exp_alerts": []},
+            {"eval_time": "3m", "alertname": "SagaReplySendersUnchecked", "exp_alerts": [{
+                "exp_labels": {"severity": "warning"},
+                "exp_annotations": {
+                    "summary": "Any broker user may answer any command "
+                               "(SAGA_REPLY_USERS=any)"}}]},
         ],
     },
     {  # a compensation keeps retrying past the saga deadline

@@ -23,7 +23,7 @@ from contracts.commands import Operation, Outcome, StepReply
 from contracts.envelope import Envelope, HeaderValue, WireMessage, encode, utcnow
 from contracts.orders import OrderItem, OrderRequested
 from contracts.registry import STEP_REPLY
-from contracts.topology import Topology
+from contracts.topology import Topology, service_user
 from infra.consumer import ERROR_KIND_HEADER, QUEUE_HEADER, REASON_HEADER
 from infra.memory_bus import InMemoryBroker
 from infra.settings import CommonSettings, FaultSettings, OrchestratorSettings, WorkerSettings
@@ -151,7 +151,7 @@ class World:
 
     def _worker(self, name: str, faults: FaultSettings) -> Worker:
         return Worker(settings=WorkerSettings(common=COMMON, service=name, faults=faults),
-                      spec=registered()[name], transport=self.broker.connect(),
+                      spec=registered()[name], transport=self.broker.connect(service_user(name)),
                       store=self.services[name], metrics=WorkerMetrics(CollectorRegistry()))
 
     async def start(self) -> None:

@@ -298,8 +298,10 @@ async def _called_twice(g: Guarded) -> bool | None:
 async def orchestrator(connect: Connect,
                        topology: Topology) -> AsyncIterator[tuple[Orchestrator, MemorySagaStore]]:
     """The real orchestrator (memory saga store) consuming requests and replies of this namespace."""
+    # The test publishes replies itself, as whichever user its connection has: who may
+    # answer is tested in test_reply_senders.
     settings = OrchestratorSettings(common=CommonSettings(
-        store="memory", namespace=topology.namespace, prefetch=8))
+        store="memory", namespace=topology.namespace, prefetch=8), reply_users="any")
     registry = definitions(settings)
     store = MemorySagaStore(registry)
     running = build(settings, await connect(), store, registry,

@@ -227,8 +227,10 @@ def child_trace(parent: Any, message_id: str) -> str | None:
     return f"00-{match[1]}-{span if span != '0' * 16 else '0' * 15 + '1'}-01"
 
 
-def publish_reply(channel: Any, command: Any, reply: dict[str, Any]) -> None:
-    """Publish the reply and wait for the broker's confirm (pika raises if it nacks)."""
+def publish_reply(channel: Any, user: str, command: Any, reply: dict[str, Any]) -> None:
+    """Publish the reply and wait for the broker's confirm (pika raises if it nacks). It
+    carries our broker user as user_id: the orchestrator accepts a reply to a loyalty
+    command only from the user mapped to loyalty (SAGA_REPLY_USERS)."""
     message_id = reply_id(command.message_id)
     headers: dict[str, Any] = {"x-causation-id": command.message_id, "x-schema-version": 1}
     trace = child_trace((command.headers or {}).get("traceparent"), message_id)
@@ -238,7 +240,8 @@ def publish_reply(channel: Any, command: Any, reply: dict[str, Any]) -> None:
                           pika.BasicProperties(
                               content_type="application/json", delivery_mode=2,
                               message_id=message_id, correlation_id=reply["saga_id"],
-                              type="saga.reply", timestamp=int(time.time()), headers=headers))
+                              type="saga.reply", timestamp=int(time.time()), headers=headers,
+                              user_id=user))
 
 
 def dead_letter(channel: Any, props: Any, body: bytes, reason: str) -> None:
@@ -254,7 +257,7 @@ def dead_letter(channel: Any, props: Any, body: bytes, reason: str) -> None:
     log.warning("dead-lettered %s: %s", props.message_id, reason)
 
 
-def on_command(db: sqlite3.Connection, channel: Any, method: Any, props: Any,
+def on_command(db: sqlite3.Connection, user: str, channel: Any, method: Any, props: Any,
                body: bytes) -> None:
     """Decode, handle, reply, then ack; an invalid command is dead-lettered, then acked."""
     try:
@@ -269,7 +272,7 @@ def on_command(db: sqlite3.Connection, channel: Any, method: Any, props: Any,
             reply = {"saga_id": command["saga_id"], "step": command["step"], "operation": op,
                      "outcome": "retryable_error", "reason_code": None,
                      "detail": "database error; try again"}
-        publish_reply(channel, props, reply)
+        publish_reply(channel, user, props, reply)
         log.info("handled %s %s: %s", props.type, props.message_id, reply["outcome"])
     channel.basic_ack(method.delivery_tag)
 
@@ -305,7 +308,8 @@ def consume(db: sqlite3.Connection, ready: threading.Event) -> None:
         queue = named(f"{SERVICE}.commands")
         channel.queue_declare(queue, passive=True)  # the orchestrator declares it
         channel.basic_qos(prefetch_count=16)
-        channel.basic_consume(queue, lambda ch, m, p, b: on_command(db, ch, m, p, b))
+        user = parameters.credentials.username
+        channel.basic_consume(queue, lambda ch, m, p, b: on_command(db, user, ch, m, p, b))
         ready.set()
         log.info("consuming %s", queue)
         channel.start_consuming()

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from catalog.rabbitmq import CLIENT_USER, ORCHESTRATOR_USER, service_user
+from catalog.rabbitmq import CLIENT_USER, ORCHESTRATOR_USER
 from contracts.orders import OrderItem, OrderRequested
-from contracts.topology import Topology
+from contracts.topology import Topology, service_user
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, OrchestratorSettings, common_from_env
 from orchestrator.app import definitions
@@ -35,7 +35,10 @@ def system_env(broker: SecureVhost, mongo_env: Mapping[str, str], db_prefix: str
     return {"SAGA_AMQP_URL": broker.url(CLIENT_USER), "SAGA_NAMESPACE": "",
             "SAGA_DECLARE_TOPOLOGY": "false", "SAGA_MONGO_DB": db_prefix, "SAGA_STORE": "mongo",
             "SAGA_LOG_LEVEL": log_level, "SAGA_TICK_INTERVAL": "0.1", "SAGA_STEP_TIMEOUT": "5",
-            "SAGA_RELAY_AFTER": "2", **mongo_env}
+            "SAGA_RELAY_AFTER": "2",
+            # The vhost's user names carry a suffix: map each service to its own.
+            "SAGA_REPLY_USERS": ",".join(f"{s}={broker.users[service_user(s)]}"
+                                         for s in PLAN.services), **mongo_env}
 
 
 @dataclass

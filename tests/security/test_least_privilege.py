@@ -20,7 +20,8 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiormq.exceptions import ChannelAccessRefused, ProbableAuthenticationError
 
-from catalog.rabbitmq import CLIENT_USER, ORCHESTRATOR_USER, definitions, render, service_user
+from catalog.rabbitmq import CLIENT_USER, ORCHESTRATOR_USER, definitions, render
+from contracts.topology import service_user
 from tests.security.broker import SecureVhost, rabbitmqctl
 from tests.security.system import SecureSystem, system_env
 

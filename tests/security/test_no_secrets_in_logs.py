@@ -27,7 +27,8 @@ from aiormq.exceptions import AMQPError
 from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 
-from catalog.rabbitmq import CLIENT_USER, ORCHESTRATOR_USER, service_user
+from catalog.rabbitmq import CLIENT_USER, ORCHESTRATOR_USER
+from contracts.topology import service_user
 from infra.logs import JsonFormatter
 from infra.rabbit import RabbitTransport
 from infra.settings import SettingsError, orchestrator_from_env, redact, worker_from_env
