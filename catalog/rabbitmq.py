@@ -110,6 +110,51 @@ def topic_grants(t: Topology, plan: Plan) -> tuple[TopicGrant, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A length limit for some queues, set by policy: quorum queue arguments cannot change
+    on an existing queue, a policy can. A full queue refuses publishes (every consumer queue
+    is declared with x-overflow reject-publish, which at-least-once dead-lettering needs), so
+    the publisher is pushed back and nothing is dropped."""
+
+    name: str
+    queues: tuple[str, ...]
+    max_length: int
+    max_bytes: int
+    # Dead-letter queues are declared without x-overflow: the policy makes them refuse too,
+    # instead of dropping their oldest message.
+    overflow: str | None = None
+
+
+def limits(t: Topology, plan: Plan) -> tuple[Limit, ...]:
+    """Requests are what clients can flood; commands and replies follow the sagas in flight;
+    dead letters wait for an operator."""
+    queues = layout(t, plan)[1]
+    return (
+        Limit("saga-requests", tuple(t.requests_queue_of(e.definition) for e in plan.entries),
+              max_length=100_000, max_bytes=256 * 2**20),
+        Limit("saga-work", tuple(q.name for q in queues if not q.dead_letter_queue
+                                 and q.name not in {t.requests_queue_of(e.definition)
+                                                    for e in plan.entries}),
+              max_length=1_000_000, max_bytes=2**30),
+        Limit("saga-dead-letters", tuple(q.name for q in queues if q.dead_letter_queue),
+              max_length=100_000, max_bytes=256 * 2**20, overflow="reject-publish"),
+    )
+
+
+def policies(vhost: str, t: Topology, plan: Plan) -> list[Json]:
+    """The limits as RabbitMQ policies (exact queue names, so nothing else is caught)."""
+    out: list[Json] = []
+    for limit in limits(t, plan):
+        definition: dict[str, Json] = {"max-length": limit.max_length,
+                                       "max-length-bytes": limit.max_bytes}
+        if limit.overflow is not None:
+            definition["overflow"] = limit.overflow
+        out.append({"vhost": vhost, "name": limit.name, "apply-to": "queues", "priority": 10,
+                    "pattern": anchored(*map(literal, limit.queues)), "definition": definition})
+    return out
+
+
 def definitions(vhost: str = DEFAULT_VHOST, namespace: str = "",
                 plan: Plan | None = None) -> dict[str, Json]:
     """The document ``rabbitmqctl import_definitions`` and ``load_definitions`` accept
@@ -138,6 +183,7 @@ def definitions(vhost: str = DEFAULT_VHOST, namespace: str = "",
         "bindings": [{"source": exchange, "vhost": vhost, "destination": q.name,
                       "destination_type": "queue", "routing_key": key, "arguments": {}}
                      for q in queues for exchange, key in q.bindings],
+        "policies": policies(vhost, t, plan),
     }
 
 

@@ -26,6 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
 MAX_BODY_BYTES = 64 * 1024
+# What the broker accepts at all (rabbitmq.conf max_message_size): a publisher of anything
+# larger gets its channel closed, and no consumer ever reads it whole. Above MAX_BODY_BYTES,
+# so that a body a little too large still reaches a consumer and is refused with a reason.
+MAX_MESSAGE_BYTES = 4 * MAX_BODY_BYTES
 
 CAUSATION_HEADER = "x-causation-id"
 SCHEMA_VERSION_HEADER = "x-schema-version"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
-from contracts.envelope import CodecError, WireMessage, utcnow
+from contracts.envelope import MAX_BODY_BYTES, CodecError, WireMessage, utcnow
 from contracts.topology import DELIVERY_LIMIT, Topology
 from infra.errors import InvalidMessage
 from infra.transport import Delivery, Handler, Transport
@@ -34,6 +34,10 @@ ERROR_KIND_HEADER = "x-dead-letter-error"
 QUEUE_HEADER = "x-original-queue"
 TIME_HEADER = "x-dead-lettered-at"
 DELIVERY_COUNT_HEADER = "x-delivery-count"  # set by quorum queues on every redelivery
+ORIGINAL_SIZE_HEADER = "x-original-size"  # a truncated dead letter's body size, in bytes
+# A dead-letter copy of a body over the limit keeps only its start: enough to recognise it,
+# without storing what the limit exists to keep out.
+TRUNCATED_BODY_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +127,12 @@ class Boundary:
             QUEUE_HEADER: delivery.queue,
             TIME_HEADER: utcnow().isoformat(),
         }
+        body = message.body
+        if len(body) > MAX_BODY_BYTES:
+            headers[ORIGINAL_SIZE_HEADER] = len(body)
+            body = body[:TRUNCATED_BODY_BYTES]
         await self.transport.publish(self.topology.dead_letter_exchange, delivery.queue,
-                                     replace(message, headers=headers))
+                                     replace(message, body=body, headers=headers))
         await delivery.ack()
         self.on_dead_letter(delivery.queue, kind)
         log.warning("dead-lettered message %s from %s: %s", message.message_id, delivery.queue,

@@ -22,6 +22,7 @@ from catalog.__main__ import generated
 from catalog.deploy import metrics_ports
 from catalog.plan import shipped
 from catalog.rabbitmq import DEFAULT_VHOST, ORCHESTRATOR_USER, definitions, render
+from contracts.envelope import MAX_BODY_BYTES, MAX_MESSAGE_BYTES
 from contracts.topology import service_user
 from infra.settings import _COMMON, _FAULTS, _ORCHESTRATOR, CommonSettings
 
@@ -307,6 +308,31 @@ def test_app_logs_in_as_its_own_users(services: dict[str, dict[str, Any]], name:
     assert mongo, env["SAGA_MONGO_URL"]
     assert {"replicaSet=rs0", "authSource=admin"} <= set(mongo[3].split("&"))
     assert env["SAGA_DECLARE_TOPOLOGY"] == "false"
+
+
+def test_the_broker_refuses_messages_over_the_limit() -> None:
+    """The shipped config caps message size at MAX_MESSAGE_BYTES, above what a consumer
+    reads (a body a little too large still gets a reason), far below RabbitMQ's 128 MiB."""
+    found = re.search(r"^max_message_size\s*=\s*(\d+)$",
+                      RABBITMQ_CONF.read_text(encoding="utf-8"), re.M)
+    assert found, "rabbitmq.conf sets no max_message_size"
+    assert int(found[1]) == MAX_MESSAGE_BYTES
+    assert MAX_BODY_BYTES < MAX_MESSAGE_BYTES <= 2**20
+
+
+def test_every_queue_has_a_length_limit_that_pushes_back() -> None:
+    """Each queue is caught by exactly one policy; a full queue refuses publishes (its own
+    x-overflow argument, or the policy's for dead-letter queues) instead of dropping."""
+    document = json.loads(DEFINITIONS.read_text(encoding="utf-8"))
+    policies = document["policies"]
+    for queue in document["queues"]:
+        matching = [p for p in policies if re.fullmatch(p["pattern"], queue["name"])]
+        assert len(matching) == 1, queue["name"]
+        limit = matching[0]["definition"]
+        assert limit["max-length"] > 0
+        assert limit["max-length-bytes"] > 0
+        overflow = queue["arguments"].get("x-overflow") or limit.get("overflow")
+        assert overflow == "reject-publish", queue["name"]
 
 
 def test_rabbitmq_loads_the_definitions(services: dict[str, dict[str, Any]]) -> None:

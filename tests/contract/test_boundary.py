@@ -36,9 +36,11 @@ from contracts.registry import ORDER_REQUESTED, STEP_REPLY
 from contracts.topology import Topology, dead_letter_queue
 from infra.consumer import (
     ERROR_KIND_HEADER,
+    ORIGINAL_SIZE_HEADER,
     QUEUE_HEADER,
     REASON_HEADER,
     TIME_HEADER,
+    TRUNCATED_BODY_BYTES,
     Boundary,
     MessageHandler,
     RetryLimits,
@@ -159,8 +161,14 @@ def sample_request(**headers: HeaderValue) -> WireMessage:
 
 
 def assert_dead_letter(dead: WireMessage, sent: WireMessage, queue: str, kind: str) -> str:
-    """The dead-letter copy keeps body and properties and says why; returns the reason."""
-    assert dead.body == sent.body
+    """The dead-letter copy keeps body (the start of one over the limit, and its size) and
+    properties, and says why; returns the reason."""
+    if len(sent.body) > MAX_BODY_BYTES:
+        assert dead.body == sent.body[:TRUNCATED_BODY_BYTES]
+        assert dead.headers.get(ORIGINAL_SIZE_HEADER) == len(sent.body)
+    else:
+        assert dead.body == sent.body
+        assert ORIGINAL_SIZE_HEADER not in dead.headers
     assert (dead.message_id, dead.correlation_id, dead.type) == (
         sent.message_id, sent.correlation_id, sent.type)
     assert dead.timestamp == sent.timestamp
