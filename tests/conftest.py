@@ -27,6 +27,7 @@ from pymongo import AsyncMongoClient
 from contracts.topology import Topology
 from infra.rabbit import RabbitTransport
 from sagactl.processes import ManagedProcess, start_standins
+from tests import containers
 from tests.plan import PLAN
 
 OWNERS = ("orchestrator", *PLAN.services)
@@ -64,11 +65,8 @@ def amqp_url() -> Iterator[str]:
     elif _reachable("127.0.0.1", 5672):
         yield DEFAULT_AMQP
     elif _docker_available():
-        from testcontainers.rabbitmq import RabbitMqContainer
-
-        with RabbitMqContainer("rabbitmq:3.13") as rabbit:
-            yield (f"amqp://guest:guest@{rabbit.get_container_host_ip()}:"
-                   f"{rabbit.get_exposed_port(5672)}/")
+        with containers.running(containers.RABBITMQ) as (host, port):
+            yield containers.amqp_url(host, port)
     else:
         pytest.fail("No RabbitMQ for the tests: set SAGA_TEST_AMQP_URL, start one on "
                     "127.0.0.1:5672 (rabbitmq-server -detached), or provide a Docker engine.")
@@ -80,12 +78,8 @@ def mongo_urls() -> Iterator[dict[str, str]]:
     if url := os.environ.get("SAGA_TEST_MONGO_URL"):
         yield dict.fromkeys(OWNERS, url)
     elif _docker_available():
-        from testcontainers.mongodb import MongoDbContainer
-
-        with MongoDbContainer("mongo:7").with_command("--replSet rs0 --bind_ip_all") as m:
-            m.exec(["mongosh", "--quiet", "--eval", "rs.initiate()"])
-            host, port = m.get_container_host_ip(), m.get_exposed_port(27017)
-            yield dict.fromkeys(OWNERS, f"mongodb://{host}:{port}/?directConnection=true")
+        with containers.running(containers.MONGODB) as (host, port):
+            yield dict.fromkeys(OWNERS, containers.mongo_url(host, port))
     else:
         log_dir = Path(tempfile.mkdtemp(prefix="saga-test-standin-"))
         processes: list[ManagedProcess]
