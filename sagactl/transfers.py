@@ -22,8 +22,9 @@ DESCRIPTIONS = {
     ACCOUNTS_BALANCE: "per account: deposited + applied credits - applied debits = balance; "
                       "so the total of all balances changes only by deposits",
     ACCOUNT_HOLDS_MATCH: "per account: amount held = its held debit postings",
-    HOLD_ENDS_WITH_SAGA: "no posting is still held once its saga has finished, and every "
-                         "posting belongs to a saga",
+    HOLD_ENDS_WITH_SAGA: "no posting is still held once its saga has finished (sagas "
+                         "needing attention are listed apart), and every posting belongs to a "
+                         "saga",
     TRANSFERRED_ONCE: "a completed transfer debited and credited its amount exactly once; a "
                       "failed one moved nothing",
 }
@@ -69,7 +70,8 @@ def _holds(s: Snapshot, scope: Scope) -> list[Violation]:
         if saga_id not in s.sagas:
             out.append(Violation(HOLD_ENDS_WITH_SAGA, split_saga_id(saga_id)[1] or saga_id,
                                  f"posting {posting_id} without any saga"))
-        elif p.state == "held" and saga_id in scope.ended:
+        elif p.state == "held" and saga_id in scope.ended and saga_id not in scope.attention:
+            # A saga needing attention is listed on its own, leftovers and all.
             out.append(Violation(HOLD_ENDS_WITH_SAGA, split_saga_id(saga_id)[1],
                                  f"{p.side} of {p.amount} on {p.account_id} still held"))
     return out
