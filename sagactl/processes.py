@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,12 +20,28 @@ from infra.rabbit import amqp_user
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Ports handed out for processes to listen on, below Linux's default ephemeral range
+# (32768-60999): a port the kernel picked (bind to port 0) is free now, but the next outgoing
+# connection of any process may take it before the child binds it, and a test run makes
+# thousands of them. Picked at random, checked free, and never handed out twice.
+LISTEN_PORTS = range(20_000, 32_000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A TCP port nobody listens on right now, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.choice(LISTEN_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise RuntimeError(f"no free port in {LISTEN_PORTS.start}-{LISTEN_PORTS.stop - 1}")
 
 
 async def http_ok(port: int, path: str, timeout: float = 1.0) -> bool:
