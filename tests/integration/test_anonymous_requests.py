@@ -9,42 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pika
 import pytest
-from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
 
 from contracts.registry import ORDER_REQUESTED
 from contracts.topology import Topology, dead_letter_queue
 from infra.consumer import REASON_HEADER
 from infra.rabbit import RabbitTransport
-from infra.settings import CommonSettings, OrchestratorSettings
-from orchestrator.app import build, definitions
-from orchestrator.metrics import OrchestratorMetrics
-from orchestrator.service import Orchestrator
 from orchestrator.store_memory import MemorySagaStore
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def orchestrator(amqp_url: str, topology: Topology,
-                       rabbit: RabbitTransport) -> AsyncIterator[tuple[Orchestrator,
-                                                                       MemorySagaStore]]:
-    """The real orchestrator of this test's namespace (memory store, real broker)."""
-    settings = OrchestratorSettings(common=CommonSettings(
-        amqp_url=SecretStr(amqp_url), store="memory", namespace=topology.namespace))
-    registry = definitions(settings)
-    store = MemorySagaStore(registry)
-    transport = RabbitTransport(amqp_url, connection_name="pytest-orchestrator")
-    await transport.connect()
-    running = build(settings, transport, store, registry,
-                    OrchestratorMetrics(CollectorRegistry()))
-    await running.start()
-    yield running, store
-    await running.stop()
 
 
 def _publish_without_ids(amqp_url: str, exchange: str, body: bytes) -> None:
@@ -60,10 +35,9 @@ def _publish_without_ids(amqp_url: str, exchange: str, body: bytes) -> None:
 
 async def test_a_redelivered_request_without_any_id_is_refused_every_time(
         amqp_url: str, topology: Topology, rabbit: RabbitTransport,
-        orchestrator: tuple[Orchestrator, MemorySagaStore]) -> None:
+        saga_store: MemorySagaStore) -> None:
     """Published twice by pika with message_id=None and no order_id: two dead letters with
     the reason, and no saga."""
-    _, store = orchestrator
     body = json.dumps({"customer_id": "c1", "items": [
         {"sku": "SKU-A", "quantity": 1, "unit_price": "3.50"}]}).encode()
     for _ in range(2):
@@ -79,4 +53,4 @@ async def test_a_redelivered_request_without_any_id_is_refused_every_time(
     # The copies carry a message id: the client library of the dead-letter publisher sets one.
     assert all(m.body == body for m in dead)
     assert all("no idempotency key" in str(m.headers[REASON_HEADER]) for m in dead)
-    assert await store.find(None, 10) == []
+    assert await saga_store.find(None, 10) == []

@@ -8,11 +8,8 @@ scripts/ensure-services gives the local test broker the same one at run time).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
-from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
 
 from contracts.envelope import MAX_BODY_BYTES, MAX_MESSAGE_BYTES, WireMessage, new_message_id
 from contracts.registry import ORDER_REQUESTED
@@ -20,9 +17,6 @@ from contracts.topology import Topology, dead_letter_queue
 from infra.consumer import ORIGINAL_SIZE_HEADER, REASON_HEADER, TRUNCATED_BODY_BYTES
 from infra.errors import PublishFailed
 from infra.rabbit import RabbitTransport
-from infra.settings import CommonSettings, OrchestratorSettings
-from orchestrator.app import build, definitions
-from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.start import saga_id
 from orchestrator.store_memory import MemorySagaStore
 from tests.contract.test_boundary import eventually
@@ -32,30 +26,13 @@ pytestmark = pytest.mark.timeout(60)
 LINE = {"sku": "SKU-A", "quantity": 1, "unit_price": "3.50"}
 
 
-@pytest.fixture
-async def store(amqp_url: str, topology: Topology,
-                rabbit: RabbitTransport) -> AsyncIterator[MemorySagaStore]:
-    """The real orchestrator of this test's namespace (memory store, real broker)."""
-    settings = OrchestratorSettings(common=CommonSettings(
-        amqp_url=SecretStr(amqp_url), store="memory", namespace=topology.namespace))
-    registry = definitions(settings)
-    saga_store = MemorySagaStore(registry)
-    transport = RabbitTransport(amqp_url, connection_name="pytest-orchestrator")
-    await transport.connect()
-    running = build(settings, transport, saga_store, registry,
-                    OrchestratorMetrics(CollectorRegistry()))
-    await running.start()
-    yield saga_store
-    await running.stop()
-
-
 def request(body: bytes) -> WireMessage:
     """An order request as a client publishes it."""
     return WireMessage(body, message_id=new_message_id(), type=ORDER_REQUESTED)
 
 
 async def test_a_ten_mebibyte_request_is_refused_by_the_broker(
-        rabbit: RabbitTransport, topology: Topology, store: MemorySagaStore) -> None:
+        rabbit: RabbitTransport, topology: Topology, saga_store: MemorySagaStore) -> None:
     """The publisher learns at once (its publish fails with the broker's reason); nothing
     reaches the orchestrator, which then starts the next order as usual."""
     huge = json.dumps({"order_id": "o-huge", "customer_id": "c1", "items": [LINE],
@@ -65,13 +42,13 @@ async def test_a_ten_mebibyte_request_is_refused_by_the_broker(
 
     await rabbit.publish(topology.orders_exchange, ORDER_REQUESTED, request(json.dumps(
         {"order_id": "o-next", "customer_id": "c1", "items": [LINE]}).encode()))
-    started = await eventually(lambda: store.load(saga_id("order", "o-next")), 10.0)
+    started = await eventually(lambda: saga_store.load(saga_id("order", "o-next")), 10.0)
     assert started.state.saga_id == "order:o-next"
-    assert await store.load(saga_id("order", "o-huge")) is None
+    assert await saga_store.load(saga_id("order", "o-huge")) is None
 
 
 async def test_a_body_over_the_consumers_limit_is_dead_lettered_truncated(
-        rabbit: RabbitTransport, topology: Topology, store: MemorySagaStore) -> None:
+        rabbit: RabbitTransport, topology: Topology, saga_store: MemorySagaStore) -> None:
     """Under the broker's limit but over the consumers': read, refused with the reason, and
     copied to the dead-letter queue with only its start and its original size."""
     body = json.dumps({"order_id": "o-big", "customer_id": "c1", "items": [LINE],
@@ -83,4 +60,4 @@ async def test_a_body_over_the_consumers_limit_is_dead_lettered_truncated(
     assert dead.body == body[:TRUNCATED_BODY_BYTES]
     assert dead.headers[ORIGINAL_SIZE_HEADER] == len(body)
     assert "exceeds" in str(dead.headers[REASON_HEADER])
-    assert await store.load(saga_id("order", "o-big")) is None
+    assert await saga_store.load(saga_id("order", "o-big")) is None
