@@ -369,8 +369,31 @@ class _Builder:
         self._operation(f"orchestrator.receive.{start.requested}", party="orchestrator",
                         action="receive", channel=start.requested,
                         summary=f"Start a {definition} saga (once per idempotency key).")
-        for outcome in (start.completed, start.failed):
+        for outcome in (start.completed, start.failed, start.cancel_refused):
             self._outcome(definition, start, exchange, outcome)
+        self._cancel(definition, start, exchange)
+
+    def _cancel(self, definition: str, start: StartMessage[Any], exchange: str) -> None:
+        queue = self.topology.cancels_queue_of(definition)
+        self._model_message(
+            start.cancel, start.cancel_models[0], REQUEST_HEADERS,
+            f"Asks to cancel the `{definition}` saga of this `{start.key_field}`. Before the "
+            f"commit point the saga undoes what it did and ends with `{start.failed}`, reason "
+            f"code `CANCELLED`; otherwise the answer is `{start.cancel_refused}`. A second "
+            "cancel of a cancelled saga changes nothing.",
+            _properties(start.cancel, required=(), message_id="Optional; the refusal's id "
+                        "is derived from it.", correlation_id=None, type_required=False),
+            correlated=False)
+        self._channel(start.cancel, address=start.cancel, exchange=exchange, kind="topic",
+                      title=f"{start.cancel} on exchange {exchange}",
+                      description=f"Cancels a `{definition}` saga. The orchestrator consumes it "
+                      f"from its queue `{queue}`.",
+                      messages=[start.cancel], queue=self._queue_of(exchange, start.cancel))
+        self._operation(f"client.send.{start.cancel}", party="client", action="send",
+                        channel=start.cancel, summary=f"Cancel a {definition} saga.")
+        self._operation(f"orchestrator.receive.{start.cancel}", party="orchestrator",
+                        action="receive", channel=start.cancel,
+                        summary=f"Cancel a {definition} saga before its commit point.")
 
     def _outcome(self, definition: str, start: StartMessage[Any], exchange: str,
                  outcome: str) -> None:
@@ -620,6 +643,8 @@ def _queue(spec: QueueSpec, t: Topology) -> Json:
 
 def _outcome_model(start: StartMessage[Any], key: str) -> type[Model] | None:
     """The payload model the definition declares for an outcome key."""
+    if key == start.cancel_refused:
+        return start.cancel_models[1]
     return start.completed_model if key == start.completed else start.failed_model
 
 

@@ -81,6 +81,8 @@ def grants(t: Topology, plan: Plan) -> tuple[Grant, ...]:
         ORCHESTRATOR_USER, NOTHING,
         write=anchored(*map(literal, (*public, t.commands_exchange, t.dead_letter_exchange))),
         read=anchored(*(literal(t.requests_queue_of(e.definition)) for e in plan.entries),
+                      *(literal(t.cancels_queue_of(e.definition)) for e in plan.entries
+                        if e.cancel is not None),
                       literal(t.replies_queue)))
     services = [
         Grant(service_user(s), NOTHING,
@@ -99,12 +101,13 @@ def grants(t: Topology, plan: Plan) -> tuple[Grant, ...]:
 
 def topic_grants(t: Topology, plan: Plan) -> tuple[TopicGrant, ...]:
     """Routing keys on each public exchange: only the orchestrator announces outcomes, and a
-    client can only request and bind to outcomes."""
+    client can only request, cancel, and bind to outcomes."""
     out: list[TopicGrant] = []
     for exchange in sorted({e.exchange for e in plan.entries}):
         entries = [e for e in plan.entries if e.exchange == exchange]
         outcomes = anchored(*(literal(k) for e in entries for k in e.outcomes))
-        requests = anchored(*(literal(e.requested) for e in entries))
+        requests = anchored(*(literal(k) for e in entries
+                              for k in (e.requested, e.cancel) if k is not None))
         out += [TopicGrant(ORCHESTRATOR_USER, t.exchange(exchange), write=outcomes, read=NOTHING),
                 TopicGrant(CLIENT_USER, t.exchange(exchange), write=requests, read=outcomes)]
     return tuple(out)
@@ -127,15 +130,16 @@ class Limit:
 
 
 def limits(t: Topology, plan: Plan) -> tuple[Limit, ...]:
-    """Requests are what clients can flood; commands and replies follow the sagas in flight;
-    dead letters wait for an operator."""
+    """Requests and cancels are what clients can flood; commands and replies follow the
+    sagas in flight; dead letters wait for an operator."""
     queues = layout(t, plan)[1]
+    public = {name for e in plan.entries
+              for name in (t.requests_queue_of(e.definition), t.cancels_queue_of(e.definition))}
     return (
-        Limit("saga-requests", tuple(t.requests_queue_of(e.definition) for e in plan.entries),
+        Limit("saga-requests", tuple(q.name for q in queues if q.name in public),
               max_length=100_000, max_bytes=256 * 2**20),
-        Limit("saga-work", tuple(q.name for q in queues if not q.dead_letter_queue
-                                 and q.name not in {t.requests_queue_of(e.definition)
-                                                    for e in plan.entries}),
+        Limit("saga-work", tuple(q.name for q in queues
+                                 if not q.dead_letter_queue and q.name not in public),
               max_length=1_000_000, max_bytes=2**30),
         Limit("saga-dead-letters", tuple(q.name for q in queues if q.dead_letter_queue),
               max_length=100_000, max_bytes=256 * 2**20, overflow="reject-publish"),

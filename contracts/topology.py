@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contracts.registry import ORDER_COMPLETED, ORDER_FAILED, ORDER_REQUESTED
+from contracts.registry import (
+    ORDER_CANCEL,
+    ORDER_CANCEL_REFUSED,
+    ORDER_COMPLETED,
+    ORDER_FAILED,
+    ORDER_REQUESTED,
+)
 
 REPLY_KEY = "reply"
 # A message that makes its consumer crash this many times goes to the dead-letter queue,
@@ -28,6 +34,7 @@ class Entry:
     exchange: str  # without the namespace
     requested: str  # the start routing key
     outcomes: tuple[str, ...]  # routing keys of the events it publishes
+    cancel: str | None = None  # the routing key of cancel requests, if it can be cancelled
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +52,8 @@ class Plan:
 
 
 # The order saga's public contract, shipped with the product.
-ORDER_ENTRY = Entry("order", "orders", ORDER_REQUESTED, (ORDER_COMPLETED, ORDER_FAILED))
+ORDER_ENTRY = Entry("order", "orders", ORDER_REQUESTED,
+                    (ORDER_COMPLETED, ORDER_FAILED, ORDER_CANCEL_REFUSED), ORDER_CANCEL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,10 @@ class Topology:
     def requests_queue_of(self, definition: str) -> str:
         """The orchestrator's queue of one definition's start messages."""
         return self._name(f"orchestrator.{definition}.requests")
+
+    def cancels_queue_of(self, definition: str) -> str:
+        """The orchestrator's queue of one definition's cancel requests."""
+        return self._name(f"orchestrator.{definition}.cancels")
 
     @property
     def orders_exchange(self) -> str:
@@ -144,6 +156,8 @@ def layout(t: Topology, plan: Plan) -> tuple[tuple[ExchangeSpec, ...], tuple[Que
     consumers = [
         *(QueueSpec(t.requests_queue_of(e.definition), ((t.exchange(e.exchange), e.requested),))
           for e in plan.entries),
+        *(QueueSpec(t.cancels_queue_of(e.definition), ((t.exchange(e.exchange), e.cancel),))
+          for e in plan.entries if e.cancel is not None),
         QueueSpec(t.replies_queue, ((t.replies_exchange, REPLY_KEY),)),
         *(QueueSpec(t.command_queue(s), ((t.commands_exchange, s),)) for s in plan.services),
     ]

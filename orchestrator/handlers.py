@@ -10,23 +10,25 @@ operators; only a request with no key at all goes to the dead-letter queue alone
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
+from contracts.cancels import CancelRefusal
 from contracts.commands import StepReply
 from contracts.envelope import CodecError, WireMessage, read_envelope, read_payload
 from contracts.reasons import PlatformReason
 from contracts.registry import STEP_REPLY
-from infra.errors import InvalidMessage, ReplyRefused
-from orchestrator.definition import Failure
-from orchestrator.engine import Event, ReplyReceived
+from infra.errors import InvalidMessage, ReplyRefused, UnknownSaga
+from orchestrator.definition import Failure, OutcomeEvent
+from orchestrator.engine import CancelRequested, Event, ReplyReceived
 from orchestrator.outbox import OutboxPublisher, outcome_message
 from orchestrator.registry import AnyDefinition
 from orchestrator.runner import SagaRunner, Started
 from orchestrator.senders import ReplySenders
-from orchestrator.start import StartMessage, read_request, saga_id
-from orchestrator.state import SagaState
+from orchestrator.start import StartMessage, read_cancel, read_request, saga_id
+from orchestrator.state import SagaState, SagaStatus
 
 log = logging.getLogger(__name__)
 # The default: every service answers as its own broker user.
@@ -42,12 +44,15 @@ class OrchestratorHandlers:
 
     def __init__(self, runner: SagaRunner, outbox: OutboxPublisher,
                  exchange_of: dict[str, str], senders: ReplySenders = CHECKED,
-                 on_refused: Callable[[str], None] = lambda service: None) -> None:
+                 on_refused: Callable[[str], None] = lambda service: None,
+                 on_cancel: Callable[[str, str], None] = lambda definition, result: None,
+                 ) -> None:
         self._runner = runner
         self._outbox = outbox
         self._exchange_of = exchange_of  # definition -> its public exchange (namespaced)
         self._senders = senders
         self._on_refused = on_refused
+        self._on_cancel = on_cancel
 
     async def on_start(self, definition: AnyDefinition, message: WireMessage) -> None:
         """Start a saga of ``definition``. Only the body is required from outside publishers."""
@@ -67,6 +72,56 @@ class OrchestratorHandlers:
                 start.duplicate_reason,
                 f"{start.key_field} {request.key} already belongs to another request"),
                 "duplicate")
+
+    async def on_cancel(self, definition: AnyDefinition, message: WireMessage) -> None:
+        """Cancel a saga of ``definition`` if it has not committed; otherwise say why not.
+
+        Honoured, the saga compensates and its failure outcome (``CANCELLED``) is the
+        answer; a saga already cancelled is left alone, its outcome answers again.
+        """
+        start = definition.start
+        assert start is not None, f"{definition.name} has no start message"
+        cancel = read_cancel(start, message)
+        sid = saga_id(definition.name, cancel.key)
+        causation = message.message_id or f"{sid}:cancel"
+        if cancel.problem is not None:
+            await self._refuse_cancel(definition.name, start, cancel.key,
+                                      CancelRefusal.INVALID_REQUEST, None, cancel.problem,
+                                      causation)
+            return
+        reason = cancel.reason or "cancelled on request"
+        try:
+            decision = await self._runner.apply(
+                sid, lambda now: CancelRequested(reason, now), causation,
+                _text(message.headers.get("traceparent")))
+        except UnknownSaga:
+            await self._refuse_cancel(definition.name, start, cancel.key,
+                                      CancelRefusal.NOT_FOUND, None,
+                                      f"no saga with {start.key_field} {cancel.key}", causation)
+            return
+        state = decision.state
+        if state.failure is not None and state.failure.reason_code == PlatformReason.CANCELLED:
+            self._on_cancel(definition.name, "honoured" if decision.changed else "repeated")
+            return
+        refusal = (CancelRefusal.NEEDS_ATTENTION if state.status is SagaStatus.NEEDS_ATTENTION
+                   else CancelRefusal.FAILED if state.failure is not None
+                   else CancelRefusal.COMMITTED)
+        await self._refuse_cancel(definition.name, start, cancel.key, refusal, state.status,
+                                  f"the saga is {state.status.value}", causation)
+
+    async def _refuse_cancel(self, name: str, start: StartMessage[Any], key: str,
+                             refusal: CancelRefusal, status: SagaStatus | None, detail: str,
+                             causation: str) -> None:
+        """Publish ``<topic>.cancel_refused``; its id follows from the cancel's, so a
+        redelivered cancel is refused with the same message."""
+        self._on_cancel(name, "refused")
+        body = start.cancel_models[1].model_validate({
+            start.key_field: key, "reason_code": refusal,
+            "status": None if status is None else status.value, "detail": detail[:500]})
+        suffix = f"cancel-refused:{uuid.uuid5(uuid.NAMESPACE_URL, causation).hex[:16]}"
+        await self._outbox.publish_now(outcome_message(
+            saga_id(name, key), self._exchange_of[name], OutcomeEvent(start.cancel_refused, body),
+            datetime.now(UTC).timestamp(), suffix=suffix, causation_id=causation))
 
     async def _refuse(self, name: str, start: StartMessage[Any], key: str,
                       fields: dict[str, Any], reason: str) -> NoReturn:

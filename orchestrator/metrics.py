@@ -93,6 +93,11 @@ class OrchestratorMetrics:
             "Replies refused because their publisher is not the user of the command's service, "
             "or they name another step or operation than the command (SAGA_REPLY_USERS).",
             ["service"], registry=registry)
+        self.cancels = Counter(
+            "saga_cancels_total",
+            "Cancel requests: honoured (the saga compensates), repeated (already cancelled) or "
+            "refused (answered <topic>.cancel_refused).", ["definition", "result"],
+            registry=registry)
         self.replies_unchecked = Gauge(
             "saga_reply_senders_unchecked",
             "1 while any broker user may answer any command (SAGA_REPLY_USERS=any).",
@@ -106,6 +111,9 @@ class OrchestratorMetrics:
         for things that have not happened yet (labels come from the definitions: bounded)."""
         for d in definitions:
             self.started.labels(d.name)
+            if d.start is not None:
+                for result in ("honoured", "repeated", "refused"):
+                    self.cancels.labels(d.name, result)
             for step in d.steps.values():
                 self.replies_refused.labels(step.service)
             self.stale_replies.labels(d.name)

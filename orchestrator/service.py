@@ -80,7 +80,8 @@ class Orchestrator:
         handlers = OrchestratorHandlers(
             self._runner, self._outbox,
             {d.name: self._topology.exchange(d.start.exchange) for d in starts if d.start},
-            self._senders, lambda service: self._metrics.replies_refused.labels(service).inc())
+            self._senders, lambda service: self._metrics.replies_refused.labels(service).inc(),
+            lambda name, result: self._metrics.cancels.labels(name, result).inc())
         # Forged replies are possible while unchecked: say so where operators look.
         self._metrics.replies_unchecked.set(1 if self._senders.relaxed else 0)
         log.log(logging.WARNING if self._senders.relaxed else logging.INFO,
@@ -94,6 +95,9 @@ class Orchestrator:
         for definition in starts:
             await self._transport.consume(self._topology.requests_queue_of(definition.name),
                                           boundary.wrap(partial(handlers.on_start, definition)),
+                                          self._prefetch)
+            await self._transport.consume(self._topology.cancels_queue_of(definition.name),
+                                          boundary.wrap(partial(handlers.on_cancel, definition)),
                                           self._prefetch)
         self.ready = True
 

@@ -24,6 +24,7 @@ from typing import Any, Generic
 
 from pydantic import ValidationError
 
+from contracts.cancels import cancel_key, cancel_models, cancel_refused_key
 from contracts.envelope import CodecError, Model, WireMessage, check_size, describe, is_identifier
 from orchestrator.definition import D, Failure, OutcomeEvent
 
@@ -63,6 +64,21 @@ class StartMessage(Generic[D]):
     completed_model: type[Model] | None = None
     failed_model: type[Model] | None = None
 
+    @property
+    def cancel(self) -> str:
+        """The routing key of cancel requests (contracts.cancels)."""
+        return cancel_key(self.requested)
+
+    @property
+    def cancel_refused(self) -> str:
+        """The routing key of the answer to a cancel that came too late."""
+        return cancel_refused_key(self.requested)
+
+    @property
+    def cancel_models(self) -> tuple[type[Model], type[Model]]:
+        """The cancel request and refusal bodies, keyed like the start message."""
+        return cancel_models(self.model.__name__.removesuffix("Requested"), self.key_field)
+
 
 @dataclass(frozen=True, slots=True)
 class Request:
@@ -101,6 +117,35 @@ def read_request(start: StartMessage[Any], message: WireMessage) -> Request:
         return Request(key, fields, None, describe(e))
     except InvalidRequest as e:
         return Request(key, fields, None, e.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """A cancel request as read: the saga's business key, and the reason or the problem."""
+
+    key: str
+    reason: str
+    problem: str | None = None
+
+
+def read_cancel(start: StartMessage[Any], message: WireMessage) -> Cancel:
+    """Read a cancel request. Raises CodecError when it names no saga (it cannot be
+    answered); a request that names one but is otherwise invalid has a ``problem``."""
+    if message.type not in (None, "", start.cancel):
+        raise CodecError(f"unexpected message type {message.type!r} for {start.cancel}")
+    check_size(message)
+    try:
+        fields = json.loads(message.body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CodecError(f"body is not JSON: {e}") from e
+    key = fields.get(start.key_field) if isinstance(fields, dict) else None
+    if not isinstance(key, str) or not is_key(key):
+        raise CodecError(f"a cancel must name its saga with a valid {start.key_field}")
+    try:
+        body = start.cancel_models[0].model_validate(fields)
+    except ValidationError as e:
+        return Cancel(key, "", describe(e))
+    return Cancel(key, str(getattr(body, "reason", "")))
 
 
 def business_key(fields: Mapping[str, Any], message_id: str | None, key_field: str) -> str | None:

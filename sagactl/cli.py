@@ -38,6 +38,7 @@ from sagactl import chaos, connect, status
 from sagactl import definitions as sagactl_definitions
 from sagactl.audit import AuditOptions
 from sagactl.audit import run as run_audit
+from sagactl.cancel import cancel
 from sagactl.demo import DemoOptions
 from sagactl.demo import run as run_demo
 from sagactl.orders import OutcomeWatcher, submit
@@ -115,6 +116,12 @@ def parser() -> Parser:
     s.add_argument("--order-id", help="order id (generated when absent)")
     s.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
     s.add_argument("--timeout", type=_positive, default=120, help="seconds to wait (default 120)")
+
+    cn = sub.add_parser("cancel", help="cancel a saga before its commit point")
+    cn.add_argument("ident", metavar="ID",
+                    help="a saga id (definition:key), or a business key such as an order id")
+    cn.add_argument("--reason", default="cancelled by an operator", help="why (recorded)")
+    cn.add_argument("--timeout", type=_positive, default=60, help="seconds to wait (default 60)")
 
     st = sub.add_parser("status", help="one saga: state, steps, attempts and errors")
     st.add_argument("order_id", metavar="ID",
@@ -207,6 +214,15 @@ async def _submit(common: CommonSettings, args: argparse.Namespace) -> int:
         return 0
     finally:
         await transport.close()
+
+
+async def _cancel(common: CommonSettings, args: argparse.Namespace) -> int:
+    try:
+        cancelled = await cancel(common, args.ident, args.reason, args.timeout, sys.stdout)
+    except status.NotFound as e:
+        print(f"sagactl: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0 if cancelled else EXIT_FAILED
 
 
 async def _inspect(common: CommonSettings, args: argparse.Namespace) -> int:
@@ -308,7 +324,7 @@ async def _definitions(common: CommonSettings, args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
-COMMANDS = {"submit": _submit, "definitions": _definitions, "status": _inspect,
+COMMANDS = {"submit": _submit, "cancel": _cancel, "definitions": _definitions, "status": _inspect,
             "list": _inspect, "seed": _seed, "demo": _demo, "chaos": _chaos, "audit": _audit}
 
 

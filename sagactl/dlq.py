@@ -40,7 +40,7 @@ from infra.errors import InvalidMessage, PublishFailed
 from infra.rabbit import from_amqp
 from infra.transport import Transport
 from orchestrator.registry import DefinitionRegistry
-from orchestrator.start import read_request
+from orchestrator.start import read_cancel, read_request
 from sagactl.snapshot import DeadLetterQueue, Snapshot, SubjectKind, Violation
 from workers.catalog import registered
 from workers.runtime import decode_command
@@ -154,8 +154,9 @@ async def read_all(source: Transport | DeadLetterReader, topology: Topology,
     """Every dead-letter queue of the namespace, read without losing anything."""
     reader = source if isinstance(source, DeadLetterReader) else PortDeadLetters(source)
     plan = definitions.plan().merged(Plan((), tuple(registered())))
-    starts = {topology.requests_queue_of(e.definition): definitions.latest(e.definition).start
-              for e in plan.entries}
+    starts = {queue: definitions.latest(e.definition).start for e in plan.entries
+              for queue in (topology.requests_queue_of(e.definition),
+                            topology.cancels_queue_of(e.definition))}
     found = []
     for spec in layout(topology, plan)[1]:
         if not spec.dead_letter_queue:
@@ -180,9 +181,12 @@ async def read_all(source: Transport | DeadLetterReader, topology: Topology,
 
 
 def _consumer(t: Topology, queue: str, plan: Plan) -> str:
-    """What a consumer queue receives: ``requests``, ``replies`` or a service's commands."""
+    """What a consumer queue receives: ``requests``, ``cancels``, ``replies`` or a service's
+    commands."""
     if queue in {t.requests_queue_of(e.definition) for e in plan.entries}:
         return "requests"
+    if queue in {t.cancels_queue_of(e.definition) for e in plan.entries}:
+        return "cancels"
     if queue == t.replies_queue:
         return "replies"
     return next(s for s in plan.services if t.command_queue(s) == queue)
@@ -227,6 +231,9 @@ def _still_valid(q: DeadLetterQueue, m: WireMessage, s: Snapshot) -> str | None:
     try:
         if q.source == "requests":
             return _request(q, m)
+        if q.source == "cancels":
+            # As on_cancel: a cancel that names its saga is answered, never dead-lettered.
+            return None if q.start is None else read_cancel(q.start, m).key
         if q.source == "replies":
             return _reply(m, s.sagas.keys())
         return _command(q.source, m)

@@ -157,6 +157,26 @@ async def test_client_requests_orders_but_cannot_watch_them(broker: SecureVhost)
     assert "topic 'order.requested'" in await refused(broker, CLIENT_USER, snoop)
 
 
+async def test_client_cancels_and_reads_refusals_but_cannot_watch_cancels(
+        broker: SecureVhost) -> None:
+    """A cancel from the client reaches the orchestrator's cancels queue, the orchestrator's
+    refusal reaches the client, and binding to other clients' cancels is refused."""
+    async with channel(broker, CLIENT_USER) as client:
+        refusals = await client.declare_queue(exclusive=True, auto_delete=True)
+        await refusals.bind("orders", "order.cancel_refused")
+        await publish(client, "orders", "order.cancel", b"cancel")
+        async with channel(broker, ORCHESTRATOR_USER) as orchestrator:
+            assert await consume_one(orchestrator, "orchestrator.order.cancels") == b"cancel"
+            await publish(orchestrator, "orders", "order.cancel_refused", b"refused")
+        assert await consume_one(client, refusals.name) == b"refused"
+
+    async def snoop(ch: AbstractChannel) -> None:
+        queue = await ch.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind("orders", "order.cancel")
+
+    assert "topic 'order.cancel'" in await refused(broker, CLIENT_USER, snoop)
+
+
 async def test_client_cannot_name_queues(broker: SecureVhost) -> None:
     """The client may configure only the server-named queues RabbitMQ gives it."""
     text = await refused(broker, CLIENT_USER,

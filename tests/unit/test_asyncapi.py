@@ -159,7 +159,8 @@ def test_every_command_type_and_public_key_is_in_the_document(doc: Doc) -> None:
     channels = {c["address"]: c for c in doc["channels"].values()}
     public = {c["address"] for c in doc["channels"].values()
               if c["bindings"]["amqp"]["exchange"]["type"] == "topic"}
-    keys = {key for entry in platform.plan().entries for key in (entry.requested, *entry.outcomes)}
+    keys = {key for entry in platform.plan().entries
+            for key in (entry.requested, entry.cancel, *entry.outcomes) if key is not None}
     assert public == keys  # and nothing else: no key the orchestrator does not handle
     for key in keys:
         assert list(channels[key]["messages"]) == [key]
