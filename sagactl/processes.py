@@ -83,6 +83,22 @@ async def port_open(port: int) -> bool:
     return True
 
 
+FAULT_SEED = "SAGA_FAULT_SEED"
+
+
+def incarnation_env(env: Mapping[str, str], starts: int) -> dict[str, str]:
+    """The environment of a process's next start: its fault seed moves on with each restart.
+
+    A restarted process that got its first seed again would roll the same dice again, and
+    an injected crash early in that sequence would then kill every incarnation at once: a
+    crash loop that the broker ends by dead-lettering the commands held at each crash.
+    """
+    seed = env.get(FAULT_SEED)
+    if seed is None or starts == 0:
+        return dict(env)
+    return {**env, FAULT_SEED: str(int(seed) * 1000 + starts)}
+
+
 @dataclass
 class ManagedProcess:
     """One OS process of the system, with its log file and its ops port."""
@@ -94,14 +110,17 @@ class ManagedProcess:
     port: int
     ready_path: str | None = "/readyz"
     popen: subprocess.Popen[bytes] | None = None
+    starts: int = 0
     _log: IO[bytes] | None = None
 
     def start(self) -> None:
         """Launch it; output goes to its log file (appended across restarts)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        self.popen = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=self._log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self.popen = subprocess.Popen(self.argv, env=incarnation_env(self.env, self.starts),
+                                      cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        self.starts += 1
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until /readyz says ready (or the port opens); fail if the process died."""
