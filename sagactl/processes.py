@@ -116,6 +116,7 @@ class ManagedProcess:
     def start(self) -> None:
         """Launch it; output goes to its log file (appended across restarts)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._close_log()  # the last incarnation's, if it died on its own
         self._log = self.log_path.open("ab")
         self.popen = subprocess.Popen(self.argv, env=incarnation_env(self.env, self.starts),
                                       cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
