@@ -25,7 +25,7 @@ def test_short_chaos_run_keeps_every_guarantee(amqp_url: str) -> None:
     env = {**os.environ, "SAGA_AMQP_URL": amqp_url}
     env.pop("SAGA_MONGO_URL", None)  # SQLite stand-ins: the database restart needs them
     result = subprocess.run(
-        [sys.executable, "-m", "sagactl", "chaos", "--orders", "300", "--duration", "100",
+        [sys.executable, "-m", "sagactl", "chaos", "--orders", "200", "--duration", "100",
          "--seed", "7"],
         cwd=ROOT, env=env, text=True, capture_output=True, timeout=840)
     print(result.stdout)
