@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from catalog.plan import Platform
-from catalog.rabbitmq import CLIENT_USER, DEFAULT_VHOST, ORCHESTRATOR_USER
+from catalog.rabbitmq import CLIENT_USER, DEFAULT_VHOST, OPERATOR_USER, ORCHESTRATOR_USER
+from contracts.admin import ADMIN_ACTION, ADMIN_RESULT, AdminAction, AdminResult
 from contracts.commands import Operation, OperationKind, StepCommand, StepReply
 from contracts.envelope import (
     CAUSATION_HEADER,
@@ -155,6 +156,8 @@ class _Builder:
         for service in self.plan.services:
             self._commands(service)
         self._replies()
+        if self.plan.entries:
+            self._admin()
         self._dead_letters()
         for operation in self.pending:
             self.operations[operation.key] = self._make_operation(operation)
@@ -170,8 +173,8 @@ class _Builder:
                     {"name": "orchestrator", "description": "Runs the sagas."},
                     {"name": "participant", "description": "A participant service; the "
                      "operation's second tag names it (`participant:<service>`)."},
-                    {"name": "operator", "description": "Reads and replays dead letters "
-                     "(`sagactl audit`)."},
+                    {"name": "operator", "description": "Cancels, retries and resolves "
+                     "sagas (`sagactl`, the console); reads and replays dead letters."},
                 ],
             },
             "defaultContentType": CONTENT_TYPE,
@@ -185,7 +188,8 @@ class _Builder:
                     "type": "userPassword",
                     "description": "Every process logs in as its own broker user, with "
                     "least-privilege permissions (deploy/rabbitmq/definitions.json): "
-                    f"`{CLIENT_USER}` (clients), `{ORCHESTRATOR_USER}`, and "
+                    f"`{CLIENT_USER}` (clients), `{OPERATOR_USER}` (operators), "
+                    f"`{ORCHESTRATOR_USER}`, and "
                     + ", ".join(f"`{service_user(s)}`" for s in self.plan.services) + ".",
                 }},
             },
@@ -369,7 +373,7 @@ class _Builder:
         self._operation(f"orchestrator.receive.{start.requested}", party="orchestrator",
                         action="receive", channel=start.requested,
                         summary=f"Start a {definition} saga (once per idempotency key).")
-        for outcome in (start.completed, start.failed, start.cancel_refused):
+        for outcome in (start.completed, start.failed, start.cancel_refused, start.resolved):
             self._outcome(definition, start, exchange, outcome)
         self._cancel(definition, start, exchange)
 
@@ -508,6 +512,45 @@ class _Builder:
         self._operation("orchestrator.receive.replies", party="orchestrator", action="receive",
                         channel=REPLIES_CHANNEL, summary="Feed a reply to its saga.")
 
+    def _admin(self) -> None:
+        exchange, queue = self.topology.admin_exchange, self.topology.admin_queue
+        self._model_message(
+            ADMIN_ACTION, AdminAction, REQUEST_HEADERS,
+            "An operator's action on one saga: `cancel` (before the commit point), `retry` (a "
+            "saga that needs attention runs its failed confirms, undos and notices again with a "
+            "fresh attempt budget) or `resolve` (a person repaired it by hand; it ends "
+            "`resolved`). Recorded in the saga's history with the operator and the note.",
+            _properties(ADMIN_ACTION, required=("message_id", "type"), message_id="The "
+                        "answer's causation id; a repeated action is recognised by it.",
+                        correlation_id=None),
+            correlated=False)
+        self._channel(ADMIN_ACTION, address=ADMIN_ACTION, exchange=exchange, kind="topic",
+                      title=f"{ADMIN_ACTION} on exchange {exchange}",
+                      description=f"Operator actions; only `{OPERATOR_USER}` may publish them. "
+                      f"The orchestrator consumes them from its queue `{queue}`.",
+                      messages=[ADMIN_ACTION], queue=self._queue_of(exchange, ADMIN_ACTION))
+        self._model_message(
+            ADMIN_RESULT, AdminResult, OUTCOME_HEADERS,
+            "The answer to one operator action: done, or refused with the saga's state named "
+            "(`no saga with id X` when there is none).",
+            _properties(ADMIN_RESULT, required=("message_id", "correlation_id"),
+                        message_id="Derived from the action's message id.",
+                        correlation_id="The saga id."))
+        self._channel(ADMIN_RESULT, address=ADMIN_RESULT, exchange=exchange, kind="topic",
+                      title=f"{ADMIN_RESULT} on exchange {exchange}",
+                      description="Answers to operator actions; `x-causation-id` is the "
+                      "action's message id. An operator binds a temporary queue to read them.",
+                      messages=[ADMIN_RESULT])
+        self._operation("operator.send.admin.action", party="operator", action="send",
+                        channel=ADMIN_ACTION, summary="Cancel, retry or resolve a saga.")
+        self._operation("orchestrator.receive.admin.action", party="orchestrator",
+                        action="receive", channel=ADMIN_ACTION,
+                        summary="Decide an operator action like any other event.")
+        self._operation("orchestrator.send.admin.result", party="orchestrator", action="send",
+                        channel=ADMIN_RESULT, summary="Answer an operator action.")
+        self._operation("operator.receive.admin.result", party="operator", action="receive",
+                        channel=ADMIN_RESULT, summary="Learn what came of an action.")
+
     def _dead_letters(self) -> None:
         consumers = [q.name for q in self.queues if not q.dead_letter_queue]
         self._message(
@@ -645,6 +688,8 @@ def _outcome_model(start: StartMessage[Any], key: str) -> type[Model] | None:
     """The payload model the definition declares for an outcome key."""
     if key == start.cancel_refused:
         return start.cancel_models[1]
+    if key == start.resolved:
+        return start.resolved_model
     return start.completed_model if key == start.completed else start.failed_model
 
 

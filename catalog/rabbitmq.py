@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from catalog.plan import registered_plan
+from contracts.admin import ADMIN_ACTION, ADMIN_RESULT
 from contracts.topology import Plan, Topology, layout, queue_arguments, service_user
 
 type Json = str | int | bool | list[Json] | dict[str, Json]
@@ -27,6 +28,8 @@ type Json = str | int | bool | list[Json] | dict[str, Json]
 DEFAULT_VHOST = "saga"
 ORCHESTRATOR_USER = "saga-orchestrator"
 CLIENT_USER = "saga-client"
+# Operators (sagactl, the console) send actions to the orchestrator and read its answers.
+OPERATOR_USER = "saga-operator"
 # The names RabbitMQ gives server-named queues (queue.declare with an empty name).
 SERVER_NAMED = r"amq\.gen-.*"
 # Widened on purpose: aio-pika's robust channel (sagactl, the tests) names a temporary queue
@@ -77,13 +80,15 @@ def anchored(*patterns: str) -> str:
 def grants(t: Topology, plan: Plan) -> tuple[Grant, ...]:
     """What each process may do: nobody configures, except the client's temporary queues."""
     public = sorted({t.exchange(e.exchange) for e in plan.entries})
+    admin = [t.admin_exchange] if plan.entries else []
     orchestrator = Grant(
         ORCHESTRATOR_USER, NOTHING,
-        write=anchored(*map(literal, (*public, t.commands_exchange, t.dead_letter_exchange))),
+        write=anchored(*map(literal, (*public, t.commands_exchange, t.dead_letter_exchange,
+                                      *admin))),
         read=anchored(*(literal(t.requests_queue_of(e.definition)) for e in plan.entries),
                       *(literal(t.cancels_queue_of(e.definition)) for e in plan.entries
                         if e.cancel is not None),
-                      literal(t.replies_queue)))
+                      literal(t.replies_queue), *(literal(t.admin_queue) for _ in admin)))
     services = [
         Grant(service_user(s), NOTHING,
               write=anchored(literal(t.replies_exchange), literal(t.dead_letter_exchange)),
@@ -96,7 +101,12 @@ def grants(t: Topology, plan: Plan) -> tuple[Grant, ...]:
         CLIENT_USER, anchored(*TEMPORARY),
         write=anchored(*map(literal, public), *TEMPORARY),
         read=anchored(*map(literal, public), *TEMPORARY))
-    return orchestrator, *services, client
+    # Only the operator may act on sagas: the admin queue is the one way in.
+    operator = Grant(
+        OPERATOR_USER, anchored(*TEMPORARY),
+        write=anchored(*map(literal, admin), *TEMPORARY),
+        read=anchored(*map(literal, admin), *TEMPORARY))
+    return orchestrator, *services, client, *((operator,) if admin else ())
 
 
 def topic_grants(t: Topology, plan: Plan) -> tuple[TopicGrant, ...]:
@@ -110,6 +120,11 @@ def topic_grants(t: Topology, plan: Plan) -> tuple[TopicGrant, ...]:
                               for k in (e.requested, e.cancel) if k is not None))
         out += [TopicGrant(ORCHESTRATOR_USER, t.exchange(exchange), write=outcomes, read=NOTHING),
                 TopicGrant(CLIENT_USER, t.exchange(exchange), write=requests, read=outcomes)]
+    if plan.entries:
+        out += [TopicGrant(ORCHESTRATOR_USER, t.admin_exchange, write=anchored(
+                    literal(ADMIN_RESULT)), read=NOTHING),
+                TopicGrant(OPERATOR_USER, t.admin_exchange, write=anchored(literal(ADMIN_ACTION)),
+                           read=anchored(literal(ADMIN_RESULT)))]
     return tuple(out)
 
 

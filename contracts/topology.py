@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contracts.admin import ADMIN_ACTION
 from contracts.registry import (
     ORDER_CANCEL,
     ORDER_CANCEL_REFUSED,
     ORDER_COMPLETED,
     ORDER_FAILED,
     ORDER_REQUESTED,
+    ORDER_RESOLVED,
 )
 
 REPLY_KEY = "reply"
@@ -53,7 +55,8 @@ class Plan:
 
 # The order saga's public contract, shipped with the product.
 ORDER_ENTRY = Entry("order", "orders", ORDER_REQUESTED,
-                    (ORDER_COMPLETED, ORDER_FAILED, ORDER_CANCEL_REFUSED), ORDER_CANCEL)
+                    (ORDER_COMPLETED, ORDER_FAILED, ORDER_CANCEL_REFUSED, ORDER_RESOLVED),
+                    ORDER_CANCEL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,16 @@ class Topology:
         return self._name("saga.dlx")
 
     @property
+    def admin_exchange(self) -> str:
+        """Topic exchange of operator actions (``admin.action``) and their answers."""
+        return self._name("saga.admin")
+
+    @property
+    def admin_queue(self) -> str:
+        """The orchestrator's queue of operator actions."""
+        return self._name("orchestrator.admin")
+
+    @property
     def replies_queue(self) -> str:
         """The orchestrator's queue of participant replies."""
         return self._name("orchestrator.replies")
@@ -146,12 +159,15 @@ class QueueSpec:
 
 def layout(t: Topology, plan: Plan) -> tuple[tuple[ExchangeSpec, ...], tuple[QueueSpec, ...]]:
     """Everything a plan declares: exchanges, consumer queues and their DLQs."""
+    # Operator actions go to the orchestrator, which is there when a definition is.
+    admin = bool(plan.entries)
     exchanges = (
         *(ExchangeSpec(t.exchange(e.exchange), "topic")
           for e in _unique_exchanges(plan.entries)),
         ExchangeSpec(t.commands_exchange, "direct"),
         ExchangeSpec(t.replies_exchange, "direct"),
         ExchangeSpec(t.dead_letter_exchange, "direct"),
+        *((ExchangeSpec(t.admin_exchange, "topic"),) if admin else ()),
     )
     consumers = [
         *(QueueSpec(t.requests_queue_of(e.definition), ((t.exchange(e.exchange), e.requested),))
@@ -159,6 +175,7 @@ def layout(t: Topology, plan: Plan) -> tuple[tuple[ExchangeSpec, ...], tuple[Que
         *(QueueSpec(t.cancels_queue_of(e.definition), ((t.exchange(e.exchange), e.cancel),))
           for e in plan.entries if e.cancel is not None),
         QueueSpec(t.replies_queue, ((t.replies_exchange, REPLY_KEY),)),
+        *((QueueSpec(t.admin_queue, ((t.admin_exchange, ADMIN_ACTION),)),) if admin else ()),
         *(QueueSpec(t.command_queue(s), ((t.commands_exchange, s),)) for s in plan.services),
     ]
     return exchanges, (*consumers, *(dead_letters_of(q, t) for q in consumers))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Generic
 
+from contracts.admin import Action
 from contracts.commands import Operation, Outcome, StepCommand
 from contracts.reasons import PlatformReason
 from orchestrator.definition import (
@@ -26,7 +27,9 @@ from orchestrator.definition import (
 from orchestrator.state import (
     IN_FLIGHT,
     MAX_ERRORS_KEPT,
+    MAX_HISTORY,
     AttemptError,
+    HistoryEntry,
     OpKey,
     OpState,
     OpStatus,
@@ -63,7 +66,18 @@ class CancelRequested:
     now: float
 
 
-Event = ReplyReceived | TimerFired | CancelRequested
+@dataclass(frozen=True, slots=True)
+class OperatorAction:
+    """An operator's cancel, retry or resolve (contracts.admin)."""
+
+    action: Action
+    operator: str
+    note: str
+    now: float
+    action_id: str | None = None  # its message id: the same action delivered again is a repeat
+
+
+Event = ReplyReceived | TimerFired | CancelRequested | OperatorAction
 
 # --- decisions ----------------------------------------------------------------------
 
@@ -82,6 +96,8 @@ class NoteKind(StrEnum):
     ATTENTION = "attention"
     CANCEL_IGNORED = "cancel_ignored"
     FINISHED = "finished"
+    ACTION_REFUSED = "action_refused"  # an operator action that does not fit the saga's state
+    ACTION_REPEATED = "action_repeated"  # the same operator action, delivered again
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +158,9 @@ def start(defn: SagaDefinition[D], saga_id: str, data: D, now: float,
 def decide(defn: SagaDefinition[D], state: SagaState[D], event: Event) -> Decision[D]:
     """Apply one event to a saga."""
     t = _Transition(defn, state, event.now)
-    if not state.finished:
+    if isinstance(event, OperatorAction):
+        t.on_operator(event)
+    elif not state.finished:
         match event:
             case ReplyReceived():
                 t.on_reply(event)
@@ -189,6 +207,7 @@ class _Transition(Generic[D]):
         self.commands: list[CommandOut] = []
         self.notes: list[Note] = []
         self.outcome: OutcomeEvent | None = None
+        self.history: list[HistoryEntry] = []
         self.changed = False
 
     # --- event handlers ---------------------------------------------------------------
@@ -199,6 +218,8 @@ class _Transition(Generic[D]):
             self.note(NoteKind.STALE_REPLY, detail=reply.command_id)
             return
         step = self.defn.steps[key[0]]
+        self.record("reply", step.name, key[1],
+                    " ".join(filter(None, (reply.outcome.value, reply.reason_code, reply.detail))))
         if reply.outcome is Outcome.SUCCEEDED:
             self._set(key, status=OpStatus.SUCCEEDED, due_at=None, finished_at=self.now,
                       outcome=reply.outcome, detail=reply.detail)
@@ -231,7 +252,58 @@ class _Transition(Generic[D]):
         if self.state.status is not SagaStatus.RUNNING:
             self.note(NoteKind.CANCEL_IGNORED, detail=f"saga is {self.state.status}")
             return
+        self.record(Action.CANCEL.value, detail=reason)
         self._fail(Failure(PlatformReason.CANCELLED, reason))
+        self.advance()
+
+    def on_operator(self, event: OperatorAction) -> None:
+        status = self.state.status
+        if event.action_id is not None and any(e.ref == event.action_id
+                                               for e in self.state.history):
+            self.note(NoteKind.ACTION_REPEATED, detail=f"the saga is {status.value}")
+            return
+        match event.action:
+            case Action.CANCEL:
+                if status is not SagaStatus.RUNNING:
+                    self._refuse(f"the saga is {status.value}; only a running saga that has "
+                                 "not committed can be cancelled")
+                    return
+                self.record(Action.CANCEL.value, detail=event.note, by=event.operator,
+                            ref=event.action_id)
+                self._fail(Failure(PlatformReason.CANCELLED,
+                                   event.note or "cancelled by an operator"))
+                self.advance()
+            case _ if status is not SagaStatus.NEEDS_ATTENTION:
+                self._refuse(f"the saga is {status.value}; only a saga that needs attention "
+                             f"can be {'retried' if event.action is Action.RETRY else 'resolved'}")
+            case Action.RETRY:
+                self.record(Action.RETRY.value, detail=event.note, by=event.operator,
+                            ref=event.action_id)
+                self._retry()
+            case Action.RESOLVE:
+                self.record(Action.RESOLVE.value, detail=event.note, by=event.operator,
+                            ref=event.action_id)
+                self._update(status=SagaStatus.RESOLVED)
+                self._announce_resolved(event.note)
+                self.note(NoteKind.FINISHED, detail=SagaStatus.RESOLVED.value)
+
+    def _refuse(self, why: str) -> None:
+        self.note(NoteKind.ACTION_REFUSED, detail=why)
+
+    def _retry(self) -> None:
+        """Run what failed for good again, with a fresh attempt budget: the confirms, undos
+        and notices (a forward step before the commit point failed the saga; it stays)."""
+        settling = {s.name for stage in (*self.defn.after_commit, *self.defn.on_failure)
+                    for s in stage}
+        for key, op in list(self.ops.items()):
+            if op.status is OpStatus.FAILED and (key[1] is not Operation.FORWARD
+                                                 or key[0] in settling):
+                self._set(key, status=OpStatus.PENDING, budget_from=op.attempt, due_at=None,
+                          finished_at=None)
+        undoing = self.state.failure is not None
+        # Undo phases are walked again from the start: what already settled is skipped.
+        self._update(status=SagaStatus.COMPENSATING if undoing else SagaStatus.COMMITTED,
+                     attention=None, cursor=0 if undoing else self.state.cursor)
         self.advance()
 
     # --- progress -----------------------------------------------------------------------
@@ -274,8 +346,10 @@ class _Transition(Generic[D]):
                                         step.command(op, context), step.name, op, attempt))
         if op is Operation.COMPENSATE and attempt == 1:
             self.note(NoteKind.COMPENSATION, step.name, op)
+        self.record("sent", step.name, op, f"attempt {attempt}")
+        timeout = self._policy(step, op).timeout_for(attempt - current.budget_from)
         self._set((step.name, op), status=OpStatus.WAITING, attempt=attempt,
-                  message_id=message_id, due_at=self.now + self._policy(step, op).timeout_for(attempt),
+                  message_id=message_id, due_at=self.now + timeout,
                   started_at=self.now if current.started_at is None else current.started_at)
 
     def _attempt_failed(self, step: Step[D], op: Operation, code: str, detail: str,
@@ -285,8 +359,8 @@ class _Transition(Generic[D]):
         error = AttemptError(current.attempt, code, detail, self.now)
         errors = (*current.errors, error)[-MAX_ERRORS_KEPT:]
         policy = self._policy(step, op)
-        if retryable and current.attempt < policy.max_attempts:
-            delay = policy.delay(current.attempt, current.message_id or step.name)
+        if retryable and current.budget_used < policy.max_attempts:
+            delay = policy.delay(current.budget_used, current.message_id or step.name)
             self._set(key, status=OpStatus.BACKOFF, due_at=self.now + delay, errors=errors,
                       outcome=outcome, detail=detail)
             return
@@ -311,9 +385,26 @@ class _Transition(Generic[D]):
         status, failure = self._final()
         self._update(status=status)
         attention = status is SagaStatus.NEEDS_ATTENTION
-        self.outcome = self.defn.outcome(
-            OutcomeContext(self.state.saga_id, self.state.data, failure, attention, self.ops))
+        if not self.state.attention_announced:
+            self.outcome = self.defn.outcome(
+                OutcomeContext(self.state.saga_id, self.state.data, failure, attention,
+                               self.ops))
+            self._update(attention_announced=attention)
+        elif not attention:
+            # Its clients heard "needs attention"; they hear the end as a follow-up. Needing
+            # attention once more is not announced again (the alert counts every incident).
+            self._announce_resolved("after an operator's retry")
         self.note(NoteKind.FINISHED, detail=status.value)
+
+    def _announce_resolved(self, detail: str) -> None:
+        start = self.defn.start
+        if start is None or not self.state.attention_announced:
+            return
+        failure = self.state.failure
+        self.outcome = start.resolved_event(
+            self.state.saga_id, self.state.status.value,
+            None if failure is None or self.state.status is SagaStatus.COMPLETED
+            else failure.reason_code, detail)
 
     def _final(self) -> tuple[SagaStatus, Failure | None]:
         state = self.state
@@ -357,8 +448,25 @@ class _Transition(Generic[D]):
     def note(self, kind: NoteKind, step: str | None = None, op: Operation | None = None,
              detail: str = "", service: str | None = None) -> None:
         self.notes.append(Note(kind, step, op, detail, service))
+        if kind in RECORDED:
+            self.record(kind.value, step, op, detail)
+
+    def record(self, kind: str, step: str | None = None, op: Operation | None = None,
+               detail: str = "", by: str | None = None, ref: str | None = None) -> None:
+        """Append to the saga's history (kept only if the decision changes the saga)."""
+        self.history.append(HistoryEntry(self.now, kind, step, op, detail[:300], by, ref))
 
     def decision(self) -> Decision[D]:
-        state = replace(self._snapshot(), updated_at=self.now) if self.changed else self.original
-        return Decision(state, tuple(self.commands), self.outcome, tuple(self.notes),
-                        self.changed)
+        if not self.changed:
+            return Decision(self.original, tuple(self.commands), self.outcome,
+                            tuple(self.notes), False)
+        history = (*self.state.history, *self.history)
+        dropped = max(0, len(history) - MAX_HISTORY)
+        state = replace(self._snapshot(), updated_at=self.now, history=history[dropped:],
+                        history_dropped=self.state.history_dropped + dropped)
+        return Decision(state, tuple(self.commands), self.outcome, tuple(self.notes), True)
+
+
+# Notes that belong in a saga's history (sent commands and replies are recorded directly).
+RECORDED = frozenset({NoteKind.STARTED, NoteKind.TIMED_OUT, NoteKind.RETRY, NoteKind.COMMITTED,
+                      NoteKind.FAILED, NoteKind.ATTENTION, NoteKind.FINISHED})

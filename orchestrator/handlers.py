@@ -13,16 +13,18 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, NoReturn
 
+from contracts.admin import ADMIN_ACTION, ADMIN_RESULT, Action, AdminAction, AdminResult
 from contracts.cancels import CancelRefusal
 from contracts.commands import StepReply
 from contracts.envelope import CodecError, WireMessage, read_envelope, read_payload
 from contracts.reasons import PlatformReason
 from contracts.registry import STEP_REPLY
-from infra.errors import InvalidMessage, ReplyRefused, UnknownSaga
+from infra.errors import InvalidMessage, ReplyRefused, SagaQuarantined, UnknownSaga
 from orchestrator.definition import Failure, OutcomeEvent
-from orchestrator.engine import CancelRequested, Event, ReplyReceived
+from orchestrator.engine import CancelRequested, Event, NoteKind, OperatorAction, ReplyReceived
 from orchestrator.outbox import OutboxPublisher, outcome_message
 from orchestrator.registry import AnyDefinition
 from orchestrator.runner import SagaRunner, Started
@@ -46,13 +48,17 @@ class OrchestratorHandlers:
                  exchange_of: dict[str, str], senders: ReplySenders = CHECKED,
                  on_refused: Callable[[str], None] = lambda service: None,
                  on_cancel: Callable[[str, str], None] = lambda definition, result: None,
-                 ) -> None:
+                 admin_exchange: str = "",
+                 on_action: Callable[[str, str, str], None] = lambda definition, action, result:
+                 None) -> None:
         self._runner = runner
         self._outbox = outbox
         self._exchange_of = exchange_of  # definition -> its public exchange (namespaced)
         self._senders = senders
         self._on_refused = on_refused
         self._on_cancel = on_cancel
+        self._admin_exchange = admin_exchange
+        self._on_action = on_action
 
     async def on_start(self, definition: AnyDefinition, message: WireMessage) -> None:
         """Start a saga of ``definition``. Only the body is required from outside publishers."""
@@ -137,6 +143,64 @@ class OrchestratorHandlers:
         await self._outbox.publish_now(outcome_message(
             saga_id(name, key), self._exchange_of[name], event, datetime.now(UTC).timestamp(),
             suffix=suffix))
+
+    async def on_admin(self, message: WireMessage) -> None:
+        """Apply an operator's action through the engine, and answer ``admin.result``.
+
+        The broker lets only the operator user publish here. The answer's id follows from
+        the action's, and an action delivered again is recognised by its message id (kept
+        in the saga's history), so a redelivery is answered the same way.
+        """
+        envelope = read_envelope(message)
+        if envelope.message_type != ADMIN_ACTION:
+            raise CodecError(f"unexpected message type {envelope.message_type!r} on the admin "
+                             "queue")
+        action = read_payload(message, AdminAction)
+        # A metric label: bounded to the registered definitions.
+        definition = action.saga_id.partition(":")[0]
+        definition = definition if definition in self._exchange_of else "unknown"
+        event = partial(OperatorAction, action.action, action.operator, action.note,
+                        action_id=envelope.message_id)
+        try:
+            decision = await self._runner.apply(action.saga_id, lambda now: event(now=now),
+                                                envelope.message_id, envelope.traceparent)
+        except UnknownSaga:
+            self._on_action(definition, action.action, "not_found")
+            await self._answer_action(action, envelope.message_id, False, None,
+                                      f"no saga with id {action.saga_id}")
+            return
+        except SagaQuarantined as e:
+            self._on_action(definition, action.action, "refused")
+            await self._answer_action(action, envelope.message_id, False, "quarantined", str(e))
+            return
+        kinds = {n.kind: n.detail for n in decision.notes}
+        state = decision.state
+        status = state.status.value
+        cancelled = state.failure is not None and state.failure.reason_code == (
+            PlatformReason.CANCELLED)
+        if action.action is Action.CANCEL and cancelled and not decision.changed:
+            result, detail = "repeated", f"already cancelled; the saga is {status}"
+        elif NoteKind.ACTION_REFUSED in kinds:
+            result, detail = "refused", kinds[NoteKind.ACTION_REFUSED]
+        elif NoteKind.ACTION_REPEATED in kinds:
+            result, detail = "repeated", f"already done; the saga is {status}"
+        else:
+            result, detail = "accepted", f"the saga is {status}"
+        self._on_action(definition, action.action, result)
+        log.info("operator action %s by %s: %s (%s)", action.action.value, action.operator,
+                 result, detail, extra={"saga_id": action.saga_id,
+                                        "message_id": envelope.message_id})
+        await self._answer_action(action, envelope.message_id, result != "refused", status,
+                                  detail)
+
+    async def _answer_action(self, action: AdminAction, action_id: str, accepted: bool,
+                             status: str | None, detail: str) -> None:
+        body = AdminResult(saga_id=action.saga_id, action=action.action, accepted=accepted,
+                           status=status, detail=detail[:500])
+        suffix = f"admin-result:{uuid.uuid5(uuid.NAMESPACE_URL, action_id).hex[:16]}"
+        await self._outbox.publish_now(outcome_message(
+            action.saga_id, self._admin_exchange, OutcomeEvent(ADMIN_RESULT, body),
+            datetime.now(UTC).timestamp(), suffix=suffix, causation_id=action_id))
 
     async def on_reply(self, message: WireMessage) -> None:
         """Feed a participant's reply to its saga."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from contracts.admin import Action
 from contracts.commands import Operation
 from orchestrator.definition import DynamicDefinition, SagaDefinition
 from orchestrator.engine import Decision, Note, NoteKind
@@ -15,6 +16,9 @@ from orchestrator.state import SagaStatus
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
+
+# What became of an operator action (saga_operator_actions_total{result}).
+ACTION_RESULTS = ("accepted", "repeated", "refused", "not_found")
 
 class OrchestratorMetrics:
     """Every orchestrator metric, registered on the registry passed in."""
@@ -102,6 +106,11 @@ class OrchestratorMetrics:
             "saga_reply_senders_unchecked",
             "1 while any broker user may answer any command (SAGA_REPLY_USERS=any).",
             registry=registry)
+        self.operator_actions = Counter(
+            "saga_operator_actions_total",
+            "Operator actions (cancel, retry, resolve): accepted, repeated (the same action "
+            "delivered again), refused (the saga's state forbids it) or not_found.",
+            ["definition", "action", "result"], registry=registry)
         self.relayed = Counter("saga_outbox_relayed_total",
                                "Outbox messages published by the relay (after a failure or a crash).",
                                registry=registry)
@@ -111,13 +120,10 @@ class OrchestratorMetrics:
         for things that have not happened yet (labels come from the definitions: bounded)."""
         for d in definitions:
             self.started.labels(d.name)
-            if d.start is not None:
-                for result in ("honoured", "repeated", "refused"):
-                    self.cancels.labels(d.name, result)
-            for step in d.steps.values():
-                self.replies_refused.labels(step.service)
+            self._prepare_actions(d)
             self.stale_replies.labels(d.name)
             for step in d.steps.values():
+                self.replies_refused.labels(step.service)
                 for op in (o for o in Operation if step.has(o)):
                     self.retries.labels(d.name, step.name, op.value)
                     self.timeouts.labels(d.name, step.name, op.value)
@@ -125,8 +131,17 @@ class OrchestratorMetrics:
                         self.attention.labels(d.name, step.name, op.value)
                 if step.compensated:
                     self.compensations.labels(d.name, step.name)
-            for status in (SagaStatus.COMPLETED, SagaStatus.FAILED, SagaStatus.NEEDS_ATTENTION):
+            for status in (SagaStatus.COMPLETED, SagaStatus.FAILED, SagaStatus.NEEDS_ATTENTION,
+                           SagaStatus.RESOLVED):
                 self.duration.labels(d.name, status.value)
+
+    def _prepare_actions(self, d: SagaDefinition[Any] | DynamicDefinition[Any]) -> None:
+        if d.start is not None:
+            for result in ("honoured", "repeated", "refused"):
+                self.cancels.labels(d.name, result)
+        for action in Action:
+            for result in ACTION_RESULTS:
+                self.operator_actions.labels(d.name, action.value, result)
 
     def observe(self, definition: str, decision: Decision[Any]) -> None:
         """Count what a saved decision did."""

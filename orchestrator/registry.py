@@ -91,7 +91,8 @@ class DefinitionRegistry:
             start = self.latest(name).start
             if start is not None:
                 out.append(Entry(name, start.exchange, start.requested,
-                                 (start.completed, start.failed, start.cancel_refused),
+                                 (start.completed, start.failed, start.cancel_refused,
+                                  start.resolved),
                                  start.cancel))
         return tuple(out)
 

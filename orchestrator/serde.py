@@ -7,7 +7,14 @@ from typing import Any
 from contracts.commands import Operation, Outcome
 from orchestrator.definition import Failure
 from orchestrator.registry import DefinitionRegistry, UnknownDefinition
-from orchestrator.state import AttemptError, OpState, OpStatus, SagaState, SagaStatus
+from orchestrator.state import (
+    AttemptError,
+    HistoryEntry,
+    OpState,
+    OpStatus,
+    SagaState,
+    SagaStatus,
+)
 from orchestrator.store import OutboxMessage, Quarantined, SagaRecord
 
 Document = dict[str, Any]
@@ -31,7 +38,21 @@ def state_fields(state: SagaState[Any]) -> Document:
             "step": failure.step},
         "attention": state.attention,
         "trace_id": state.trace_id,
+        "history": [_entry_document(e) for e in state.history],
+        "history_dropped": state.history_dropped,
+        "attention_announced": state.attention_announced,
     }
+
+
+def _entry_document(e: HistoryEntry) -> Document:
+    return {"at": e.at, "kind": e.kind, "step": e.step, "op": None if e.op is None else e.op.value,
+            "detail": e.detail, "by": e.by, "ref": e.ref}
+
+
+def _entry(d: Document) -> HistoryEntry:
+    return HistoryEntry(d["at"], d["kind"], d.get("step"),
+                        None if d.get("op") is None else Operation(d["op"]),
+                        d.get("detail", ""), d.get("by"), d.get("ref"))
 
 
 def _op_document(step: str, op: Operation, o: OpState) -> Document:
@@ -42,6 +63,7 @@ def _op_document(step: str, op: Operation, o: OpState) -> Document:
         "errors": [{"attempt": e.attempt, "code": e.code, "detail": e.detail, "at": e.at}
                    for e in o.errors],
         "detail": o.detail,
+        "budget_from": o.budget_from,
     }
 
 
@@ -136,6 +158,11 @@ def from_document(doc: Document, registry: DefinitionRegistry) -> SagaRecord:
             failure["reason_code"], failure["reason"], failure["step"]),
         attention=doc.get("attention"),
         trace_id=doc.get("trace_id"),
+        history=tuple(_entry(e) for e in doc.get("history", ())),
+        history_dropped=doc.get("history_dropped", 0),
+        # Documents written before the flag existed: a saga needing attention announced it.
+        attention_announced=doc.get("attention_announced",
+                                    doc["status"] == SagaStatus.NEEDS_ATTENTION.value),
         version=doc["version"],
     )
     outbox = tuple(OutboxMessage(**m) for m in doc.get("outbox", ()))
@@ -150,4 +177,5 @@ def _op_state(o: Document) -> OpState:
         errors=tuple(AttemptError(e["attempt"], e["code"], e["detail"], e["at"])
                      for e in o["errors"]),
         detail=o.get("detail", ""),
+        budget_from=o.get("budget_from", 0),
     )

@@ -81,7 +81,10 @@ class Orchestrator:
             self._runner, self._outbox,
             {d.name: self._topology.exchange(d.start.exchange) for d in starts if d.start},
             self._senders, lambda service: self._metrics.replies_refused.labels(service).inc(),
-            lambda name, result: self._metrics.cancels.labels(name, result).inc())
+            lambda name, result: self._metrics.cancels.labels(name, result).inc(),
+            self._topology.admin_exchange,
+            lambda name, action, result: self._metrics.operator_actions.labels(
+                name, action, result).inc())
         # Forged replies are possible while unchecked: say so where operators look.
         self._metrics.replies_unchecked.set(1 if self._senders.relaxed else 0)
         log.log(logging.WARNING if self._senders.relaxed else logging.INFO,
@@ -92,6 +95,9 @@ class Orchestrator:
         self._spawn(self._run_gauge)
         await self._transport.consume(self._topology.replies_queue,
                                       boundary.wrap(handlers.on_reply), self._prefetch)
+        if self._plan.entries:
+            await self._transport.consume(self._topology.admin_queue,
+                                          boundary.wrap(handlers.on_admin), self._prefetch)
         for definition in starts:
             await self._transport.consume(self._topology.requests_queue_of(definition.name),
                                           boundary.wrap(partial(handlers.on_start, definition)),

@@ -24,6 +24,7 @@ from typing import Any, Generic
 
 from pydantic import ValidationError
 
+from contracts.admin import resolved_key, resolved_model
 from contracts.cancels import cancel_key, cancel_models, cancel_refused_key
 from contracts.envelope import CodecError, Model, WireMessage, check_size, describe, is_identifier
 from orchestrator.definition import D, Failure, OutcomeEvent
@@ -78,6 +79,24 @@ class StartMessage(Generic[D]):
     def cancel_models(self) -> tuple[type[Model], type[Model]]:
         """The cancel request and refusal bodies, keyed like the start message."""
         return cancel_models(self.model.__name__.removesuffix("Requested"), self.key_field)
+
+    @property
+    def resolved(self) -> str:
+        """The routing key of the follow-up to an outcome that said "needs attention"."""
+        return resolved_key(self.requested)
+
+    @property
+    def resolved_model(self) -> type[Model]:
+        """The body of the follow-up event (contracts.admin)."""
+        return resolved_model(self.model.__name__.removesuffix("Requested"), self.key_field)
+
+    def resolved_event(self, saga: str, status: str, reason_code: str | None,
+                       detail: str) -> OutcomeEvent:
+        """The follow-up event of the saga ``saga`` (its full id), ended as ``status``."""
+        body = self.resolved_model.model_validate({
+            self.key_field: split_saga_id(saga)[1], "status": status,
+            "reason_code": reason_code, "detail": detail[:500]})
+        return OutcomeEvent(self.resolved, body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,13 +20,16 @@ class SagaStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"  # failed and fully compensated
     NEEDS_ATTENTION = "needs_attention"  # an undo or a confirm failed permanently
+    RESOLVED = "resolved"  # needed attention; a person repaired it by hand and said so
     # Set aside by the store: its document cannot be decoded (its definition version is no
     # longer registered, or its data no longer fits the model). Never decided on again
     # until an operator deploys what it needs.
     QUARANTINED = "quarantined"
 
 
-TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.FAILED, SagaStatus.NEEDS_ATTENTION})
+# NEEDS_ATTENTION is final for the engine: only an operator's retry or resolve moves it on.
+TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.FAILED, SagaStatus.NEEDS_ATTENTION,
+                      SagaStatus.RESOLVED})
 # The states of a saga the engine still drives.
 ACTIVE = frozenset({SagaStatus.RUNNING, SagaStatus.COMMITTED, SagaStatus.COMPENSATING})
 
@@ -60,6 +63,24 @@ MAX_ERRORS_KEPT = 10
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One transition of a saga: a command sent, a reply, a timeout, a retry, a status
+    change or an operator's action."""
+
+    at: float
+    kind: str  # a NoteKind value, "sent", "reply", or an operator action
+    step: str | None = None
+    op: Operation | None = None
+    detail: str = ""
+    by: str | None = None  # who asked, for operator actions
+    ref: str | None = None  # the message id of the operator's action
+
+
+# A saga keeps its latest entries; the count of older ones dropped is kept with them.
+MAX_HISTORY = 200
+
+
+@dataclass(frozen=True, slots=True)
 class OpState:
     """Progress of one operation of one step."""
 
@@ -72,6 +93,13 @@ class OpState:
     outcome: Outcome | None = None
     errors: tuple[AttemptError, ...] = ()
     detail: str = ""  # what the participant said in its last reply
+    # Attempts made before an operator's retry gave this operation a fresh budget.
+    budget_from: int = 0
+
+    @property
+    def budget_used(self) -> int:
+        """Attempts counted against the retry policy."""
+        return self.attempt - self.budget_from
 
 
 OpKey = tuple[str, Operation]
@@ -94,6 +122,10 @@ class SagaState(Generic[D]):
     failure: Failure | None = None
     attention: str | None = None
     trace_id: str | None = None  # W3C trace id shared by every message of this saga
+    history: tuple[HistoryEntry, ...] = ()
+    history_dropped: int = 0
+    # Its clients were told it needs attention: its real end is announced as a follow-up.
+    attention_announced: bool = False
     version: int = 0
 
     @property

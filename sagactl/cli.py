@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
+from contracts.admin import Action
 from contracts.envelope import describe
 from contracts.orders import OrderItem, OrderRequested
 from contracts.topology import Topology
@@ -36,6 +37,7 @@ from orchestrator.registry import RegistrationError, UnknownDefinition
 from orchestrator.state import SagaStatus
 from sagactl import chaos, connect, status
 from sagactl import definitions as sagactl_definitions
+from sagactl.admin import act, default_operator
 from sagactl.audit import AuditOptions
 from sagactl.audit import run as run_audit
 from sagactl.cancel import cancel
@@ -122,6 +124,20 @@ def parser() -> Parser:
                     help="a saga id (definition:key), or a business key such as an order id")
     cn.add_argument("--reason", default="cancelled by an operator", help="why (recorded)")
     cn.add_argument("--timeout", type=_positive, default=60, help="seconds to wait (default 60)")
+
+    for name, help_text, note_help in (
+            ("retry", "run a saga's failed confirms or undos again, with fresh attempts",
+             "why (recorded in its history)"),
+            ("resolve", "record that a saga needing attention was repaired by hand",
+             "what was done (required; recorded in its history)")):
+        ac = sub.add_parser(name, help=help_text)
+        ac.add_argument("ident", metavar="ID",
+                        help="a saga id (definition:key), or a business key such as an order id")
+        ac.add_argument("--note", required=name == "resolve", default="", help=note_help)
+        ac.add_argument("--operator", default=default_operator(),
+                        help="who acts (default: the OS user)")
+        ac.add_argument("--timeout", type=_positive, default=60,
+                        help="seconds to wait for the answer (default 60)")
 
     st = sub.add_parser("status", help="one saga: state, steps, attempts and errors")
     st.add_argument("order_id", metavar="ID",
@@ -225,6 +241,16 @@ async def _cancel(common: CommonSettings, args: argparse.Namespace) -> int:
     return 0 if cancelled else EXIT_FAILED
 
 
+async def _act(common: CommonSettings, args: argparse.Namespace) -> int:
+    try:
+        done = await act(common, args.ident, Action(args.command), args.operator, args.note,
+                         args.timeout, sys.stdout)
+    except status.NotFound as e:
+        print(f"sagactl: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0 if done else EXIT_FAILED
+
+
 async def _inspect(common: CommonSettings, args: argparse.Namespace) -> int:
     stores = await connect.stores(common, definitions(OrchestratorSettings(common=common)))
     try:
@@ -324,7 +350,8 @@ async def _definitions(common: CommonSettings, args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
-COMMANDS = {"submit": _submit, "cancel": _cancel, "definitions": _definitions, "status": _inspect,
+COMMANDS = {"submit": _submit, "cancel": _cancel, "retry": _act, "resolve": _act,
+            "definitions": _definitions, "status": _inspect,
             "list": _inspect, "seed": _seed, "demo": _demo, "chaos": _chaos, "audit": _audit}
 
 

@@ -26,6 +26,7 @@ import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
+from contracts.admin import ADMIN_ACTION, AdminAction
 from contracts.commands import StepReply
 from contracts.envelope import (
     CodecError,
@@ -181,14 +182,16 @@ async def read_all(source: Transport | DeadLetterReader, topology: Topology,
 
 
 def _consumer(t: Topology, queue: str, plan: Plan) -> str:
-    """What a consumer queue receives: ``requests``, ``cancels``, ``replies`` or a service's
-    commands."""
+    """What a consumer queue receives: ``requests``, ``cancels``, ``replies``, ``admin``
+    (operator actions) or a service's commands."""
     if queue in {t.requests_queue_of(e.definition) for e in plan.entries}:
         return "requests"
     if queue in {t.cancels_queue_of(e.definition) for e in plan.entries}:
         return "cancels"
     if queue == t.replies_queue:
         return "replies"
+    if queue == t.admin_queue:
+        return "admin"
     return next(s for s in plan.services if t.command_queue(s) == queue)
 
 
@@ -236,6 +239,8 @@ def _still_valid(q: DeadLetterQueue, m: WireMessage, s: Snapshot) -> str | None:
             return None if q.start is None else read_cancel(q.start, m).key
         if q.source == "replies":
             return _reply(m, s.sagas.keys())
+        if q.source == "admin":
+            return _action(m)
         return _command(q.source, m)
     except CodecError:
         return None
@@ -258,6 +263,15 @@ def _reply(m: WireMessage, sagas: AbstractSet[str]) -> str | None:
         return None
     # A reply for a saga that does not exist is rightly dead-lettered.
     return reply.saga_id if reply.saga_id in sagas else None
+
+
+def _action(m: WireMessage) -> str | None:
+    # As on_admin: an action that reads is answered (even for an unknown saga), never
+    # dead-lettered.
+    envelope = read_envelope(m)
+    if envelope.message_type != ADMIN_ACTION:
+        return None
+    return read_payload(m, AdminAction).saga_id
 
 
 def _command(service: str, m: WireMessage) -> str | None:

@@ -162,6 +162,8 @@ class Scope:
     ``in_flight``: not finished and not overdue; never reported.
     ``overdue``: not finished although they should be, with why.
     ``attention``: needs_attention sagas with their reason, listed on their own.
+    ``resolved``: sagas a person repaired by hand (``sagactl resolve``): what they left in
+    the participants is theirs to answer for, so no per-saga check judges it.
     """
 
     finished: dict[str, OrderSaga] = field(default_factory=dict)
@@ -170,6 +172,7 @@ class Scope:
     in_flight: set[str] = field(default_factory=set)
     overdue: dict[str, str] = field(default_factory=dict)
     attention: dict[str, str] = field(default_factory=dict)
+    resolved: set[str] = field(default_factory=set)
 
 
 def scope(snapshot: Snapshot, now: float, grace: float) -> Scope:
@@ -181,6 +184,8 @@ def scope(snapshot: Snapshot, now: float, grace: float) -> Scope:
             out.ended.add(saga_id)
         if state.status is SagaStatus.NEEDS_ATTENTION:
             out.attention[saga_id] = attention_reason(record)
+        elif state.status is SagaStatus.RESOLVED:
+            out.resolved.add(saga_id)
         elif state.finished:
             if state.definition == ORDER_SAGA and isinstance(state.data, OrderSagaData):
                 out.finished[saga_id] = OrderSaga(state.data.order_id, record, state.data)

@@ -39,6 +39,11 @@ def as_json(record: SagaRecord) -> dict[str, Any]:
             "errors": [{"attempt": e.attempt, "code": e.code, "detail": e.detail,
                         "at": _time(e.at)} for e in o.errors],
         } for (step, op), o in steps],
+        "history": [{
+            "at": _time(e.at), "kind": e.kind, "step": e.step,
+            "operation": None if e.op is None else e.op.value, "detail": e.detail, "by": e.by,
+        } for e in state.history],
+        "history_dropped": state.history_dropped,
         "outbox_pending": len(record.outbox),
         "version": state.version,
     }
@@ -61,7 +66,18 @@ def as_text(record: SagaRecord) -> str:
         error = f"{last['code']}: {last['detail']}" if last else ""
         lines.append(f"  {s['step']:<20}{s['operation']:<12}{s['status']:<11}{s['attempts']:>4}  "
                      f"{s['started_at'] or '-':<25}{s['finished_at'] or '-':<25}{error}")
-    return "\n".join(lines)
+    return "\n".join([*lines, *timeline(j)])
+
+
+def timeline(j: dict[str, Any]) -> list[str]:
+    """The history as one line per transition, oldest first."""
+    lines = ["", "  history" + (f" ({j['history_dropped']} older entries dropped)"
+                                if j["history_dropped"] else "")]
+    for e in j["history"]:
+        what = " ".join(filter(None, (e["step"], e["operation"])))
+        by = f" by {e['by']}" if e["by"] else ""
+        lines.append(f"  {e['at']}  {e['kind']:<14}{what:<30}{e['detail']}{by}".rstrip())
+    return lines
 
 
 def row(record: SagaRecord) -> str:

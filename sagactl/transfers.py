@@ -70,7 +70,8 @@ def _holds(s: Snapshot, scope: Scope) -> list[Violation]:
         if saga_id not in s.sagas:
             out.append(Violation(HOLD_ENDS_WITH_SAGA, split_saga_id(saga_id)[1] or saga_id,
                                  f"posting {posting_id} without any saga"))
-        elif p.state == "held" and saga_id in scope.ended and saga_id not in scope.attention:
+        elif p.state == "held" and saga_id in scope.ended and saga_id not in (
+                scope.attention.keys() | scope.resolved):
             # A saga needing attention is listed on its own, leftovers and all.
             out.append(Violation(HOLD_ENDS_WITH_SAGA, split_saga_id(saga_id)[1],
                                  f"{p.side} of {p.amount} on {p.account_id} still held"))

@@ -178,7 +178,7 @@ async def test_a_namespace_without_queues_is_noted_not_fatal(
                          now=world.taken_at + 1)
     assert report.violations == []
     assert report.dead_letters == 0
-    # A requests and a cancels queue per start message, the replies queue, a command queue
-    # per service.
-    assert len(report.notes) == 2 * len(PLAN.entries) + 1 + len(PLAN.services)
+    # A requests and a cancels queue per start message, the replies and admin queues, a
+    # command queue per service.
+    assert len(report.notes) == 2 * len(PLAN.entries) + 2 + len(PLAN.services)
     assert all(note.endswith("not read: no such queue or exchange") for note in report.notes)

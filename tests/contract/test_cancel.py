@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from contracts.commands import Operation, Outcome, StepReply
-from contracts.envelope import Envelope, WireMessage, encode, new_message_id, utcnow
+from contracts.commands import Operation, Outcome
+from contracts.envelope import WireMessage, new_message_id
 from contracts.orders import OrderItem, OrderRequested
 from contracts.reasons import PlatformReason
 from contracts.registry import (
@@ -25,9 +25,8 @@ from contracts.registry import (
     ORDER_CANCEL_REFUSED,
     ORDER_FAILED,
     ORDER_REQUESTED,
-    STEP_REPLY,
 )
-from contracts.topology import REPLY_KEY, Topology, dead_letter_queue, service_user
+from contracts.topology import Topology, dead_letter_queue
 from infra.consumer import REASON_HEADER
 from infra.memory_bus import InMemoryBroker, InMemoryTransport
 from infra.settings import CommonSettings, OrchestratorSettings
@@ -36,6 +35,7 @@ from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.state import OpStatus, SagaState, SagaStatus
 from orchestrator.store_memory import MemorySagaStore
 from sagactl.orders import request_message
+from tests.contract.participants import answer_commands
 from tests.contract.test_boundary import eventually
 from tests.plan import PLAN
 
@@ -80,18 +80,8 @@ class System:
             state = await self.state()
             if until(state):
                 return state
-            for service in PLAN.services:
-                participant = self.broker.connect(service_user(service))
-                while (command := await participant.get(TOPOLOGY.command_queue(service))):
-                    sent = state.sent(command.message_id or "")
-                    if sent is None or (only and sent[0] not in only):
-                        continue
-                    envelope = Envelope(message_id=new_message_id(), correlation_id=SAGA,
-                                        causation_id=command.message_id, message_type=STEP_REPLY,
-                                        timestamp=utcnow())
-                    await participant.publish(TOPOLOGY.replies_exchange, REPLY_KEY, encode(
-                        envelope, StepReply(saga_id=SAGA, step=sent[0], operation=sent[1],
-                                            outcome=Outcome.SUCCEEDED)))
+            await answer_commands(self.broker, TOPOLOGY, state, lambda key: (
+                None if only and key[0] not in only else Outcome.SUCCEEDED))
             return None
 
         return await eventually(step, WAIT)

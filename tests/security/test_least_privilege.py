@@ -20,7 +20,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiormq.exceptions import ChannelAccessRefused, ProbableAuthenticationError
 
-from catalog.rabbitmq import CLIENT_USER, ORCHESTRATOR_USER, definitions, render
+from catalog.rabbitmq import CLIENT_USER, OPERATOR_USER, ORCHESTRATOR_USER, definitions, render
 from contracts.topology import service_user
 from tests.security.broker import SecureVhost, rabbitmqctl
 from tests.security.system import SecureSystem, system_env
@@ -87,6 +87,9 @@ async def test_worker_consumes_its_commands_and_publishes_replies(broker: Secure
     (INVENTORY, "inventory.commands.dlq"),
     (ORCHESTRATOR_USER, "inventory.commands"),
     (CLIENT_USER, "orchestrator.order.requests"),
+    (CLIENT_USER, "orchestrator.admin"),
+    (OPERATOR_USER, "orchestrator.admin"),
+    (OPERATOR_USER, "inventory.commands"),
 ])
 async def test_user_cannot_read_another_queue(broker: SecureVhost, user: str, queue: str) -> None:
     """Nobody can consume a queue that is not its own: not a worker, not the orchestrator,
@@ -103,6 +106,11 @@ async def test_user_cannot_read_another_queue(broker: SecureVhost, user: str, qu
     (ORCHESTRATOR_USER, "saga.replies", "reply", "exchange 'saga.replies'"),
     (CLIENT_USER, "orders", "order.completed", "topic 'order.completed'"),
     (CLIENT_USER, "saga.commands", "payment", "exchange 'saga.commands'"),
+    (CLIENT_USER, "saga.admin", "admin.action", "exchange 'saga.admin'"),
+    (INVENTORY, "saga.admin", "admin.action", "exchange 'saga.admin'"),
+    (ORCHESTRATOR_USER, "saga.admin", "admin.action", "topic 'admin.action'"),
+    (OPERATOR_USER, "saga.admin", "admin.result", "topic 'admin.result'"),
+    (OPERATOR_USER, "orders", "order.requested", "exchange 'orders'"),
 ])
 async def test_user_cannot_publish_outside_its_role(broker: SecureVhost, user: str, exchange: str,
                                                     key: str, resource: str) -> None:
@@ -222,3 +230,23 @@ async def test_system_runs_under_least_privilege(broker: SecureVhost, mongo_env:
         assert outcome.label == "completed", system.cluster.logs()
     finally:
         await system.stop()
+
+
+async def test_only_the_operator_acts_and_reads_the_answers(broker: SecureVhost) -> None:
+    """An operator's action reaches the orchestrator's admin queue; the orchestrator's
+    answer reaches the operator's temporary queue; the operator cannot bind to actions."""
+    async with channel(broker, OPERATOR_USER) as operator:
+        answers = await operator.declare_queue(exclusive=True, auto_delete=True)
+        await answers.bind("saga.admin", "admin.result")
+        await publish(operator, "saga.admin", "admin.action", b"action")
+        async with channel(broker, ORCHESTRATOR_USER) as orchestrator:
+            assert await consume_one(orchestrator, "orchestrator.admin") == b"action"
+            await publish(orchestrator, "saga.admin", "admin.result", b"answer")
+        assert await consume_one(operator, answers.name) == b"answer"
+    text = await refused(broker, OPERATOR_USER, lambda ch: _bind_temporary(ch, "admin.action"))
+    assert "ACCESS_REFUSED - access to topic 'admin.action'" in text
+
+
+async def _bind_temporary(ch: AbstractChannel, key: str) -> None:
+    queue = await ch.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind("saga.admin", key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from contracts.admin import Action
 from contracts.commands import Operation, Outcome
 from contracts.envelope import Model
 from contracts.orders import OrderItem, OrderReason
@@ -26,6 +27,7 @@ from orchestrator.engine import (
     Decision,
     Event,
     NoteKind,
+    OperatorAction,
     ReplyReceived,
     TimerFired,
     decide,
@@ -118,6 +120,10 @@ class Script:
     def cancel(self, reason: str = "customer changed their mind") -> Decision[Any]:
         """Ask the saga to stop."""
         return self.send(CancelRequested(reason, self.now))
+
+    def operator(self, action: Action, note: str = "", by: str = "ops") -> Decision[Any]:
+        """An operator's cancel, retry or resolve."""
+        return self.send(OperatorAction(action, by, note, self.now))
 
     # --- expect -----------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from referencing.jsonschema import DRAFT7
 
 from catalog.asyncapi import OUT, document, render
 from catalog.plan import shipped
+from contracts.admin import ADMIN_ACTION, ADMIN_RESULT
 from contracts.commands import Operation, Outcome, StepReply
 from contracts.orders import OrderItem, OrderRequested
 
@@ -161,6 +162,7 @@ def test_every_command_type_and_public_key_is_in_the_document(doc: Doc) -> None:
               if c["bindings"]["amqp"]["exchange"]["type"] == "topic"}
     keys = {key for entry in platform.plan().entries
             for key in (entry.requested, entry.cancel, *entry.outcomes) if key is not None}
+    keys |= {ADMIN_ACTION, ADMIN_RESULT}  # the operators' way in, and its answers
     assert public == keys  # and nothing else: no key the orchestrator does not handle
     for key in keys:
         assert list(channels[key]["messages"]) == [key]
