@@ -35,6 +35,11 @@ global:
 rule_files:
   - rules.yml
 
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ["alertmanager:9093"]
+
 scrape_configs:
   - job_name: saga-orchestrator
     static_configs:

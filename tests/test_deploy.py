@@ -8,6 +8,7 @@ them, and, with promtool, check the Prometheus files.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -30,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "sagas.json"
 METRIC_SOURCES = (ROOT / "orchestrator" / "metrics.py", ROOT / "workers" / "metrics.py",
                   ROOT / "infra" / "mongo.py")
@@ -43,7 +46,7 @@ MONGO_APP_USER = ROOT / "deploy" / "mongo" / "create-app-user.sh"
 # Every process the product registers; the compose file is written by hand, checked here.
 METRICS_PORTS = metrics_ports(shipped())
 APPS = tuple(METRICS_PORTS)
-SERVICES = ("rabbitmq", "mongo", *APPS, "prometheus", "grafana")
+SERVICES = ("rabbitmq", "mongo", *APPS, "prometheus", "alertmanager", "grafana")
 # Which SAGA_* variables each kind of process reads (infra/settings.py).
 READS = {"orchestrator": {*_COMMON, *_ORCHESTRATOR}, "worker": {*_COMMON, *_FAULTS}}
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
@@ -460,21 +463,26 @@ def test_promtool_accepts_dashboard_queries(dashboard: dict[str, Any], tmp_path:
 _NO_PROGRESS = {"summary": "3 saga(s) in flight and none finished in 10 minutes"}
 _OUTBOX = {"summary": "Outbox publishes are failing and the relay is not catching up"}
 ALERT_TESTS: list[dict[str, Any]] = [
-    {  # a saga needs attention; nothing else is wrong
+    {  # a compensation fails for good once; nothing else is wrong
         "interval": "1m",
         "input_series": [
-            {"series": "saga_needs_attention", "values": "0 0 2x5"},
+            {"series": 'saga_attention_events_total{definition="order",step="reserve_stock",'
+                       'operation="compensate"}', "values": "0 0 1x40"},
+            {"series": "saga_needs_attention", "values": "0 0 1x40"},
             {"series": 'up{job="saga-workers",service="payment",instance="payment:9403"}',
              "values": "1x3 0x4"},
         ],
         "alert_rule_test": [
             {"eval_time": "1m", "alertname": "SagaNeedsAttention", "exp_alerts": []},
             {"eval_time": "3m", "alertname": "SagaNeedsAttention", "exp_alerts": [{
-                "exp_labels": {"severity": "page"},
+                "exp_labels": {"severity": "page", "definition": "order",
+                               "step": "reserve_stock", "operation": "compensate"},
                 "exp_annotations": {
-                    "summary": "2 saga(s) need attention",
-                    "description": "A confirmation or a compensation failed permanently. The saga "
-                                   "stays in needs_attention until someone repairs it by hand."}}]},
+                    "summary": "order: reserve_stock compensate failed for good",
+                    "description": "A confirmation or a compensation failed permanently; its "
+                                   "saga waits in needs_attention for an operator (1 in all)."}}]},
+            # Once no new incident came for 15 minutes, it clears, though the saga still waits.
+            {"eval_time": "20m", "alertname": "SagaNeedsAttention", "exp_alerts": []},
             {"eval_time": "4m", "alertname": "SagaTargetDown", "exp_alerts": []},
             {"eval_time": "6m", "alertname": "SagaTargetDown", "exp_alerts": [{"exp_labels": {
                 "severity": "page", "job": "saga-workers", "service": "payment",
@@ -598,6 +606,28 @@ ALERT_TESTS: list[dict[str, Any]] = [
                 "exp_annotations": {"summary": "The outbox backlog keeps growing (115 messages)"}}]},
         ],
     },
+    {  # a participant times out: 4 of 10 sagas fail with TIMEOUT; business refusals do not count
+        "interval": "1m",
+        "input_series": [
+            {"series": 'saga_finished_total{definition="order",status="failed",reason="TIMEOUT"}',
+             "values": "0+0.4x30"},
+            {"series": 'saga_finished_total{definition="order",status="completed",reason=""}',
+             "values": "0+0.6x30"},
+            {"series": 'saga_finished_total{definition="transfer",status="failed",'
+                       'reason="INSUFFICIENT_FUNDS"}', "values": "0+5x30"},
+            {"series": "saga_store_gauges_updated_timestamp_seconds", "values": "0+60x5 240x25"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "20m", "alertname": "SagaTechnicalFailures", "exp_alerts": [{
+                "exp_labels": {"severity": "page", "definition": "order"},
+                "exp_annotations": {"summary": "order: more than 10 % of sagas fail with "
+                                               "SERVICE_ERROR or TIMEOUT"}}]},
+            {"eval_time": "4m", "alertname": "SagaStoreGaugesStale", "exp_alerts": []},
+            {"eval_time": "12m", "alertname": "SagaStoreGaugesStale", "exp_alerts": [{
+                "exp_labels": {"severity": "page"},
+                "exp_annotations": {"summary": "The saga store gauges are 8m 0s old"}}]},
+        ],
+    },
     {  # publishes fail and the relay does not keep up
         "interval": "1m",
         "input_series": [
@@ -621,10 +651,45 @@ def test_every_alert_has_a_firing_case(rules: list[dict[str, Any]]) -> None:
     assert alerts == fired
 
 
+def test_every_alert_links_to_its_runbook(rules: list[dict[str, Any]]) -> None:
+    """Each alert's runbook annotation names a section of docs/runbooks.md."""
+    headings = {line.removeprefix("## ").strip().lower()
+                for line in RUNBOOKS.read_text(encoding="utf-8").splitlines()
+                if line.startswith("## ")}
+    for rule in rules:
+        if "alert" in rule:
+            assert rule["annotations"]["runbook"] == runbook(rule["alert"])
+            assert rule["alert"].lower() in headings, f"no runbook section for {rule['alert']}"
+
+
+def runbook(alert: str) -> str:
+    """Where an alert's runbook is: the section of docs/runbooks.md named after it."""
+    return f"docs/runbooks.md#{alert.lower()}"
+
+
 def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
     """The alerts fire on their failure cases and stay quiet in ordinary operation (promtool test)."""
+    tests = copy.deepcopy(ALERT_TESTS)
+    for case in (c for test in tests for c in test["alert_rule_test"]):
+        for alert in case["exp_alerts"]:  # promtool compares every annotation
+            alert["exp_annotations"]["runbook"] = runbook(case["alertname"])
     path = tmp_path / "alert_tests.yml"
     path.write_text(yaml.safe_dump({"rule_files": [str(RULES)], "evaluation_interval": "1m",
-                                    "tests": ALERT_TESTS}), encoding="utf-8")
+                                    "tests": tests}), encoding="utf-8")
     result = _promtool("test", "rules", str(path))
     assert result.returncode == 0, f"{result.stdout}{result.stderr}"
+
+
+def test_alerts_reach_the_compose_alertmanager(services: dict[str, dict[str, Any]]) -> None:
+    """Prometheus sends alerts to the alertmanager service, whose routes all end in a
+    defined receiver (there is no amtool on the build machines to check more)."""
+    prometheus = yaml.safe_load(PROMETHEUS.read_text(encoding="utf-8"))
+    targets = [t for am in prometheus["alerting"]["alertmanagers"]
+               for config in am["static_configs"] for t in config["targets"]]
+    assert targets == ["alertmanager:9093"]
+    assert "alertmanager" in services
+    config = yaml.safe_load(ALERTMANAGER.read_text(encoding="utf-8"))
+    receivers = {r["name"] for r in config["receivers"]}
+    routes = [config["route"], *config["route"].get("routes", [])]
+    assert all(route.get("receiver", config["route"]["receiver"]) in receivers
+               for route in routes)
