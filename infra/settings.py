@@ -107,6 +107,9 @@ class OrchestratorSettings(Frozen):
     relay_after: float = Field(default=10.0, gt=0, le=3600)
     # Which broker user may answer each service's commands (orchestrator.senders).
     reply_users: str = Field(default="service", max_length=2000)
+    # How long a finished saga stays in the store (a TTL index deletes it then); sagas that
+    # need attention stay until an operator retries or resolves them.
+    retention_days: float = Field(default=30.0, ge=1 / 24, le=36_500)
     faults: FaultSettings = FaultSettings()
 
 
@@ -123,6 +126,11 @@ class WorkerSettings(Frozen):
     # How long a command waits for an unreachable database before it is answered "try
     # again later" (the orchestrator's retry policy takes over).
     store_patience: float = Field(default=20.0, ge=0, le=3600)
+    # How long inbox and fence entries are kept (TTL indexes). Both must outlast the longest
+    # a command can wait in its queue plus the longest a saga can run: an expired entry lets
+    # a late duplicate run again (docs/operating.md).
+    inbox_retention_days: float = Field(default=30.0, ge=1 / 24, le=36_500)
+    fence_retention_days: float = Field(default=30.0, ge=1 / 24, le=36_500)
 
 
 _COMMON = {
@@ -138,10 +146,12 @@ _ORCHESTRATOR = {
     "SAGA_STEP_TIMEOUT": "step_timeout", "SAGA_STEP_ATTEMPTS": "step_attempts",
     "SAGA_SETTLE_ATTEMPTS": "settle_attempts", "SAGA_BACKOFF": "backoff", "SAGA_DEADLINE": "deadline",
     "SAGA_TICK_INTERVAL": "tick_interval", "SAGA_RELAY_AFTER": "relay_after",
-    "SAGA_REPLY_USERS": "reply_users",
+    "SAGA_REPLY_USERS": "reply_users", "SAGA_RETENTION_DAYS": "retention_days",
 }
 _WORKER = {"SAGA_CONFLICT_RETRIES": "conflict_retries", "SAGA_TX_CONCURRENCY": "tx_concurrency",
-           "SAGA_STORE_PATIENCE": "store_patience"}
+           "SAGA_STORE_PATIENCE": "store_patience",
+           "SAGA_INBOX_RETENTION_DAYS": "inbox_retention_days",
+           "SAGA_FENCE_RETENTION_DAYS": "fence_retention_days"}
 _FAULTS = {
     "SAGA_FAULT_TRANSIENT": "transient_rate", "SAGA_FAULT_REJECT": "reject_rate",
     "SAGA_FAULT_LATENCY_MS": "latency_ms", "SAGA_FAULT_SLOW": "slow_rate",

@@ -23,6 +23,7 @@ from orchestrator.outbox import Clock, OutboxPublisher
 from orchestrator.registry import DefinitionRegistry, RegistrationError, Setup, load
 from orchestrator.runner import SagaRunner
 from orchestrator.senders import ReplySenders
+from orchestrator.serde import DAY
 from orchestrator.service import Loops, Orchestrator
 from orchestrator.store import SagaStore
 from orchestrator.store_memory import MemorySagaStore
@@ -88,7 +89,8 @@ class OrchestratorProcess:
         if common.store == "mongo":
             client = mongo.client(common.mongo_url_for("orchestrator"), app_name="orchestrator",
                                   listeners=[mongo.CommandCounter(self.registry)])
-            store = MongoSagaStore(client[common.database("orchestrator")], self.definitions)
+            store = MongoSagaStore(client[common.database("orchestrator")], self.definitions,
+                                   retention=self.settings.retention_days * DAY)
         self.store = store
         self.orchestrator = build(self.settings, self.transport, store, self.definitions,
                                   self.metrics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from contracts.commands import Operation, Outcome
@@ -65,6 +66,20 @@ def _op_document(step: str, op: Operation, o: OpState) -> Document:
         "detail": o.detail,
         "budget_from": o.budget_from,
     }
+
+
+# Finished sagas that may be deleted once their retention has passed; one that needs
+# attention waits for an operator, however long that takes.
+EXPIRING = frozenset({SagaStatus.COMPLETED, SagaStatus.FAILED, SagaStatus.RESOLVED})
+DAY = 86_400.0
+
+
+def expires_at(state: SagaState[Any], retention: float) -> datetime | None:
+    """When the store may delete the saga (a BSON date for MongoDB's TTL index), or None
+    while it must stay: ``retention`` seconds after it finished."""
+    if state.status not in EXPIRING:
+        return None
+    return datetime.fromtimestamp(state.updated_at + retention, UTC)
 
 
 def outbox_document(m: OutboxMessage) -> Document:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from orchestrator.registry import DefinitionRegistry
-from orchestrator.state import SagaState, SagaStatus
+from orchestrator.state import ACTIVE, SagaState, SagaStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +47,18 @@ class Quarantined:
     at: float
 
 
+# The statuses the store gauges count (each a range of the status index): the finished
+# sagas kept for their retention period are never counted.
+GAUGED = (*ACTIVE, SagaStatus.NEEDS_ATTENTION)
+
+
 @dataclass(frozen=True, slots=True)
 class StoreHealth:
     """What an on-call engineer asks of the store, counted there (so right after restarts and
     the same for every orchestrator replica)."""
 
-    by_status: Mapping[SagaStatus, int] = field(default_factory=dict)
+    by_status: Mapping[SagaStatus, int] = field(
+        default_factory=lambda: dict.fromkeys(GAUGED, 0))  # the GAUGED statuses only
     oldest_unfinished_at: float | None = None  # created_at of the oldest unfinished saga
     overdue: int = 0  # unfinished sagas whose deadline has passed
     outbox_messages: int = 0  # written, not yet confirmed by the broker

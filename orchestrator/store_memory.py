@@ -21,7 +21,7 @@ from orchestrator.serde import (
     to_document,
 )
 from orchestrator.state import ACTIVE, SagaState, SagaStatus
-from orchestrator.store import OutboxMessage, Quarantined, SagaRecord, StoreHealth
+from orchestrator.store import GAUGED, OutboxMessage, Quarantined, SagaRecord, StoreHealth
 
 
 class MemorySagaStore:
@@ -127,8 +127,9 @@ class MemorySagaStore:
         outbox = [m["created_at"] for d in self._docs.values() for m in d["outbox"]]
         reasons = Counter(d["quarantine"]["reason"] for d in self._docs.values()
                           if d["status"] == SagaStatus.QUARANTINED.value)
+        counts = await self.count_by_status()
         return StoreHealth(
-            by_status=await self.count_by_status(),
+            by_status={status: counts.get(status, 0) for status in GAUGED},
             oldest_unfinished_at=min((d["created_at"] for d in unfinished), default=None),
             overdue=sum(1 for d in unfinished if d["deadline_at"] < now),
             outbox_messages=len(outbox),

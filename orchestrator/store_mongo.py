@@ -15,10 +15,12 @@ from infra.errors import DuplicateKey, VersionConflict
 from infra.mongo import translated
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.serde import (
+    DAY,
     Document,
     Undecodable,
     decodable,
     decode,
+    expires_at,
     outbox_document,
     quarantine_fields,
     quarantined_from,
@@ -26,10 +28,11 @@ from orchestrator.serde import (
     to_document,
 )
 from orchestrator.state import ACTIVE, SagaState, SagaStatus
-from orchestrator.store import OutboxMessage, Quarantined, SagaRecord, StoreHealth
+from orchestrator.store import GAUGED, OutboxMessage, Quarantined, SagaRecord, StoreHealth
 
 COLLECTION = "sagas"
 UNFINISHED = [s.value for s in ACTIVE]
+EXPIRES_AT = "expires_at"
 QUARANTINED = SagaStatus.QUARANTINED.value
 # The outbox backlog is normally a handful of sagas between a write and its confirm; when
 # the broker is down it grows, and counting the first this many is enough to see that.
@@ -39,16 +42,20 @@ OUTBOX_SCAN_LIMIT = 10_000
 class MongoSagaStore:
     """Sagas in one collection; every save filters on the version it read."""
 
-    def __init__(self, db: AsyncDatabase[Document], registry: DefinitionRegistry) -> None:
+    def __init__(self, db: AsyncDatabase[Document], registry: DefinitionRegistry,
+                 retention: float = 30 * DAY) -> None:
         self._sagas: AsyncCollection[Document] = db[COLLECTION]
         self.definitions = registry
+        self._retention = retention
 
     async def ensure_indexes(self) -> None:
-        """Timers and the outbox relay are indexed queries, not scans."""
+        """Timers and the outbox relay are indexed queries, not scans; finished sagas are
+        deleted by MongoDB's TTL monitor once their ``expires_at`` has passed."""
         with translated():
             await self._sagas.create_index([("next_wakeup", ASCENDING)], sparse=True)
             await self._sagas.create_index([("outbox.created_at", ASCENDING)], sparse=True)
             await self._sagas.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
+            await self._sagas.create_index([(EXPIRES_AT, ASCENDING)], expireAfterSeconds=0)
 
     async def create(self, state: SagaState[Any], outbox: Sequence[OutboxMessage]) -> bool:
         """Insert; a taken id means a repeated order id, which must not start a second saga."""
@@ -86,11 +93,19 @@ class MongoSagaStore:
         """Compare-and-set on ``version``; the outbox append is part of the same write."""
         new_version = expected_version + 1
         update: Document = {"$set": {**state_fields(state), "version": new_version}}
+        unset: Document = {}
         wakeup = state.next_wakeup
         if wakeup is None:
-            update["$unset"] = {"next_wakeup": ""}
+            unset["next_wakeup"] = ""
         else:
             update["$set"]["next_wakeup"] = wakeup
+        expiry = expires_at(state, self._retention)
+        if expiry is None:
+            unset[EXPIRES_AT] = ""  # a resumed saga (an operator's retry) must not expire
+        else:
+            update["$set"][EXPIRES_AT] = expiry
+        if unset:
+            update["$unset"] = unset
         if outbox:
             update["$push"] = {"outbox": {"$each": [outbox_document(m) for m in outbox]}}
         with translated():
@@ -144,7 +159,7 @@ class MongoSagaStore:
         return decodable(docs, self.definitions)
 
     async def count_by_status(self) -> dict[SagaStatus, int]:
-        """Group and count."""
+        """Group and count (every document: for tools, not for the gauges)."""
         pipeline: list[Document] = [{"$group": {"_id": "$status", "n": {"$sum": 1}}}]
         with translated():
             cursor = await self._sagas.aggregate(pipeline)
@@ -152,8 +167,11 @@ class MongoSagaStore:
         return {SagaStatus(r["_id"]): int(r["n"]) for r in rows}
 
     async def health(self, now: float) -> StoreHealth:
-        """Four indexed queries (status+created_at, and the outbox index)."""
-        by_status = await self.count_by_status()
+        """Indexed queries only (status+created_at, and the outbox index): the finished
+        sagas kept for the retention period are never read."""
+        with translated():
+            by_status = {status: await self._sagas.count_documents({"status": status.value})
+                         for status in GAUGED}
         unfinished: Document = {"status": {"$in": UNFINISHED}}
         with translated():
             oldest = await self._sagas.find(unfinished, {"created_at": 1}).sort(

@@ -19,9 +19,9 @@ from infra.rabbit import RabbitTransport
 from infra.settings import SettingsError, WorkerSettings, worker_from_env
 from infra.transport import Transport
 from workers.metrics import WorkerMetrics
-from workers.runtime import Clock, WorkerRuntime
+from workers.runtime import EXPIRING, Clock, WorkerRuntime
 from workers.sdk import Participant
-from workers.store import DocumentStore
+from workers.store import DAY, DocumentStore, Retention
 from workers.store_memory import MemoryDocumentStore
 from workers.store_mongo import MongoDocumentStore
 
@@ -44,7 +44,9 @@ class Worker:
                                      topology=self._topology, metrics=metrics, faults=faults,
                                      clock=clock, conflict_retries=settings.conflict_retries,
                                      tx_concurrency=settings.tx_concurrency,
-                                     store_patience=settings.store_patience)
+                                     store_patience=settings.store_patience,
+                                     retention=Retention(settings.inbox_retention_days * DAY,
+                                                         settings.fence_retention_days * DAY))
         self.ready = False
 
     async def start(self) -> None:
@@ -93,6 +95,7 @@ class WorkerProcess:
     async def start(self) -> None:
         """Connect (waiting for broker and database), then consume."""
         await self.shell.open()
+        await self.store.ensure_indexes(EXPIRING)
         await self.worker.start()
 
     async def stop(self) -> None:

@@ -13,6 +13,7 @@ message id of the attempt.
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from contracts.commands import Operation
@@ -36,6 +37,7 @@ class Fence(Doc):
     reason_code: str | None = None
     detail: str = ""
     updated_at: float = 0.0
+    expires_at: datetime | None = None  # deleted then by a TTL index (Retention.fence)
 
 
 class Verdict(StrEnum):

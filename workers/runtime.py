@@ -18,6 +18,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from pydantic import ValidationError
 from tenacity import (
@@ -57,7 +58,7 @@ from infra.transport import Transport
 from workers.fence import AFTER_RUN, Fence, FenceState, Verdict, fence_id, verdict
 from workers.metrics import FENCE_KINDS, WorkerMetrics
 from workers.sdk import Impossible, Participant, Rejected, Route, StepContext
-from workers.store import Doc, DocumentStore, Tx
+from workers.store import DEFAULT_RETENTION, Doc, DocumentStore, Retention, Tx, expiry
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,11 @@ class Inbox(Doc):
     command_type: str
     reply: str
     at: float
+    expires_at: datetime | None = None  # deleted then by a TTL index (Retention.inbox)
+
+
+# The runtime's own records, which expire (the services' business documents never do).
+EXPIRING = ("inbox", "fences")
 
 
 class WorkerRuntime:
@@ -108,7 +114,7 @@ class WorkerRuntime:
     def __init__(self, *, spec: Participant, store: DocumentStore, transport: Transport,
                  topology: Topology, metrics: WorkerMetrics, faults: FaultSettings, clock: Clock,
                  conflict_retries: int = 20, tx_concurrency: int = 16,
-                 store_patience: float = 20.0) -> None:
+                 store_patience: float = 20.0, retention: Retention = DEFAULT_RETENTION) -> None:
         self._spec = spec
         self._store = store
         self._transport = transport
@@ -119,6 +125,7 @@ class WorkerRuntime:
         self._clock = clock
         self._conflict_retries = conflict_retries
         self._store_patience = store_patience
+        self._retention = retention
         self._tx_slots = asyncio.Semaphore(tx_concurrency)
 
     async def handle(self, message: WireMessage) -> None:
@@ -245,8 +252,7 @@ class WorkerRuntime:
             async with self._store.transaction() as tx:
                 fence = await tx.get(Fence, fence_id(command.saga_id, command.step))
                 reply = await self._judge(tx, command, fence, now)
-                await tx.insert(Inbox(id=envelope.message_id, command_type=envelope.message_type,
-                                      reply=reply.model_dump_json(), at=now))
+                await tx.insert(self._inbox(envelope, reply, now))
                 return reply
         except DuplicateKey:
             recorded = await self._recorded_reply(envelope.message_id)
@@ -269,7 +275,8 @@ class WorkerRuntime:
         match verdict(op, fence.state if fence else None):
             case Verdict.RUN:
                 detail = await self._run(tx, command, now)
-                await _write_fence(tx, command, fence, AFTER_RUN[op], now)
+                await _write_fence(tx, command, fence, AFTER_RUN[op], now,
+                                   self._retention.fence)
                 return _reply(command, Outcome.SUCCEEDED, None, detail)
             case Verdict.REPLAY:
                 assert fence is not None
@@ -278,7 +285,8 @@ class WorkerRuntime:
                 return _reply(command, Outcome.SUCCEEDED, None, f"already {fence.state}")
             case Verdict.EMPTY_ROLLBACK:
                 self._metrics.fence.labels(self._spec.name, FENCE_KINDS[0]).inc()
-                await _write_fence(tx, command, fence, FenceState.COMPENSATED, now)
+                await _write_fence(tx, command, fence, FenceState.COMPENSATED, now,
+                                   self._retention.fence)
                 return _reply(command, Outcome.SUCCEEDED, None, "nothing to undo")
             case Verdict.SUSPENDED:
                 self._metrics.fence.labels(self._spec.name, FENCE_KINDS[1]).inc()
@@ -315,10 +323,15 @@ class WorkerRuntime:
             if await tx.get(Fence, fid) is not None:
                 raise VersionConflict(f"fence {fid} changed while rejecting")
             await tx.insert(Fence(id=fid, state=FenceState.REJECTED, reason_code=rejection.code,
-                                  detail=rejection.detail, updated_at=now))
-            await tx.insert(Inbox(id=envelope.message_id, command_type=envelope.message_type,
-                                  reply=reply.model_dump_json(), at=now))
+                                  detail=rejection.detail, updated_at=now,
+                                  expires_at=expiry(now, self._retention.fence)))
+            await tx.insert(self._inbox(envelope, reply, now))
         return reply
+
+    def _inbox(self, envelope: Envelope, reply: StepReply, now: float) -> Inbox:
+        return Inbox(id=envelope.message_id, command_type=envelope.message_type,
+                     reply=reply.model_dump_json(), at=now,
+                     expires_at=expiry(now, self._retention.inbox))
 
     async def _publish(self, command: Envelope, reply: StepReply) -> None:
         reply_id = derived_id(command.message_id, "reply")
@@ -349,12 +362,14 @@ def decode_command(spec: Participant, envelope: Envelope, message: WireMessage) 
 
 
 async def _write_fence(tx: Tx, command: Command, fence: Fence | None, state: FenceState,
-                       now: float) -> None:
+                       now: float, retention: float) -> None:
+    expires_at = expiry(now, retention)  # moved on by every change of the step
     if fence is None:
         await tx.insert(Fence(id=fence_id(command.saga_id, command.step), state=state,
-                              updated_at=now))
+                              updated_at=now, expires_at=expires_at))
     else:
-        await tx.update(fence.model_copy(update={"state": state, "updated_at": now}))
+        await tx.update(fence.model_copy(update={"state": state, "updated_at": now,
+                                                 "expires_at": expires_at}))
 
 
 def _backoff(attempt: int) -> float:

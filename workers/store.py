@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -16,6 +18,25 @@ class Doc(BaseModel):
 
     id: str
     version: int = 0
+
+
+DAY = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long the runtime's own records are kept, in seconds (TTL indexes delete them)."""
+
+    inbox: float = 30 * DAY
+    fence: float = 30 * DAY
+
+
+DEFAULT_RETENTION = Retention()
+
+
+def expiry(now: float, seconds: float) -> datetime:
+    """The ``expires_at`` of a record written at ``now``: a date, as TTL indexes need."""
+    return datetime.fromtimestamp(now + seconds, UTC)
 
 
 class Tx(Protocol):
@@ -37,6 +58,10 @@ class Tx(Protocol):
 
 class DocumentStore(Protocol):
     """A participant's database."""
+
+    async def ensure_indexes(self, expiring: tuple[str, ...]) -> None:
+        """Let the documents of these collections expire at their ``expires_at``."""
+        ...
 
     def transaction(self) -> AbstractAsyncContextManager[Tx]:
         """A transaction; an exception inside the block aborts it."""

@@ -77,6 +77,9 @@ class MemoryDocumentStore:
     def __init__(self) -> None:
         self._docs: dict[Key, Doc] = {}
 
+    async def ensure_indexes(self, expiring: tuple[str, ...]) -> None:
+        """Nothing expires in memory: an embedded run does not outlive its retention."""
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[MemoryTx]:
         """Commit when the block ends normally; drop the buffer otherwise."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -18,9 +19,11 @@ Document = dict[str, Any]
 
 
 def to_mongo(doc: Doc) -> Document:
-    """``id`` becomes ``_id``; the rest is the model's JSON form."""
+    """``id`` becomes ``_id``; the rest is the model's JSON form, except that dates stay
+    dates (a TTL index reads only BSON dates)."""
     data = doc.model_dump(mode="json")
     data["_id"] = data.pop("id")
+    data.update({name: value for name, value in doc if isinstance(value, datetime)})
     return data
 
 
@@ -66,6 +69,14 @@ class MongoDocumentStore:
     def __init__(self, client: AsyncMongoClient[Document], database: str) -> None:
         self._client = client
         self._db: AsyncDatabase[Document] = client[database]
+
+    async def ensure_indexes(self, expiring: tuple[str, ...]) -> None:
+        """A TTL index on ``expires_at`` per collection: MongoDB's TTL monitor deletes each
+        document once that date has passed (documents without it are kept)."""
+        with translated():
+            for collection in expiring:
+                await self._db[collection].create_index([("expires_at", ASCENDING)],
+                                                        expireAfterSeconds=0)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[MongoTx]:

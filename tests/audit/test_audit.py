@@ -281,6 +281,10 @@ class MovingInventory:
         """Delegate."""
         await self.inner.put(doc)
 
+    async def ensure_indexes(self, expiring: tuple[str, ...]) -> None:
+        """Delegate."""
+        await self.inner.ensure_indexes(expiring)
+
     async def all[T: Doc](self, kind: type[T], limit: int = 100_000) -> list[T]:
         """The stored documents, except for the first read of the stock."""
         docs = await self.inner.all(kind, limit)

@@ -502,6 +502,10 @@ class Unreachable:
         """Delegate."""
         await self._inner.put(doc)
 
+    async def ensure_indexes(self, expiring: tuple[str, ...]) -> None:
+        """Delegate."""
+        await self._inner.ensure_indexes(expiring)
+
 
 async def _unreachable_rig(rabbit: RabbitTransport, topology: Topology, amqp_url: str,
                            store: Unreachable, patience: float) -> tuple[Rig, Worker]:
