@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
@@ -35,6 +36,9 @@ QUEUE_HEADER = "x-original-queue"
 TIME_HEADER = "x-dead-lettered-at"
 DELIVERY_COUNT_HEADER = "x-delivery-count"  # set by quorum queues on every redelivery
 ORIGINAL_SIZE_HEADER = "x-original-size"  # a truncated dead letter's body size, in bytes
+# A dead letter's own id: many messages arrive without a message_id, and the tools
+# (sagactl dlq) need to name each dead letter.
+DEAD_LETTER_ID_HEADER = "x-dead-letter-id"
 # A dead-letter copy of a body over the limit keeps only its start: enough to recognise it,
 # without storing what the limit exists to keep out.
 TRUNCATED_BODY_BYTES = 4096
@@ -126,6 +130,7 @@ class Boundary:
             ERROR_KIND_HEADER: kind,
             QUEUE_HEADER: delivery.queue,
             TIME_HEADER: utcnow().isoformat(),
+            DEAD_LETTER_ID_HEADER: uuid.uuid4().hex,
         }
         body = message.body
         if len(body) > MAX_BODY_BYTES:

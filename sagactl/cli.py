@@ -41,6 +41,8 @@ from sagactl.admin import act, default_operator
 from sagactl.audit import AuditOptions
 from sagactl.audit import run as run_audit
 from sagactl.cancel import cancel
+from sagactl.deadletters import DeadLetterError
+from sagactl.deadletters import run as dead_letters
 from sagactl.demo import DemoOptions
 from sagactl.demo import run as run_demo
 from sagactl.orders import OutcomeWatcher, submit
@@ -138,6 +140,24 @@ def parser() -> Parser:
                         help="who acts (default: the OS user)")
         ac.add_argument("--timeout", type=_positive, default=60,
                         help="seconds to wait for the answer (default 60)")
+
+    dl = sub.add_parser("dlq", help="list, show, replay or purge dead letters")
+    dls = dl.add_subparsers(dest="dlq_action", required=True, parser_class=Parser)
+    dll = dls.add_parser("list", help="every dead letter (of one queue)")
+    dll.add_argument("queue", nargs="?", metavar="QUEUE",
+                     help="a dead-letter queue, or the queue it belongs to")
+    dll.add_argument("--json", action="store_true")
+    dls.add_parser("show", help="one dead letter: headers, body, replayable?").add_argument(
+        "ident", metavar="ID")
+    for name, help_text in (("replay", "publish dead letters again to where they came from, "
+                             "if they pass validation now"),
+                            ("purge", "delete dead letters")):
+        dla = dls.add_parser(name, help=help_text)
+        dla.add_argument("target", nargs="?", metavar="ID|QUEUE",
+                         help="a dead letter's id; with --all, an optional queue")
+        dla.add_argument("--all", action="store_true", help="every dead letter (of QUEUE)")
+        dla.add_argument("--operator", default=default_operator(),
+                         help="who acts (default: the OS user)")
 
     st = sub.add_parser("status", help="one saga: state, steps, attempts and errors")
     st.add_argument("order_id", metavar="ID",
@@ -251,6 +271,26 @@ async def _act(common: CommonSettings, args: argparse.Namespace) -> int:
     return 0 if done else EXIT_FAILED
 
 
+async def _dlq(common: CommonSettings, args: argparse.Namespace) -> int:
+    action = args.dlq_action
+    ident = getattr(args, "ident", None)
+    queue = getattr(args, "queue", None)
+    if action in ("replay", "purge"):
+        if args.all:
+            queue = args.target
+        elif args.target is None:
+            print(f"sagactl: dlq {action} needs a dead letter's id, or --all", file=sys.stderr)
+            return EXIT_USAGE
+        else:
+            ident = args.target
+    try:
+        return await dead_letters(common, action, ident, queue, getattr(args, "json", False),
+                                  getattr(args, "operator", ""), sys.stdout)
+    except DeadLetterError as e:
+        print(f"sagactl: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
 async def _inspect(common: CommonSettings, args: argparse.Namespace) -> int:
     stores = await connect.stores(common, definitions(OrchestratorSettings(common=common)))
     try:
@@ -350,7 +390,7 @@ async def _definitions(common: CommonSettings, args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
-COMMANDS = {"submit": _submit, "cancel": _cancel, "retry": _act, "resolve": _act,
+COMMANDS = {"submit": _submit, "cancel": _cancel, "retry": _act, "resolve": _act, "dlq": _dlq,
             "definitions": _definitions, "status": _inspect,
             "list": _inspect, "seed": _seed, "demo": _demo, "chaos": _chaos, "audit": _audit}
 

@@ -19,10 +19,15 @@ up among the copies.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
@@ -36,12 +41,12 @@ from contracts.envelope import (
 )
 from contracts.registry import STEP_REPLY
 from contracts.topology import Plan, Topology, layout
-from infra.consumer import REASON_HEADER
+from infra.consumer import DEAD_LETTER_ID_HEADER, REASON_HEADER
 from infra.errors import InvalidMessage, PublishFailed
 from infra.rabbit import from_amqp
 from infra.transport import Transport
 from orchestrator.registry import DefinitionRegistry
-from orchestrator.start import read_cancel, read_request
+from orchestrator.start import StartMessage, read_cancel, read_request
 from sagactl.snapshot import DeadLetterQueue, Snapshot, SubjectKind, Violation
 from workers.catalog import registered
 from workers.runtime import decode_command
@@ -98,8 +103,10 @@ class PortDeadLetters:
 class RabbitDeadLetters:
     """A reader on its own RabbitMQ connection: take unacknowledged, copy back, then ack."""
 
-    def __init__(self, url: str, connect_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, connect_timeout: float = 5.0,
+                 name: str = "sagactl-audit") -> None:
         self._url = url
+        self._name = name
         self._timeout = connect_timeout
         self._connection: AbstractConnection | None = None
 
@@ -107,7 +114,7 @@ class RabbitDeadLetters:
         """Open the connection (raises when the broker cannot be reached)."""
         self._connection = await aio_pika.connect(
             self._url, timeout=self._timeout,
-            client_properties={"connection_name": "sagactl-audit"})
+            client_properties={"connection_name": self._name})
 
     async def close(self) -> None:
         """Close the connection; anything not yet copied back returns to its queue."""
@@ -116,11 +123,23 @@ class RabbitDeadLetters:
 
     async def read(self, queue: str, exchange: str, routing_key: str) -> tuple[WireMessage, ...]:
         """See the module docstring for why it is done this way."""
+        return tuple(m for m, _ in await self.sweep(queue, exchange, routing_key,
+                                                     lambda m: Fate.KEEP))
+
+    async def sweep(self, queue: str, exchange: str, routing_key: str,
+                    choose: Callable[[WireMessage], Choice]) -> list[tuple[WireMessage, Choice]]:
+        """Take every message of ``queue`` unacknowledged; keep each (copied back through
+        ``exchange``/``routing_key`` with its id header), drop it, or move it elsewhere, as
+        ``choose`` says; acknowledge each only once its copy is confirmed. Returns every
+        message, with its id header, and what became of it."""
         if self._connection is None:
             raise RuntimeError("RabbitDeadLetters.connect() was not called")
         channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         try:
-            source = await channel.declare_queue(queue, passive=True)
+            try:
+                source = await channel.declare_queue(queue, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return []  # not declared yet (no consumer ever ran): it holds nothing
             count = source.declaration_result.message_count or 0
             if count > MAX_MESSAGES:
                 raise TooManyDeadLetters(f"{count} messages")
@@ -128,21 +147,67 @@ class RabbitDeadLetters:
             while len(taken) < MAX_MESSAGES and (
                     incoming := await source.get(no_ack=False, fail=False)) is not None:
                 taken.append(incoming)
-            target = await channel.get_exchange(exchange, ensure=False)
+            done = []
             for incoming in taken:
-                await target.publish(_copy(incoming), routing_key, mandatory=True)
+                read = from_amqp(incoming)
+                ident = dead_letter_id(read, queue)
+                headers = {**incoming.headers, DEAD_LETTER_ID_HEADER: ident}
+                message = replace(read, headers={**read.headers, DEAD_LETTER_ID_HEADER: ident})
+                choice = choose(message)
+                if choice is Fate.KEEP:
+                    target = await channel.get_exchange(exchange, ensure=False)
+                    await target.publish(_copy(incoming, headers), routing_key, mandatory=True)
+                elif isinstance(choice, Move):
+                    target = await channel.get_exchange(choice.exchange, ensure=False)
+                    await target.publish(_copy(incoming, choice.headers), choice.routing_key,
+                                         mandatory=True)
                 await incoming.ack()
-            return tuple(from_amqp(incoming) for incoming in taken)
+                done.append((message, choice))
+            return done
         finally:
             if not channel.is_closed:
                 await channel.close()
 
 
-def _copy(incoming: AbstractIncomingMessage) -> aio_pika.Message:
-    # Body, headers and properties as they were. user_id goes: the broker refuses a
-    # user_id other than the publisher's own login.
+class Fate(StrEnum):
+    """What a sweep does with one dead letter, short of moving it."""
+
+    KEEP = "keep"
+    DROP = "drop"
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """Publish the dead letter to ``exchange``/``routing_key`` with ``headers`` instead."""
+
+    exchange: str
+    routing_key: str
+    headers: dict[str, Any]
+
+
+Choice = Fate | Move
+
+
+def dead_letter_id(m: WireMessage, queue: str) -> str:
+    """A dead letter's id: the header the consumer gave it, or (for one the broker
+    dead-lettered itself) a digest of what identifies it, which stays the same across reads
+    and is written into the header by the first one."""
+    given = m.headers.get(DEAD_LETTER_ID_HEADER)
+    if isinstance(given, str) and given:
+        return given
+    digest = hashlib.sha256()
+    for part in (queue, m.message_id or "", str(m.headers.get("x-first-death-queue", "")),
+                 str(m.timestamp or "")):
+        digest.update(part.encode() + b"\0")
+    digest.update(m.body)
+    return digest.hexdigest()[:32]
+
+
+def _copy(incoming: AbstractIncomingMessage, headers: Mapping[str, Any]) -> aio_pika.Message:
+    # Body and properties as they were. user_id goes: the broker refuses a user_id other
+    # than the publisher's own login.
     return aio_pika.Message(
-        incoming.body, headers=incoming.headers, content_type=incoming.content_type,
+        incoming.body, headers=dict(headers), content_type=incoming.content_type,
         content_encoding=incoming.content_encoding,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT, priority=incoming.priority,
         correlation_id=incoming.correlation_id, reply_to=incoming.reply_to,
@@ -163,7 +228,7 @@ async def read_all(source: Transport | DeadLetterReader, topology: Topology,
         if not spec.dead_letter_queue:
             continue
         exchange, queue = spec.bindings[0]
-        kind = _consumer(topology, queue, plan)
+        kind = consumer_kind(topology, queue, plan)
         start = starts.get(queue)
         try:
             messages = await reader.read(spec.name, exchange, queue)
@@ -181,7 +246,7 @@ async def read_all(source: Transport | DeadLetterReader, topology: Topology,
     return tuple(found)
 
 
-def _consumer(t: Topology, queue: str, plan: Plan) -> str:
+def consumer_kind(t: Topology, queue: str, plan: Plan) -> str:
     """What a consumer queue receives: ``requests``, ``cancels``, ``replies``, ``admin``
     (operator actions) or a service's commands."""
     if queue in {t.requests_queue_of(e.definition) for e in plan.entries}:
@@ -244,6 +309,33 @@ def _still_valid(q: DeadLetterQueue, m: WireMessage, s: Snapshot) -> str | None:
         return _command(q.source, m)
     except CodecError:
         return None
+
+
+def recheck(source: str, start: StartMessage[Any] | None, m: WireMessage) -> str:
+    """Validate a dead letter of a ``source`` queue as its consumer would now (replies
+    aside: they are judged against the sagas). Returns the saga or business key it names;
+    raises CodecError or InvalidMessage saying why it would be refused."""
+    if source in ("requests", "cancels") and start is None:
+        raise InvalidMessage(f"no start message is registered for this {source} queue")
+    if source == "requests" and start is not None:
+        request = read_request(start, m)
+        if request.data is None:
+            raise InvalidMessage(request.problem or "invalid request")
+        return request.key
+    if source == "cancels" and start is not None:
+        cancel = read_cancel(start, m)
+        if cancel.problem is not None:
+            raise InvalidMessage(cancel.problem)
+        return cancel.key
+    if source == "admin":
+        return _action(m) or _refuse("not an operator action")
+    if source == "replies":
+        raise InvalidMessage("a reply is judged against the sagas (sagactl audit)")
+    return decode_command(registered()[source], read_envelope(m), m).saga_id
+
+
+def _refuse(why: str) -> str:
+    raise InvalidMessage(why)
 
 
 def _request(q: DeadLetterQueue, m: WireMessage) -> str | None:

@@ -57,13 +57,40 @@ def _docker_available() -> bool:
         return False
 
 
+def _amqp_answers(url: str) -> str | None:
+    """None when the broker completes a handshake and a channel round trip, else why not."""
+    import aio_pika
+
+    async def probe() -> None:
+        connection = await aio_pika.connect(url, timeout=15)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(exclusive=True, timeout=15)
+            await queue.delete(timeout=15)
+
+    try:
+        asyncio.run(asyncio.wait_for(probe(), 30))
+    except Exception as e:  # any failure means the broker cannot serve tests
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _checked(url: str) -> str:
+    # A listener that accepts TCP while the node is wedged would cost every broker test
+    # its whole timeout; stop the session at once with the reason instead.
+    if why := _amqp_answers(url):
+        pytest.exit(f"RabbitMQ at {url.split('@')[-1]} does not answer AMQP ({why}); "
+                    "restart it (scripts/ensure-services does) and run again", returncode=3)
+    return url
+
+
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
     """A real RabbitMQ broker."""
     if url := os.environ.get("SAGA_TEST_AMQP_URL"):
-        yield url
+        yield _checked(url)
     elif _reachable("127.0.0.1", 5672):
-        yield DEFAULT_AMQP
+        yield _checked(DEFAULT_AMQP)
     elif _docker_available():
         with containers.running(containers.RABBITMQ) as (host, port):
             yield containers.amqp_url(host, port)

@@ -39,6 +39,10 @@ def sagactl(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     ("demo", "--orders", "0"),
     ("demo", "--transient", "2"),
     ("demo", "--reject", "abc"),
+    ("dlq",),
+    ("dlq", "show"),
+    ("dlq", "replay"),
+    ("dlq", "purge", "--operator"),
 ])
 def test_bad_arguments_get_one_line_and_exit_code_2(args: tuple[str, ...]) -> None:
     """Each malformed command line is explained in exactly one line on stderr."""
@@ -81,6 +85,14 @@ def test_an_unreachable_broker_is_one_line_without_the_password() -> None:
     assert "hunter2" not in result.stderr + result.stdout
     assert "cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1/" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_dead_letters_on_an_unreachable_broker_are_one_line() -> None:
+    result = sagactl("dlq", "list", SAGA_AMQP_URL="amqp://guest:hunter2@127.0.0.1:1/")
+    assert result.returncode == 3
+    assert "hunter2" not in result.stderr + result.stdout
+    assert result.stderr.strip() == ("sagactl: cannot reach RabbitMQ at "
+                                     "amqp://guest:***@127.0.0.1:1/: AMQPConnectionError")
 
 
 def test_an_unreachable_database_is_one_line_without_the_password() -> None:
