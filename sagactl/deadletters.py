@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+import aiormq
+
 from contracts.envelope import CodecError, WireMessage, utcnow
 from contracts.topology import Plan, QueueSpec, Topology, layout
 from infra.consumer import (
@@ -202,7 +204,10 @@ class DeadLetters:
     async def _sweep(self, source: Source,
                      choose: Callable[[WireMessage], Choice]) -> list[tuple[WireMessage, Choice]]:
         exchange, key = source.dlq.bindings[0]
-        return await self._reader.sweep(source.name, exchange, key, choose)
+        try:
+            return await self._reader.sweep(source.name, exchange, key, choose)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return []  # not declared yet (no consumer ever ran): it holds nothing
 
 
 async def run(common: CommonSettings, action: str, ident: str | None, queue: str | None,

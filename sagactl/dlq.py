@@ -27,7 +27,6 @@ from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 import aio_pika
-import aiormq
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
@@ -136,10 +135,7 @@ class RabbitDeadLetters:
             raise RuntimeError("RabbitDeadLetters.connect() was not called")
         channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         try:
-            try:
-                source = await channel.declare_queue(queue, passive=True)
-            except aiormq.exceptions.ChannelNotFoundEntity:
-                return []  # not declared yet (no consumer ever ran): it holds nothing
+            source = await channel.declare_queue(queue, passive=True)
             count = source.declaration_result.message_count or 0
             if count > MAX_MESSAGES:
                 raise TooManyDeadLetters(f"{count} messages")
