@@ -40,6 +40,7 @@ from sagactl import definitions as sagactl_definitions
 from sagactl.admin import act, default_operator
 from sagactl.audit import AuditOptions
 from sagactl.audit import run as run_audit
+from sagactl.broker import BrokerDown
 from sagactl.cancel import cancel
 from sagactl.deadletters import DeadLetterError
 from sagactl.deadletters import run as dead_letters
@@ -371,7 +372,12 @@ async def _chaos(common: CommonSettings, args: argparse.Namespace) -> int:
     opts = chaos.ChaosOptions(orders=args.orders, duration=args.duration,
                               faults=frozenset(f for f in args.faults.split(",") if f),
                               seed=args.seed, drain_timeout=args.drain_timeout)
-    return await chaos.run(common, opts, bool(os.environ.get("SAGA_MONGO_URL")), sys.stdout)
+    try:
+        return await chaos.run(common, opts, bool(os.environ.get("SAGA_MONGO_URL")),
+                               sys.stdout)
+    except BrokerDown as e:
+        print(f"sagactl: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
 
 
 async def _definitions(common: CommonSettings, args: argparse.Namespace) -> int:
