@@ -133,6 +133,20 @@ class WorkerSettings(Frozen):
     fence_retention_days: float = Field(default=30.0, ge=1 / 24, le=36_500)
 
 
+class ConsoleSettings(Frozen):
+    """The web console: where it listens, and the token that guards its actions."""
+
+    common: CommonSettings
+    # Loopback by default: reads from this host need no token (docs/console.md).
+    host: str = "127.0.0.1"
+    port: int = Field(default=8088, ge=1, le=65535)
+    # Every action, and every read from another address, needs it; unset, they answer 401.
+    token: SecretStr | None = None
+    # How long an action waits for the orchestrator's answer.
+    action_timeout: float = Field(default=30.0, gt=0, le=600)
+    page_size: int = Field(default=50, ge=1, le=500)
+
+
 _COMMON = {
     "SAGA_AMQP_URL": "amqp_url", "SAGA_MONGO_URL": "mongo_url", "SAGA_MONGO_DB": "mongo_db_prefix",
     "SAGA_NAMESPACE": "namespace", "SAGA_STORE": "store", "SAGA_METRICS_PORT": "metrics_port",
@@ -152,6 +166,8 @@ _WORKER = {"SAGA_CONFLICT_RETRIES": "conflict_retries", "SAGA_TX_CONCURRENCY": "
            "SAGA_STORE_PATIENCE": "store_patience",
            "SAGA_INBOX_RETENTION_DAYS": "inbox_retention_days",
            "SAGA_FENCE_RETENTION_DAYS": "fence_retention_days"}
+_CONSOLE = {"SAGA_CONSOLE_HOST": "host", "SAGA_CONSOLE_PORT": "port",
+            "SAGA_CONSOLE_TOKEN": "token", "SAGA_CONSOLE_ACTION_TIMEOUT": "action_timeout"}
 _FAULTS = {
     "SAGA_FAULT_TRANSIENT": "transient_rate", "SAGA_FAULT_REJECT": "reject_rate",
     "SAGA_FAULT_LATENCY_MS": "latency_ms", "SAGA_FAULT_SLOW": "slow_rate",
@@ -213,6 +229,12 @@ def worker_from_env(env: Mapping[str, str], service: str,
     faults = _faults(env)
     return _build(WorkerSettings, _WORKER, {"common": common, "service": service,
                                             "faults": faults, **_pick(env, _WORKER)})
+
+
+def console_from_env(env: Mapping[str, str]) -> ConsoleSettings:
+    """Settings of the console process."""
+    common = common_from_env(env, "console")
+    return _build(ConsoleSettings, _CONSOLE, {"common": common, **_pick(env, _CONSOLE)})
 
 
 # Query options whose values are safe to print; every other option's value is masked, since

@@ -47,6 +47,22 @@ class Quarantined:
     at: float
 
 
+@dataclass(frozen=True, slots=True)
+class SagaQuery:
+    """A page of sagas for people (the console): newest first, filtered.
+
+    ``after`` is the (created_at, saga id) of the last saga of the previous page: a stable
+    cursor, unlike an offset, while new sagas arrive at the top.
+    """
+
+    statuses: frozenset[SagaStatus] | None = None  # None: every status but quarantined
+    definition: str | None = None
+    since: float | None = None  # created at or after
+    text: str | None = None  # a substring of the saga id (which holds the business key)
+    after: tuple[float, str] | None = None
+    limit: int = 50
+
+
 # The statuses the store gauges count (each a range of the status index): the finished
 # sagas kept for their retention period are never counted.
 GAUGED = (*ACTIVE, SagaStatus.NEEDS_ATTENTION)
@@ -116,6 +132,11 @@ class SagaStore(Protocol):
 
     async def find(self, statuses: Collection[SagaStatus] | None, limit: int) -> list[SagaRecord]:
         """Sagas in the given states (all when None, quarantined ones never), newest first."""
+        ...
+
+    async def search(self, query: SagaQuery) -> list[SagaRecord]:
+        """One page of sagas matching ``query``, newest first (created_at, then id, both
+        descending); quarantined sagas never."""
         ...
 
     async def count_by_status(self) -> dict[SagaStatus, int]:

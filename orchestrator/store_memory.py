@@ -21,7 +21,14 @@ from orchestrator.serde import (
     to_document,
 )
 from orchestrator.state import ACTIVE, SagaState, SagaStatus
-from orchestrator.store import GAUGED, OutboxMessage, Quarantined, SagaRecord, StoreHealth
+from orchestrator.store import (
+    GAUGED,
+    OutboxMessage,
+    Quarantined,
+    SagaQuery,
+    SagaRecord,
+    StoreHealth,
+)
 
 
 class MemorySagaStore:
@@ -111,6 +118,22 @@ class MemorySagaStore:
         docs = sorted((d for d in self._docs.values() if d["status"] in wanted),
                       key=lambda d: d["created_at"], reverse=True)
         return decodable(docs, self.definitions)[:limit]
+
+    async def search(self, query: SagaQuery) -> list[SagaRecord]:
+        """Filter and sort in memory."""
+        wanted = {s.value for s in (query.statuses or SagaStatus)
+                  if s is not SagaStatus.QUARANTINED}
+
+        def matches(d: Document) -> bool:
+            return (d["status"] in wanted
+                    and query.definition in (None, d["definition"])
+                    and (query.since is None or d["created_at"] >= query.since)
+                    and (not query.text or query.text.lower() in str(d["_id"]).lower())
+                    and (query.after is None or (d["created_at"], d["_id"]) < query.after))
+
+        docs = sorted((d for d in self._docs.values() if matches(d)),
+                      key=lambda d: (d["created_at"], d["_id"]), reverse=True)
+        return decodable(docs[:query.limit], self.definitions)
 
     async def count_by_status(self) -> dict[SagaStatus, int]:
         """Count."""

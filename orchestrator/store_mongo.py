@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import replace
@@ -28,7 +29,14 @@ from orchestrator.serde import (
     to_document,
 )
 from orchestrator.state import ACTIVE, SagaState, SagaStatus
-from orchestrator.store import GAUGED, OutboxMessage, Quarantined, SagaRecord, StoreHealth
+from orchestrator.store import (
+    GAUGED,
+    OutboxMessage,
+    Quarantined,
+    SagaQuery,
+    SagaRecord,
+    StoreHealth,
+)
 
 COLLECTION = "sagas"
 UNFINISHED = [s.value for s in ACTIVE]
@@ -156,6 +164,27 @@ class MongoSagaStore:
         with translated():
             docs = await self._sagas.find({"status": {"$in": wanted}}).sort(
                 "created_at", DESCENDING).limit(limit).to_list()
+        return decodable(docs, self.definitions)
+
+    async def search(self, query: SagaQuery) -> list[SagaRecord]:
+        """Served by the (status, created_at) index; the id substring is a regex on what
+        that range leaves."""
+        wanted = [s.value for s in (query.statuses or SagaStatus)
+                  if s is not SagaStatus.QUARANTINED]
+        clauses: list[Document] = [{"status": {"$in": wanted}}]
+        if query.definition is not None:
+            clauses.append({"definition": query.definition})
+        if query.since is not None:
+            clauses.append({"created_at": {"$gte": query.since}})
+        if query.text:
+            clauses.append({"_id": {"$regex": re.escape(query.text), "$options": "i"}})
+        if query.after is not None:
+            at, last = query.after
+            clauses.append({"$or": [{"created_at": {"$lt": at}},
+                                    {"created_at": at, "_id": {"$lt": last}}]})
+        with translated():
+            docs = await self._sagas.find({"$and": clauses}).sort(
+                [("created_at", DESCENDING), ("_id", DESCENDING)]).limit(query.limit).to_list()
         return decodable(docs, self.definitions)
 
     async def count_by_status(self) -> dict[SagaStatus, int]:

@@ -18,6 +18,7 @@ from contracts.envelope import (
     utcnow,
 )
 from contracts.topology import Topology
+from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, OrchestratorSettings
 from infra.transport import Delivery
 from orchestrator.app import definitions
@@ -54,11 +55,36 @@ async def act(common: CommonSettings, ident: str, action: Action, operator: str,
 
 async def _ask(common: CommonSettings, request: AdminAction, timeout: float,
                ) -> AdminResult | None:
-    topology = Topology(common.namespace)
-    transport = await connect.transport(common)
-    answers: Collector[AdminResult] = Collector()
+    client = await AdminClient.open(common)
+    try:
+        return await client.ask(request, timeout)
+    finally:
+        await client.close()
 
-    async def on_answer(delivery: Delivery) -> None:
+
+class AdminClient:
+    """One connection that sends actions and waits for their answers (sagactl, console)."""
+
+    def __init__(self, transport: RabbitTransport, topology: Topology) -> None:
+        self._transport = transport
+        self._topology = topology
+        self._answers: Collector[AdminResult] = Collector()
+
+    @classmethod
+    async def open(cls, common: CommonSettings, name: str = "sagactl") -> AdminClient:
+        """Connect and listen for answers (raises connect.Unreachable)."""
+        client = cls(await connect.transport(common, name), Topology(common.namespace))
+        try:
+            # Listening before asking, so that no answer can be missed.
+            queue = await client._transport.temporary_queue(client._topology.admin_exchange,
+                                                            (ADMIN_RESULT,))
+            await client._transport.consume(queue, client._on_answer, prefetch=64)
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    async def _on_answer(self, delivery: Delivery) -> None:
         await delivery.ack()
         try:
             envelope = read_envelope(delivery.message)
@@ -66,17 +92,18 @@ async def _ask(common: CommonSettings, request: AdminAction, timeout: float,
         except CodecError:
             return
         if envelope.causation_id is not None:
-            answers.keep(envelope.causation_id, result)
+            self._answers.keep(envelope.causation_id, result)
 
-    try:
-        # Listening before asking, so that the answer cannot be missed.
-        queue = await transport.temporary_queue(topology.admin_exchange, (ADMIN_RESULT,))
-        await transport.consume(queue, on_answer, prefetch=64)
+    async def ask(self, request: AdminAction, timeout: float) -> AdminResult | None:
+        """Send one action; its answer, or None when none came within ``timeout``."""
         envelope = Envelope(message_id=new_message_id(), correlation_id=request.saga_id,
                             message_type=ADMIN_ACTION, timestamp=utcnow())
-        await transport.publish(topology.admin_exchange, ADMIN_ACTION, encode(envelope, request))
-        if await answers.wait_for({envelope.message_id}, timeout):
+        await self._transport.publish(self._topology.admin_exchange, ADMIN_ACTION,
+                                      encode(envelope, request))
+        if await self._answers.wait_for({envelope.message_id}, timeout):
             return None
-        return answers.kept[envelope.message_id]
-    finally:
-        await transport.close()
+        return self._answers.kept.pop(envelope.message_id)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self._transport.close()

@@ -20,7 +20,7 @@ from orchestrator.registry import DefinitionRegistry
 from orchestrator.sagas.order import OrderSagaData, order_saga
 from orchestrator.serde import Undecodable
 from orchestrator.state import AttemptError, OpState, OpStatus, SagaState, SagaStatus
-from orchestrator.store import OutboxMessage, SagaStore, StoreHealth
+from orchestrator.store import OutboxMessage, SagaQuery, SagaStore, StoreHealth
 from orchestrator.store_memory import MemorySagaStore
 from orchestrator.store_mongo import MongoSagaStore
 
@@ -306,6 +306,28 @@ async def test_find_filters_by_status_newest_first(store: SagaStore) -> None:
     assert [r.state.saga_id for r in await store.find([SagaStatus.RUNNING], 1)] == ["s4"]
     assert await store.find([SagaStatus.COMPENSATING], 10) == []
     assert await store.find([], 10) == []
+
+
+async def test_search_filters_and_pages_newest_first(store: SagaStore) -> None:
+    """Filters combine; the cursor pages through equal creation times without a gap."""
+    await populate(store)
+    for twin in ("t-a", "t-b"):  # two sagas created at the same instant
+        state, _ = started(twin, T0 + 10)
+        await store.create(state, ())
+
+    async def ids(**query: Any) -> list[str]:
+        return [r.state.saga_id for r in await store.search(SagaQuery(**query))]
+
+    assert await ids() == ["t-b", "t-a", "s4", "s3", "s2", "s1", "s0"]
+    assert await ids(statuses=frozenset({SagaStatus.COMPLETED, SagaStatus.FAILED})) == [
+        "s3", "s2", "s1"]
+    assert await ids(since=T0 + 3) == ["t-b", "t-a", "s4", "s3"]
+    assert await ids(text="T-") == ["t-b", "t-a"]  # a case-insensitive substring
+    assert await ids(text=".*") == []  # matched literally, never as a pattern
+    assert await ids(definition="order", limit=2) == ["t-b", "t-a"]
+    assert await ids(definition="transfer") == []
+    assert await ids(after=(T0 + 10, "t-b"), limit=2) == ["t-a", "s4"]
+    assert await ids(after=(T0 + 4, "s4"), statuses=frozenset({SagaStatus.RUNNING})) == ["s0"]
 
 
 async def test_count_by_status_counts_every_saga(store: SagaStore) -> None:
