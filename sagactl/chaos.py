@@ -15,6 +15,7 @@ import json
 import os
 import random
 import secrets
+import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -34,21 +35,23 @@ from contracts.registry import ORDER_REQUESTED
 from contracts.topology import Topology, dead_letter_queue
 from contracts.transfers import TRANSFER_REQUESTED
 from infra.consumer import REASON_HEADER
-from infra.errors import PublishFailed, StoreUnavailable
+from infra.errors import PublishFailed, StoreFailed, StoreUnavailable
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, OrchestratorSettings, common_from_env, redact
 from orchestrator.app import definitions
 from orchestrator.sagas.order import NAME as ORDER_SAGA
 from orchestrator.sagas.transfer import NAME as TRANSFER_SAGA
 from orchestrator.start import saga_id
-from orchestrator.state import SagaStatus
+from orchestrator.state import TERMINAL, SagaStatus
 from sagactl import connect
 from sagactl.broker import LocalBroker
+from sagactl.demo import require_databases
 from sagactl.dlq import RabbitDeadLetters
 from sagactl.invariants import Report, audit
 from sagactl.orders import request_message
 from sagactl.poison import random_poison
 from sagactl.processes import Cluster, ManagedProcess, start_standin
+from sagactl.progress import Progress, Snapshot
 from sagactl.seed import (
     Catalog,
     add_deposit,
@@ -72,6 +75,9 @@ STEP_TIMEOUT = 10.0
 MIN_COMPLETED_SHARE = 0.5
 # One transfer for every this many orders.
 TRANSFER_SHARE = 3
+# Seconds between counts of finished sagas for the progress line, until the drain counts
+# them itself: one aggregate, light beside the run's own load on the database.
+COUNT_EVERY = 5.0
 
 
 async def _patiently[T](read: Callable[[], Awaitable[T]], timeout: float = 120.0) -> T:
@@ -154,6 +160,10 @@ class ChaosRun:
         default_factory=lambda: defaultdict(asyncio.Lock))
     outcomes: Counter[str] = field(default_factory=Counter)
     business_rejections: int = 0
+    err: TextIO = field(default_factory=lambda: sys.stderr)  # the progress line
+    order_ids: set[str] = field(default_factory=set)  # saga ids of the orders and transfers
+    submitted: int = 0
+    finished: int = 0  # sagas finished, as of the last count
 
     async def run(self) -> int:
         """The whole run; returns the exit code."""
@@ -165,13 +175,16 @@ class ChaosRun:
             stop, calm = asyncio.Event(), asyncio.Event()
             faults = [asyncio.create_task(loop(stop)) for loop in self._fault_loops()]
             supervisor = asyncio.create_task(self._supervise(calm))
-            loops += [*faults, supervisor, asyncio.create_task(self._watch_standins())]
-            await self._feed()
-            await asyncio.sleep(max(0.0, self.opts.duration - (time.monotonic() - began)))
-            stop.set()
-            await asyncio.gather(*faults)
-            healed = await self._heal()
-            drained, missing = await self._drain()
+            counter = asyncio.create_task(self._count_finished())
+            loops += [*faults, supervisor, counter, asyncio.create_task(self._watch_standins())]
+            async with Progress("chaos", self._snapshot, self.err).running():
+                await self._feed()
+                await asyncio.sleep(max(0.0, self.opts.duration - (time.monotonic() - began)))
+                stop.set()
+                await asyncio.gather(*faults)
+                healed = await self._heal()
+                counter.cancel()
+                drained, missing = await self._drain()
             calm.set()
             await supervisor
             await _patiently(self._count_outcomes)
@@ -266,9 +279,11 @@ class ChaosRun:
         for i, order in enumerate(orders):
             await self._publish(self.topology.orders_exchange, ORDER_REQUESTED,
                                 request_message(order))
+            self.submitted += 1
             if i % TRANSFER_SHARE == 0 and i // TRANSFER_SHARE < len(transfers):
                 await self._publish(self.topology.exchange("transfers"), TRANSFER_REQUESTED,
                                     transfer_message(transfers[i // TRANSFER_SHARE]))
+                self.submitted += 1
             await asyncio.sleep(gap)
 
     async def _publish(self, exchange: str, key: str, message: WireMessage) -> None:
@@ -434,10 +449,29 @@ class ChaosRun:
                 continue
             finished = {r.state.saga_id for r in records if r.state.finished}
             missing = self.order_ids - finished
+            self.finished = len(self.order_ids) - len(missing)
             if not missing and not outbox:
                 return time.monotonic(), set()
             await asyncio.sleep(1.0)
         return None, missing
+
+    # --- progress -------------------------------------------------------------------------
+
+    def _snapshot(self) -> Snapshot:
+        injected = sum(n for kind, n in self.faults.items() if "(not injected)" not in kind)
+        return Snapshot(self.finished, len(self.order_ids),
+                        (("submitted", self.submitted), ("faults injected", injected)))
+
+    async def _count_finished(self) -> None:
+        """Keep ``finished`` current for the progress line until the drain takes over."""
+        while True:
+            try:
+                counts = await self.sagas_store.count_by_status()
+            except (StoreUnavailable, StoreFailed):
+                pass  # a database restart, say: the line keeps the last count
+            else:
+                self.finished = sum(n for status, n in counts.items() if status in TERMINAL)
+            await asyncio.sleep(COUNT_EVERY)
 
     async def _audit(self) -> Report:
         """Every invariant, dead-letter queues included (read without losing anything)."""
@@ -549,14 +583,20 @@ def print_table(run: ChaosRun, began: float, healed: float, drained: float | Non
 
 
 async def run(common: CommonSettings, opts: ChaosOptions, mongo_configured: bool,
-              out: TextIO) -> int:
-    """``sagactl chaos``."""
+              out: TextIO, err: TextIO | None = None) -> int:
+    """``sagactl chaos``: the table goes to ``out``, a progress line to ``err`` (stderr
+    unless given). An unreachable broker or configured database raises
+    ``connect.Unreachable`` within seconds, before anything is started."""
+    probe = await connect.transport(common, "sagactl-chaos-probe", within=3.0)
+    await probe.close()
+    if mongo_configured:
+        await require_databases(common)
     if BROKER_FAULTS & opts.faults and not await _local_broker():
         out.write("broker faults need rabbitmqctl for the broker at "
                   f"{redact(common.amqp_url.get_secret_value())}; running without them\n")
         opts = ChaosOptions(opts.orders, opts.duration, opts.faults - BROKER_FAULTS, opts.seed,
                             opts.drain_timeout)
-    chaos = ChaosRun(common, opts, out, mongo_configured)
+    chaos = ChaosRun(common, opts, out, mongo_configured, err=err or sys.stderr)
     return await chaos.run()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -22,6 +23,7 @@ from typing import Protocol, TextIO
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from pymongo.errors import PyMongoError
 
 from catalog.plan import Platform, owners
 from contracts.commands import Operation
@@ -32,6 +34,7 @@ from contracts.transfers import (
     TRANSFER_FAILED,
     TRANSFER_REQUESTED,
 )
+from infra import mongo
 from infra.memory_bus import InMemoryBroker
 from infra.settings import (
     CommonSettings,
@@ -53,6 +56,7 @@ from sagactl.events import EventWatcher
 from sagactl.invariants import INVARIANTS, Report, audit
 from sagactl.orders import request_message
 from sagactl.processes import Cluster, ManagedProcess, http_get, start_standins
+from sagactl.progress import Progress, Snapshot
 from sagactl.seed import (
     add_deposit,
     demo_accounts,
@@ -246,13 +250,21 @@ class ProcessSystem:
         return counts
 
     async def close(self) -> None:
-        """Stop every process, drop the demo's queues, stop the stand-in."""
-        self.cluster.stop()
-        await self.transport.undeclare(self.topology, self.plan)
-        await self.transport.close()
-        await self.connections.close()
-        for standin in self.standins:
-            standin.stop()
+        """Stop every process, drop the demo's queues, stop the stand-in: whatever ``start``
+        got to, since it may have failed half-way (an unreachable database)."""
+        try:
+            if (cluster := getattr(self, "cluster", None)) is not None:
+                cluster.stop()
+            if (transport := getattr(self, "transport", None)) is not None:
+                try:
+                    await transport.undeclare(self.topology, self.plan)
+                finally:
+                    await transport.close()
+            if (connections := getattr(self, "connections", None)) is not None:
+                await connections.close()
+        finally:
+            for standin in self.standins:
+                standin.stop()
 
 
 COUNTED = {
@@ -276,9 +288,10 @@ def _scrape(text: str) -> Counter[str]:
     return counts
 
 
-async def drive(system: System, opts: DemoOptions, out: TextIO) -> tuple[int, float, list[str]]:
+async def drive(system: System, opts: DemoOptions, out: TextIO,
+                err: TextIO) -> tuple[int, float, list[str]]:
     """Seed, publish every order and transfer, crash the orchestrator once, wait for every
-    outcome."""
+    outcome; meanwhile a progress line on ``err``."""
     _, services = await system.stores()
     requests = await _requests(system, services, opts)
     watchers = {name: EventWatcher(system.transport, system.topology.exchange(e.exchange),
@@ -286,26 +299,36 @@ async def drive(system: System, opts: DemoOptions, out: TextIO) -> tuple[int, fl
                 for name, e in ENTRIES.items() if name in requests}
     for watcher in watchers.values():
         await watcher.start()
-    began = time.monotonic()
-    events = []
-    for exchange, key, message in _interleaved(system.topology, requests):
-        await system.transport.publish(exchange, key, message)
     ids = {name: {key for key, _ in batch} for name, batch in requests.items()}
     total = sum(len(k) for k in ids.values())
-    if opts.crash_orchestrator:
-        await _wait_until(lambda: sum(len(w.events) for w in watchers.values()) >= total * 0.4,
-                          opts.timeout)
-        done = sum(len(w.events) for w in watchers.values())
-        events.append(f"{await system.crash_orchestrator()} after {done} outcomes")
+
+    def finished() -> int:
+        # The outcome events the watchers already collect: no store is read for progress.
+        return sum(len(w.events) for w in watchers.values())
+
+    began = time.monotonic()
     missing: set[str] = set()
-    for name, watcher in watchers.items():
-        left = max(1.0, opts.timeout - (time.monotonic() - began))
-        missing |= await watcher.wait_for(ids[name], left)
+    async with Progress("demo", lambda: Snapshot(finished(), total), err).running():
+        events = await _publish(system, opts, requests, finished, total)
+        for name, watcher in watchers.items():
+            left = max(1.0, opts.timeout - (time.monotonic() - began))
+            missing |= await watcher.wait_for(ids[name], left)
     elapsed = time.monotonic() - began
     if missing:
         out.write(f"{len(missing)} requests have no outcome after {elapsed:.0f}s, e.g. "
                   f"{sorted(missing)[:5]}\n")
     return len(missing), elapsed, events
+
+
+async def _publish(system: System, opts: DemoOptions, requests: Mapping[str, Batch],
+                   finished: Callable[[], int], total: int) -> list[str]:
+    """Publish every request, and crash the orchestrator once 40 % have an outcome."""
+    for exchange, key, message in _interleaved(system.topology, requests):
+        await system.transport.publish(exchange, key, message)
+    if not opts.crash_orchestrator:
+        return []
+    await _wait_until(lambda: finished() >= total * 0.4, opts.timeout)
+    return [f"{await system.crash_orchestrator()} after {finished()} outcomes"]
 
 
 # The business key of each shipped saga's requests and outcomes.
@@ -403,13 +426,16 @@ def _print_table(out: TextIO, by_outcome: Counter[str], compensated: int, total:
 
 
 async def run(common: CommonSettings, opts: DemoOptions, mongo_configured: bool,
-              out: TextIO) -> int:
-    """The demo; returns the process exit code (0 only if every invariant holds)."""
+              out: TextIO, err: TextIO | None = None) -> int:
+    """The demo; returns the process exit code (0 only if every invariant holds). The
+    results go to ``out``; a progress line goes to ``err`` (stderr unless given)."""
     system: EmbeddedSystem | ProcessSystem
     if not opts.embedded and not await _broker_reachable(common):
         out.write(f"No RabbitMQ at {redact(common.amqp_url.get_secret_value())}: "
                   "running embedded instead.\n")
         opts = replace(opts, embedded=True)
+    if not opts.embedded and mongo_configured:
+        await require_databases(common)
     system = (EmbeddedSystem(opts) if opts.embedded
               else ProcessSystem(opts, common, mongo_configured, out))
     try:
@@ -419,7 +445,8 @@ async def run(common: CommonSettings, opts: DemoOptions, mongo_configured: bool,
         out.write(f"Injected: transient failures {opts.transient_rate:.0%}, business rejections "
                   f"{opts.reject_rate:.0%}, duplicated messages {opts.duplicate_rate:.0%}"
                   f"{', one orchestrator crash' if opts.crash_orchestrator else ''}\n")
-        missing, elapsed, events = await drive(system, opts, out)
+        out.flush()  # before the progress line starts on the other stream
+        missing, elapsed, events = await drive(system, opts, out, err or sys.stderr)
         report = await summarise(system, opts, elapsed, events, out)
     finally:
         await system.close()
@@ -438,3 +465,19 @@ async def _broker_reachable(common: CommonSettings) -> bool:
         return False
     await transport.close()
     return True
+
+
+async def require_databases(common: CommonSettings, within: float = 2.0) -> None:
+    """Raise ``connect.Unreachable`` within ``within`` seconds if a configured MongoDB does
+    not answer a ping: ``connect.stores`` waits longer, for a server that may be starting,
+    and a run must not start its processes or stand silent before saying so."""
+    services = Platform.load(common).plan().services
+    for url in sorted({common.mongo_url_for(owner) for owner in owners(services)}):
+        client = mongo.client(url, app_name="sagactl-probe", timeout_ms=int(within * 1000))
+        try:
+            await client.admin.command("ping")
+        except PyMongoError as e:
+            raise connect.Unreachable(
+                f"cannot reach MongoDB at {redact(url)}: {type(e).__name__}") from e
+        finally:
+            await client.close()

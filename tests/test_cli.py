@@ -142,3 +142,26 @@ def test_sigterm_stops_a_chaos_run_and_everything_it_started(after: float, amqp_
                 assert namespace.encode() not in environ.read_bytes().split(b"\0"), proc.name
             except OSError:
                 continue
+
+
+@pytest.mark.parametrize(("command", "variable", "value", "says"), [
+    (("chaos", "--orders", "5", "--duration", "5"), "SAGA_AMQP_URL",
+     "amqp://guest:hunter2@127.0.0.1:1/", "cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1/"),
+    (("chaos", "--orders", "5", "--duration", "5", "--faults", "worker-kill"), "SAGA_MONGO_URL",
+     "mongodb://admin:hunter2@127.0.0.1:1/", "cannot reach MongoDB at mongodb://admin:***@127.0.0.1:1/"),
+    (("demo", "--orders", "5"), "SAGA_MONGO_URL",
+     "mongodb://admin:hunter2@127.0.0.1:1/", "cannot reach MongoDB at mongodb://admin:***@127.0.0.1:1/"),
+])
+def test_long_runs_report_an_unreachable_service_within_seconds(
+        command: tuple[str, ...], variable: str, value: str, says: str, amqp_url: str) -> None:
+    """demo and chaos check the broker and a configured database before starting anything:
+    one line and exit code 3 within seconds, not a silent wait of ten seconds or more (the
+    demo falls back to embedded only when the broker is missing, so its case is MongoDB)."""
+    began = time.monotonic()
+    result = sagactl(*command, **{"SAGA_AMQP_URL": amqp_url, variable: value})
+    assert result.returncode == 3, result
+    assert time.monotonic() - began < 10.0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"sagactl: {says}: ")
+    assert "hunter2" not in result.stderr + result.stdout
