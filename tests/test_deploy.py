@@ -25,7 +25,7 @@ from catalog.plan import shipped
 from catalog.rabbitmq import DEFAULT_VHOST, ORCHESTRATOR_USER, definitions, render
 from contracts.envelope import MAX_BODY_BYTES, MAX_MESSAGE_BYTES
 from contracts.topology import service_user
-from infra.settings import _COMMON, _FAULTS, _ORCHESTRATOR, CommonSettings
+from infra.settings import _COMMON, _CONSOLE, _FAULTS, _ORCHESTRATOR, CommonSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -46,9 +46,12 @@ MONGO_APP_USER = ROOT / "deploy" / "mongo" / "create-app-user.sh"
 # Every process the product registers; the compose file is written by hand, checked here.
 METRICS_PORTS = metrics_ports(shipped())
 APPS = tuple(METRICS_PORTS)
-SERVICES = ("rabbitmq", "mongo", *APPS, "prometheus", "alertmanager", "grafana")
+# Every service built from this repository: the registered processes and the console.
+BUILT = (*APPS, "console")
+SERVICES = ("rabbitmq", "mongo", *BUILT, "prometheus", "alertmanager", "grafana")
 # Which SAGA_* variables each kind of process reads (infra/settings.py).
-READS = {"orchestrator": {*_COMMON, *_ORCHESTRATOR}, "worker": {*_COMMON, *_FAULTS}}
+READS = {"orchestrator": {*_COMMON, *_ORCHESTRATOR}, "worker": {*_COMMON, *_FAULTS},
+         "console": {*_COMMON, *_CONSOLE}}
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 # A metric or recording-rule name in a PromQL expression (not `saga-...` label values).
 NAME_IN_EXPR = re.compile(r"(?<![A-Za-z0-9_:])saga[_:][A-Za-z0-9_:]*")
@@ -60,6 +63,17 @@ URL_PASSWORD = re.compile(r"://[^\s/@:\"']+:([^\s\"']+)@")
 CREDENTIAL_NAME = re.compile(r"PASS|SECRET|TOKEN|_USER$|USERNAME")
 PROMTOOL_MISSING = ("promtool is not on PATH: install Debian's prometheus package "
                     "(apt-get install -y prometheus), which provides it")
+# The dashboard's rows, top to bottom; the last one is collapsed.
+ROWS = ("Overview", "Participants", "Queues and backlog", "Database", "Dead letters",
+        "Injected faults")
+# What Grafana puts in place of the dashboard's variables; $definition as "All" is its
+# allValue, a regex matching every definition.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "15m", "$definition": ".*"}
+DEFINITION_FILTER = 'definition=~"$definition"'
+# A metric declaration in the code: its kind, its name, then its label names.
+DECLARATION = re.compile(r'(Counter|Gauge|Histogram)\(\s*"(saga_[a-z_]+)",(?:\s*"[^"]*")+,\s*\[([^\]]*)\]')
+# A metric name in a query and the matchers that follow it, if any.
+SELECTOR = re.compile(r"(?<![A-Za-z0-9_:])(saga_[a-z_]+)(\{[^}]*\})?")
 
 
 def _load_yaml(path: Path) -> Any:
@@ -115,21 +129,55 @@ def _code_metric_names() -> set[str]:
     for source in METRIC_SOURCES:
         text = source.read_text(encoding="utf-8")
         names.update(re.findall(r"saga_[a-z_]+", text))
+        # prometheus_client also exports when each counter or histogram was created.
+        for counter in re.findall(r"Counter\(\s*\"(saga_[a-z_]+)_total\"", text):
+            names.add(counter + "_created")
         for histogram in re.findall(r"Histogram\(\s*\"(saga_[a-z_]+)\"", text):
-            names.update(histogram + suffix for suffix in HISTOGRAM_SUFFIXES)
+            names.update(histogram + suffix for suffix in (*HISTOGRAM_SUFFIXES, "_created"))
+    return names
+
+
+def _labelled_metrics(label: str) -> set[str]:
+    """Every metric the code declares with this label (histograms with their series)."""
+    names: set[str] = set()
+    for source in METRIC_SOURCES:
+        for kind, name, labels in DECLARATION.findall(source.read_text(encoding="utf-8")):
+            if f'"{label}"' in labels:
+                names.add(name)
+                if kind == "Histogram":
+                    names.update(name + suffix for suffix in HISTOGRAM_SUFFIXES)
     return names
 
 
 def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel that queries, including those folded into a collapsed row."""
     panels: list[dict[str, Any]] = []
     for panel in dashboard["panels"]:
-        panels.append(panel)
-        panels.extend(panel.get("panels", []))  # panels folded into a collapsed row
-    return [p for p in panels if p.get("type") != "row"]
+        if panel.get("type") == "row":
+            panels.extend(_panels(panel))
+        else:
+            panels.append(panel)
+    return panels
+
+
+def _rows(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in dashboard["panels"] if p.get("type") == "row"]
 
 
 def _dashboard_exprs(dashboard: dict[str, Any]) -> list[str]:
     return [t["expr"] for p in _panels(dashboard) for t in p.get("targets", []) if t.get("expr")]
+
+
+def _annotation_exprs(dashboard: dict[str, Any]) -> list[str]:
+    return [a["target"]["expr"] for a in dashboard["annotations"]["list"] if "target" in a]
+
+
+def as_sent(expr: str) -> str:
+    """A dashboard query as Grafana sends it, with "All" selected."""
+    for name, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(name, value)
+    assert "$" not in expr, f"a variable Grafana would not fill in: {expr}"
+    return expr
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -208,7 +256,7 @@ def test_bind_mounted_host_paths_exist(services: dict[str, dict[str, Any]]) -> N
 def test_build_contexts_have_a_dockerfile(services: dict[str, dict[str, Any]]) -> None:
     """Every built service has a Dockerfile in its build context, and the image runs as non-root."""
     built = [s["build"] for s in services.values() if "build" in s]
-    assert len(built) == len(APPS)
+    assert len(built) == len(BUILT)
     for build in built:
         context = build if isinstance(build, str) else build.get("context", ".")
         dockerfile = ROOT / context / (build.get("dockerfile", "Dockerfile") if isinstance(build, dict)
@@ -226,8 +274,8 @@ def test_compose_saga_variables_are_read_by_settings(services: dict[str, dict[st
     in_text = set(re.findall(r"\bSAGA_[A-Z0-9_]+", COMPOSE.read_text(encoding="utf-8")))
     assert in_text, "no SAGA_* variable found"
     assert in_text <= known, f"not read by infra/settings.py: {sorted(in_text - known)}"
-    for name in APPS:
-        reads = READS["orchestrator" if name == "orchestrator" else "worker"]
+    for name in BUILT:
+        reads = READS[name if name in ("orchestrator", "console") else "worker"]
         used = {var for var in _environment(services[name]) if var.startswith("SAGA_")}
         assert used <= reads, f"{name} does not read {sorted(used - reads)}"
 
@@ -289,7 +337,7 @@ def test_compose_holds_no_literal_credential(services: dict[str, dict[str, Any]]
             if CREDENTIAL_NAME.search(var):
                 assert REQUIRED.fullmatch(value), f"{name}: {var} is not a ${{...}} reference"
             urls += bool(URL_PASSWORD.search(REQUIRED.sub("REF", value)))
-    assert urls == len(APPS) * 2, "expected a broker and a database URL with credentials per process"
+    assert urls == len(BUILT) * 2, "expected a broker and a database URL with credentials per process"
     assert "guest" not in text
     assert "MONGO_INITDB_ROOT_PASSWORD" in text, "MongoDB without authentication"
     assert "GF_SECURITY_ADMIN_PASSWORD" in text, "Grafana's default admin/admin"
@@ -407,7 +455,8 @@ def test_dashboard_parses_and_panels_query_prometheus(dashboard: dict[str, Any])
     assert dashboard["schemaVersion"] == 39
     panels = _panels(dashboard)
     assert panels
-    assert len({p["id"] for p in panels}) == len(panels), "panel ids are not unique"
+    ids = [p["id"] for p in panels + _rows(dashboard)]
+    assert len(set(ids)) == len(ids), "panel ids are not unique"
     for panel in panels:
         assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}, panel["title"]
         exprs = [t.get("expr") for t in panel.get("targets", [])]
@@ -419,13 +468,90 @@ def test_dashboard_parses_and_panels_query_prometheus(dashboard: dict[str, Any])
 
 def test_dashboard_expressions_use_known_metrics(
         dashboard: dict[str, Any], rules: list[dict[str, Any]]) -> None:
-    """Every metric in the dashboard's queries is defined in the code or recorded by rules.yml."""
+    """Every metric in the dashboard's queries and annotations is defined in the code or
+    recorded by rules.yml."""
     known = _code_metric_names() | {rule["record"] for rule in rules if "record" in rule}
     used: set[str] = set()
-    for expr in _dashboard_exprs(dashboard):
+    for expr in _dashboard_exprs(dashboard) + _annotation_exprs(dashboard):
         used.update(NAME_IN_EXPR.findall(expr))
     assert used, "the dashboard queries no saga metric"
     assert used <= known, f"unknown metrics: {sorted(used - known)}"
+
+
+def test_dashboard_rows_in_order(dashboard: dict[str, Any]) -> None:
+    """The dashboard opens on the overview, then one row per concern; injected faults sit in
+    a collapsed row at the bottom, which holds its own panels (Grafana's schema)."""
+    rows = _rows(dashboard)
+    assert [r["title"] for r in rows] == list(ROWS)
+    assert dashboard["panels"][0] is rows[0], "a panel above the Overview row"
+    *open_rows, faults = rows
+    assert not any(r["collapsed"] or r["panels"] for r in open_rows)
+    assert faults["collapsed"] is True
+    assert {p["title"] for p in faults["panels"]} == {"Injected faults"}
+    assert all(p["type"] != "row" for p in faults["panels"])
+    assert "saga_worker_injected_faults_total" not in json.dumps(
+        [p for p in dashboard["panels"] if p is not faults])
+
+
+def test_dashboard_panels_do_not_overlap(dashboard: dict[str, Any]) -> None:
+    """Each panel sits below its row, within the 24-column grid, and no two panels overlap
+    (a collapsed row's panels are laid out as they will be once it is expanded)."""
+    placed: list[tuple[str, dict[str, int]]] = []
+    row_y = -1
+    for panel in dashboard["panels"]:
+        box = panel["gridPos"]
+        assert 0 <= box["x"] < box["x"] + box["w"] <= 24, panel["title"]
+        if panel["type"] == "row":
+            assert box["y"] > row_y, f"{panel['title']}: rows out of order"
+            row_y = box["y"]
+            placed += [(p["title"], p["gridPos"]) for p in panel["panels"]]
+            assert all(p["gridPos"]["y"] > row_y for p in panel["panels"]), panel["title"]
+        else:
+            assert box["y"] > row_y, f"{panel['title']} is above its row"
+        placed.append((panel["title"], box))
+    for i, (title, a) in enumerate(placed):
+        for other, b in placed[i + 1:]:
+            apart = (a["x"] + a["w"] <= b["x"] or b["x"] + b["w"] <= a["x"]
+                     or a["y"] + a["h"] <= b["y"] or b["y"] + b["h"] <= a["y"])
+            assert apart, f"{title!r} overlaps {other!r}"
+
+
+def test_dashboard_definition_variable_filters_every_definition_metric(
+        dashboard: dict[str, Any]) -> None:
+    """A `definition` variable lists the definitions that started sagas (several, or All as a
+    regex), and every query of a metric with a definition label is filtered by it."""
+    variables = dashboard["templating"]["list"]
+    assert [v["name"] for v in variables] == ["definition"]
+    variable = variables[0]
+    assert variable["type"] == "query"
+    assert variable["datasource"] == {"type": "prometheus", "uid": "prometheus"}
+    assert variable["query"] == "label_values(saga_started_total, definition)"
+    assert variable["multi"] is True
+    assert variable["includeAll"] is True
+    assert variable["allValue"] == GRAFANA_VARIABLES["$definition"]
+    labelled = _labelled_metrics("definition")
+    assert {"saga_started_total", "saga_duration_seconds_bucket"} <= labelled
+    filtered = 0
+    for expr in _dashboard_exprs(dashboard):
+        for name, matchers in SELECTOR.findall(expr):
+            if name in labelled:
+                assert DEFINITION_FILTER in matchers, f"{name} not filtered by $definition: {expr}"
+                filtered += 1
+    assert filtered, "no query of a metric with a definition label found"
+
+
+def test_dashboard_annotates_restarts(dashboard: dict[str, Any]) -> None:
+    """Restarts and unreachable targets are marked on every panel. The processes' registries
+    carry no process collector (no process_start_time_seconds), so a restart shows as a new
+    creation time of a counter each process makes at start."""
+    annotations = {a["name"]: a for a in dashboard["annotations"]["list"]}
+    assert set(annotations) == {"Restarts", "Targets down"}
+    for annotation in annotations.values():
+        assert annotation["enable"] is True
+        assert annotation["datasource"] == {"type": "prometheus", "uid": "prometheus"}
+    restarts = annotations["Restarts"]["target"]["expr"]
+    assert "changes(saga_version_conflicts_created[" in restarts  # the orchestrator
+    assert "changes(saga_worker_version_conflicts_created[" in restarts  # every worker
 
 
 def test_grafana_provisioning_matches_compose(services: dict[str, dict[str, Any]]) -> None:
@@ -447,8 +573,9 @@ def test_promtool_accepts_rules_and_config() -> None:
 
 
 def test_promtool_accepts_dashboard_queries(dashboard: dict[str, Any], tmp_path: Path) -> None:
-    """Every dashboard query is valid PromQL (checked by promtool as recording rules)."""
-    exprs = [expr.replace("$__rate_interval", "1m") for expr in _dashboard_exprs(dashboard)]
+    """Every dashboard query and annotation is valid PromQL once Grafana has filled in its
+    variables (checked by promtool as recording rules)."""
+    exprs = [as_sent(e) for e in _dashboard_exprs(dashboard) + _annotation_exprs(dashboard)]
     group = {"name": "dashboard", "rules": [{"record": f"dashboard:query_{i}:check", "expr": expr}
                                            for i, expr in enumerate(exprs)]}
     path = tmp_path / "dashboard_rules.yml"

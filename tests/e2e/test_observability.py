@@ -25,11 +25,19 @@ from sagactl.orders import submit
 from sagactl.processes import ManagedProcess, free_port, http_ok, start_standin
 from tests.e2e.conftest import Deploy
 from tests.e2e.harness import Deployment
-from tests.test_deploy import DASHBOARD, NAME_IN_EXPR, PROMETHEUS, RULES, _dashboard_exprs
+from tests.test_deploy import (
+    DASHBOARD,
+    NAME_IN_EXPR,
+    PROMETHEUS,
+    RULES,
+    _annotation_exprs,
+    _dashboard_exprs,
+    as_sent,
+)
 
-# Scraped every second, so that rates over a minute have points within seconds.
+# Scraped every second, so that rates over a minute (the dashboard's $__rate_interval, as
+# the tests fill it in) have points within seconds.
 SCRAPE = "1s"
-RATE_WINDOW = "1m"
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 DATA_TIMEOUT = 60.0
 
@@ -64,7 +72,11 @@ async def prometheus(tmp_path: Path) -> AsyncIterator[tuple[ManagedProcess, Path
 
 
 def _query(port: int, expr: str) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    return _get(port, "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+
+
+def _get(port: int, path: str) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{port}{path}"
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
             body: dict[str, Any] = json.load(response)
@@ -123,8 +135,10 @@ async def test_prometheus_scrapes_the_system_and_every_query_returns_data(
         deploy: Deploy, prometheus: tuple[ManagedProcess, Path]) -> None:
     """Start the system with failures injected, point a real Prometheus at it with the
     project's own configuration and rules, run sagas, then evaluate every dashboard query
-    and recording rule through the HTTP API (each must return data), every metric an alert
-    reads (each must exist), and see the dead-letter alert fire for the poison message."""
+    (panels in collapsed rows too, with every definition selected) and recording rule
+    through the HTTP API (each must return data), every metric an alert or an annotation
+    reads (each must exist), and see the dead-letter alert fire for the poison message and
+    a worker's restart annotated."""
     d = await deploy(workers={"SAGA_FAULT_TRANSIENT": "0.1", "SAGA_FAULT_REJECT": "0.05",
                               "SAGA_FAULT_SEED": "3"})
     server, tmp = prometheus
@@ -145,35 +159,46 @@ async def test_prometheus_scrapes_the_system_and_every_query_returns_data(
     assert report.ok, report.violations
 
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    queries = [e.replace("$__rate_interval", RATE_WINDOW) for e in _dashboard_exprs(dashboard)]
+    queries = [as_sent(e) for e in _dashboard_exprs(dashboard)]
     rules = _rules()
     recorded = [r["record"] for r in rules if "record" in r]
     queries += [r["expr"] for r in rules if "record" in r] + recorded
-    # An alert's expression is empty while all is well; what must exist is every series it
-    # reads (a misspelt metric or label would silence it for good).
-    alert_inputs = sorted({name for r in rules if "alert" in r
-                           for name in NAME_IN_EXPR.findall(r["expr"])} - set(recorded))
-    queries += [f'count({{__name__="{name}"}})' for name in alert_inputs]
+    # An alert's or an annotation's expression is empty while all is well; what must exist
+    # is every series it reads (a misspelt metric or label would silence it for good).
+    quiet = [r["expr"] for r in rules if "alert" in r] + _annotation_exprs(dashboard)
+    inputs = sorted({name for expr in quiet for name in NAME_IN_EXPR.findall(expr)} - set(recorded))
+    queries += [f'count({{__name__="{name}"}})' for name in inputs]
     queries += ['up{job=~"saga-.*"} == 1']
     missing = await _all_return_data(server.port, sorted(set(queries)))
     assert not missing, "queries without data:\n" + "\n".join(
         f"  {why}: {expr}" for expr, why in missing.items()) + "\n" + d.cluster.logs()
-    for rule in rules:
-        if "alert" in rule:
-            body = await asyncio.to_thread(_query, server.port, rule["expr"])
-            assert body["status"] == "success", (rule["alert"], body)
+    for expr in quiet:
+        body = await asyncio.to_thread(_query, server.port, as_sent(expr))
+        assert body["status"] == "success", (expr, body)
+    definitions = await asyncio.to_thread(
+        _get, server.port, "/api/v1/label/definition/values?match[]=saga_started_total")
+    assert "order" in definitions["data"], definitions  # the $definition variable's choices
 
     up = await asyncio.to_thread(_query, server.port, 'sum(up{job=~"saga-.*"})')
     assert float(up["data"]["result"][0]["value"][1]) == len(d.cluster.processes)
-    firing = await _alert_fires(server.port, "SagaDeadLetterQueueGrowing", dlq)
+    firing = await _eventually(server.port, 'ALERTS{alertname="SagaDeadLetterQueueGrowing"}',
+                               queue=dlq)
     assert firing, f"SagaDeadLetterQueueGrowing did not fire for {dlq}"
+    [restarts] = [a["target"]["expr"] for a in dashboard["annotations"]["list"]
+                  if a["name"] == "Restarts"]
+    await asyncio.to_thread(d.cluster.processes["shipping"].stop)
+    await d.cluster.restart("shipping")
+    assert await _eventually(server.port, as_sent(restarts), service="shipping"), (
+        "the restart of shipping is not annotated")
 
 
-async def _alert_fires(port: int, name: str, queue: str) -> bool:
+async def _eventually(port: int, expr: str, **labels: str) -> bool:
+    """Poll a query until it returns a sample with these labels."""
     deadline = asyncio.get_running_loop().time() + DATA_TIMEOUT
     while asyncio.get_running_loop().time() < deadline:
-        body = await asyncio.to_thread(_query, port, f'ALERTS{{alertname="{name}",queue="{queue}"}}')
-        if body["status"] == "success" and body["data"]["result"]:
+        body = await asyncio.to_thread(_query, port, expr)
+        if body["status"] == "success" and any(
+                labels.items() <= sample["metric"].items() for sample in body["data"]["result"]):
             return True
         await asyncio.sleep(1.0)
     return False
