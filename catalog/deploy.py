@@ -42,6 +42,10 @@ alerting:
 
 scrape_configs:
   - job_name: saga-orchestrator
+    # The orchestrator's per-service metrics (step latency, refused replies) carry the
+    # participant in their own `service` label: keep it rather than renaming it to
+    # `exported_service`; the target label below applies to the rest.
+    honor_labels: true
     static_configs:
       - targets: ["orchestrator:{ports["orchestrator"]}"]
         labels:

@@ -53,7 +53,8 @@ class HoldFunds(Model):
 
 
 class ScheduleShipment(Model):
-    """shipping.schedule: book a shipment for the order; its undo cancels the booking."""
+    """shipping.book (two-phase: tentative, then confirmed or cancelled) or, for the order
+    saga's version 1, shipping.schedule (booked at once; its undo cancels it)."""
 
     order_id: OrderId
     customer_id: CustomerId

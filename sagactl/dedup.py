@@ -107,9 +107,15 @@ def _shipment(s: Snapshot, order_id: str) -> str | None:
     return None if shipment is None else shipment.status
 
 
+def _booking(s: Snapshot, order_id: str) -> str | None:
+    """A two-phase booking (version 2): TENTATIVE is its held state."""
+    status = _shipment(s, order_id)
+    return "held" if status == "TENTATIVE" else status
+
+
 _SOME = frozenset({"PENDING", "APPROVED"})
-# Step names as in orchestrator/sagas/order.py (a test keeps them in step).
-ORDER_SAGA_STEPS: Mapping[str, StepRules] = {
+# Step names as in orchestrator/sagas/order.py (a test keeps them in step), version 1.
+ORDER_SAGA_V1_STEPS: Mapping[str, StepRules] = {
     "create_order": StepRules(
         "order", _order_status,
         fence={FenceState.TRIED: _SOME, FenceState.COMPENSATED: frozenset({"REJECTED", None}),
@@ -129,6 +135,12 @@ ORDER_SAGA_STEPS: Mapping[str, StepRules] = {
     "notify_customer": _one_shot("notification", _notified(APPROVED_NOTICE), "sent"),
     "notify_rejection": _one_shot("notification", _notified(REJECTED_NOTICE), "sent"),
 }
+# Version 2 books the shipment in two phases.
+ORDER_SAGA_STEPS: Mapping[str, StepRules] = {
+    **ORDER_SAGA_V1_STEPS,
+    "schedule_shipment": _two_phase("shipping", _booking, "SCHEDULED", "CANCELLED"),
+}
+STEPS_BY_VERSION = {1: ORDER_SAGA_V1_STEPS, 2: ORDER_SAGA_STEPS}
 
 RunKey = tuple[str, str, str, Operation]  # service, saga, step, operation
 
@@ -138,7 +150,8 @@ def check(s: Snapshot, scope: Scope) -> list[Violation]:
     inbox = _read_inbox(s)
     out = list(inbox.unreadable)
     for saga_id, saga in sorted(scope.finished.items()):
-        for step, rules in ORDER_SAGA_STEPS.items():
+        steps = STEPS_BY_VERSION[saga.record.state.definition_version]
+        for step, rules in steps.items():
             out += _step(s, saga_id, saga.order_id, step, rules, inbox.runs)
     return out + _orphans(s, inbox.sagas)
 

@@ -126,14 +126,17 @@ def _money(s: Snapshot, o: OrderSaga) -> list[Violation]:
 
 def _shipped(s: Snapshot, o: OrderSaga, notes: list[Notification]) -> list[Violation]:
     shipment = s.shipments.get(o.order_id)
-    scheduled = shipment is not None and shipment.status == "SCHEDULED"
+    status = None if shipment is None else shipment.status
     kinds = sorted(n.kind for n in notes)
     if o.completed:
         name, wanted = APPROVED_ONCE, [APPROVED_NOTICE]
-        problems = [] if scheduled else ["no scheduled shipment"]
+        problems = [] if status == "SCHEDULED" else [
+            "no scheduled shipment" + (f" (it is {status})" if status else "")]
     else:
         name, wanted = REJECTED_UNSHIPPED, [REJECTED_NOTICE]
-        problems = ["shipment still scheduled"] if scheduled else []
+        # A tentative booking left behind is as wrong as a scheduled one: it was never undone.
+        problems = [f"shipment still {status.lower()}"] if status in ("SCHEDULED",
+                                                                        "TENTATIVE") else []
     if kinds != wanted:
         problems.append(f"notifications sent: {kinds or 'none'}, expected {wanted}")
     return [Violation(name, o.order_id, p) for p in problems]

@@ -1,4 +1,11 @@
-"""Shipping: book and cancel shipments."""
+"""Shipping: book and cancel shipments.
+
+``book`` is two-phase (the order saga, version 2): a booking is ``TENTATIVE`` until the
+saga passes its commit point and confirms it (``SCHEDULED``), or cancels it
+(``CANCELLED``); whoever reads scheduled shipments never sees one that may still be undone.
+``schedule`` books at once, with an undo: the order saga's version 1, kept for the sagas
+started under it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ from typing import Literal
 
 from contracts.order_steps import ScheduleShipment, StockLine
 from contracts.orders import OrderReason
-from workers.sdk import Action, Impossible, Participant, StepContext
+from workers.sdk import Action, Impossible, Participant, StepContext, TwoPhase
 from workers.store import Doc, Tx
 
 
@@ -16,7 +23,7 @@ class Shipment(Doc):
     collection = "shipments"
     customer_id: str
     lines: tuple[StockLine, ...]
-    status: Literal["SCHEDULED", "CANCELLED"]
+    status: Literal["TENTATIVE", "SCHEDULED", "CANCELLED"]
     updated_at: float
 
 
@@ -36,12 +43,40 @@ async def cancel(tx: Tx, cmd: ScheduleShipment, step: StepContext) -> str:
     return "shipment CANCELLED"
 
 
+async def book(tx: Tx, cmd: ScheduleShipment, step: StepContext) -> str:
+    """Book a shipment tentatively."""
+    await tx.insert(Shipment(id=cmd.order_id, customer_id=cmd.customer_id, lines=cmd.lines,
+                             status="TENTATIVE", updated_at=step.now))
+    return "shipment TENTATIVE"
+
+
+async def _settle(tx: Tx, order_id: str, now: float, status: Literal["SCHEDULED", "CANCELLED"],
+                  ) -> str:
+    shipment = await tx.get(Shipment, order_id)
+    if shipment is None or shipment.status != "TENTATIVE":
+        raise Impossible(f"no tentative shipment for order {order_id}")
+    await tx.update(shipment.model_copy(update={"status": status, "updated_at": now}))
+    return f"shipment {status}"
+
+
+async def confirm_booking(tx: Tx, cmd: ScheduleShipment, step: StepContext) -> str:
+    """The saga passed its commit point: the booking stands."""
+    return await _settle(tx, cmd.order_id, step.now, "SCHEDULED")
+
+
+async def cancel_booking(tx: Tx, cmd: ScheduleShipment, step: StepContext) -> str:
+    """The saga failed: the tentative booking goes."""
+    return await _settle(tx, cmd.order_id, step.now, "CANCELLED")
+
+
 SERVICE = Participant(
     metrics_port=9404,
     name="shipping",
-    description="Shipments, booked and cancelled.",
-    operations=(Action("schedule", ScheduleShipment, run=schedule, undo=cancel,
-                       rejectable=True),),
+    description="Shipments, booked tentatively then confirmed, or cancelled.",
+    operations=(TwoPhase("book", ScheduleShipment, prepare=book, confirm=confirm_booking,
+                         cancel=cancel_booking),
+                Action("schedule", ScheduleShipment, run=schedule, undo=cancel,
+                       rejectable=True)),
     documents=(Shipment,),
     rejection=OrderReason.SHIPPING_UNAVAILABLE,
     reasons=(OrderReason.SHIPPING_UNAVAILABLE,),

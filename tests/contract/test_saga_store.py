@@ -392,8 +392,8 @@ async def test_a_saga_of_an_unregistered_version_is_quarantined_not_stuck(
     assert await store.due(T0 + 10_000, 10) == ["fine"]
     assert [r.state.saga_id for r in await store.find(None, 10)] == ["fine"]
     [q] = await store.quarantined(10)
-    assert (q.saga_id, q.reason, q.definition_version, q.at) == ("lost", "unknown_definition",
-                                                                 1, T0 + 5)
+    assert (q.saga_id, q.reason, q.definition_version, q.at) == (
+        "lost", "unknown_definition", DEFINITION.version, T0 + 5)
     health = await store.health(T0 + 10)
     assert health.quarantined == {"unknown_definition": 1}
     assert SagaStatus.QUARANTINED not in health.by_status  # counted by reason instead

@@ -21,6 +21,7 @@ import yaml
 from contracts.envelope import WireMessage
 from contracts.orders import OrderItem, OrderRequested
 from contracts.trace import trace_id_of
+from orchestrator.sagas.order import order_saga
 from sagactl.orders import submit
 from sagactl.processes import ManagedProcess, free_port, http_ok, start_standin
 from tests.e2e.conftest import Deploy
@@ -175,6 +176,14 @@ async def test_prometheus_scrapes_the_system_and_every_query_returns_data(
     for expr in quiet:
         body = await asyncio.to_thread(_query, server.port, as_sent(expr))
         assert body["status"] == "success", (expr, body)
+    # The orchestrator's per-participant series keep their own service label (honor_labels),
+    # so the "by service" panels show each participant, not one "orchestrator" line.
+    by_service = await asyncio.to_thread(
+        _query, server.port, 'count by (service) (saga_step_duration_seconds_count)')
+    services = {r["metric"].get("service") for r in by_service["data"]["result"]}
+    assert {"inventory", "payment", "shipping"} <= services, services
+    renamed = await asyncio.to_thread(_query, server.port, 'count({exported_service!=""})')
+    assert renamed["data"]["result"] == [], renamed
     definitions = await asyncio.to_thread(
         _get, server.port, "/api/v1/label/definition/values?match[]=saga_started_total")
     assert "order" in definitions["data"], definitions  # the $definition variable's choices
@@ -233,7 +242,7 @@ async def test_trace_context_and_logs_explain_one_saga(deploy: Deploy) -> None:
     transitions = [e["transition"] for e in lines if "transition" in e]
     assert transitions == ["new->running", "running->committed", "committed->completed"]
     sent = [e for e in lines if e["msg"].startswith("command ")]
-    assert len(sent) == 8
+    assert len(sent) == len([op for phase in order_saga().forward_phases for op in phase.ops])
     assert all(e.get("message_id") and e.get("step") for e in sent)
 
 

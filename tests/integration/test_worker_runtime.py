@@ -20,7 +20,7 @@ from pymongo import AsyncMongoClient
 
 from contracts.commands import Outcome, StepCommand, StepReply
 from contracts.envelope import Envelope, WireMessage, encode, read_envelope, read_payload, utcnow
-from contracts.order_steps import HoldFunds, ReserveStock, StockLine
+from contracts.order_steps import HoldFunds, ReserveStock, ScheduleShipment, StockLine
 from contracts.orders import OrderReason
 from contracts.reasons import PlatformReason
 from contracts.registry import STEP_REPLY
@@ -30,12 +30,13 @@ from infra.errors import StoreUnavailable
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, WorkerSettings
 from sagactl.seed import add_funds, add_stock
-from workers import inventory, payment
+from workers import inventory, payment, shipping
 from workers.app import Worker
 from workers.fence import Fence, FenceState, fence_id
 from workers.inventory import Reservation, StockItem
 from workers.metrics import WorkerMetrics
 from workers.payment import Account, Hold
+from workers.shipping import Shipment
 from workers.store import Doc, DocumentStore, Tx
 from workers.store_memory import MemoryDocumentStore
 from workers.store_mongo import MongoDocumentStore
@@ -43,7 +44,8 @@ from workers.store_mongo import MongoDocumentStore
 StoreKind = Literal["memory", "mongo"]
 WAIT = 20.0  # seconds to wait for a reply or a dead letter
 POLL = 0.02
-SPECS = {"inventory": inventory.SERVICE, "payment": payment.SERVICE}
+SPECS = {"inventory": inventory.SERVICE, "payment": payment.SERVICE,
+         "shipping": shipping.SERVICE}
 SKU = "SKU-1"
 RESERVE = "reserve_stock"
 HOLD = "hold_funds"
@@ -552,3 +554,48 @@ async def test_a_database_down_for_good_gets_a_retryable_answer(
         assert await rabbit.depth(topology.command_queue("inventory")) == 0
     finally:
         await worker.stop()
+
+
+# --- the shipment: tentative until the commit point ------------------------------------------
+
+
+def booking(saga_id: str) -> StepCommand:
+    """A command of shipping's book (or, for version 1, schedule) operation."""
+    params = ScheduleShipment(order_id=saga_id, customer_id="cust-1",
+                              lines=(StockLine(sku=SKU, quantity=1),))
+    return StepCommand(saga_id=saga_id, step="schedule_shipment",
+                       params=params.model_dump(mode="json"))
+
+
+async def test_a_booking_is_tentative_until_confirmed_or_cancelled(rig: Rig) -> None:
+    store = rig.participants["shipping"].store
+    prepared = await rig.call("shipping.book.prepare", booking("o-1"), "b-1")
+    assert (prepared.outcome, prepared.detail) == (Outcome.SUCCEEDED, "shipment TENTATIVE")
+    shipment = await store.get(Shipment, "o-1")
+    assert shipment is not None
+    assert shipment.status == "TENTATIVE"  # nobody reading scheduled shipments sees it
+    confirmed = await rig.call("shipping.book.confirm", booking("o-1"), "b-2")
+    assert confirmed.detail == "shipment SCHEDULED"
+    await rig.call("shipping.book.prepare", booking("o-2"), "b-3")
+    cancelled = await rig.call("shipping.book.cancel", booking("o-2"), "b-4")
+    assert cancelled.detail == "shipment CANCELLED"
+    statuses = {i: (await store.get(Shipment, i)) for i in ("o-1", "o-2")}
+    assert {i: s.status for i, s in statuses.items() if s} == {"o-1": "SCHEDULED",
+                                                               "o-2": "CANCELLED"}
+
+
+async def test_a_late_booking_after_its_cancel_books_nothing(rig: Rig) -> None:
+    """The cancel overtook the prepare (a timeout): an empty rollback, then the late
+    prepare is refused by the fence; no tentative booking is left behind."""
+    cancelled = await rig.call("shipping.book.cancel", booking("o-3"), "l-1")
+    assert (cancelled.outcome, cancelled.detail) == (Outcome.SUCCEEDED, "nothing to undo")
+    late = await rig.call("shipping.book.prepare", booking("o-3"), "l-2")
+    assert late.outcome is not Outcome.SUCCEEDED
+    assert await rig.participants["shipping"].store.get(Shipment, "o-3") is None
+
+
+async def test_version_1_sagas_still_book_at_once(rig: Rig) -> None:
+    scheduled = await rig.call("shipping.schedule", booking("o-4"), "v-1")
+    assert scheduled.detail == "shipment SCHEDULED"
+    undone = await rig.call("shipping.schedule.undo", booking("o-4"), "v-2")
+    assert undone.detail == "shipment CANCELLED"

@@ -10,11 +10,11 @@ from contracts.reasons import PlatformReason
 from contracts.registry import ORDER_COMPLETED, ORDER_FAILED
 from orchestrator.definition import RetryPolicy, Tuning
 from orchestrator.engine import NoteKind, ReplyReceived
-from orchestrator.sagas.order import APPROVED_NOTICE, REJECTED_NOTICE, order_saga
+from orchestrator.sagas.order import APPROVED_NOTICE, REJECTED_NOTICE, order_saga, order_saga_v1
 from orchestrator.state import OpStatus, SagaStatus
 from tests.unit.scripts import Script
 
-CONFIRMS = ("reserve_stock:confirm", "hold_funds:confirm")
+CONFIRMS = ("reserve_stock:confirm", "hold_funds:confirm", "schedule_shipment:confirm")
 
 
 def committed(tuning: Tuning | None = None) -> Script:
@@ -53,7 +53,8 @@ def test_happy_path_runs_every_stage_in_order_and_completes() -> None:
     s.succeed("schedule_shipment")
     confirms = s.expect_sent(*CONFIRMS)
     assert [m.message_id for m in confirms] == ["order:o-1:reserve_stock:confirm:1",
-                                                "order:o-1:hold_funds:confirm:1"]
+                                                "order:o-1:hold_funds:confirm:1",
+                                                "order:o-1:schedule_shipment:confirm:1"]
     s.expect_status(SagaStatus.COMMITTED)
     s.expect_note(NoteKind.COMMITTED)
     s.succeed(*CONFIRMS)
@@ -328,7 +329,7 @@ def test_confirm_failing_permanently_needs_attention() -> None:
     s.permanent_error("reserve_stock:confirm")
     s.expect_sent()
     s.expect_status(SagaStatus.COMMITTED)
-    s.succeed("hold_funds:confirm")
+    s.succeed("hold_funds:confirm", "schedule_shipment:confirm")
     s.expect_status(SagaStatus.NEEDS_ATTENTION)
     s.expect_outcome(ORDER_FAILED, PlatformReason.CONFIRMATION_FAILED, needs_attention=True)
     assert not any(m.step == "approve_order" for m in s.sent)
@@ -438,3 +439,41 @@ def test_retry_delay_with_jitter_stays_within_its_bounds(key: str) -> None:
 def test_retry_delay_is_capped_for_very_many_attempts() -> None:
     """A settle policy with a huge attempt budget keeps backing off at its cap."""
     assert RetryPolicy().delay(1100, "k") <= RetryPolicy().backoff_max
+
+
+# --- the shipment: tentative until the commit point (version 2), at once (version 1) --------
+
+
+def test_version_2_confirms_the_tentative_shipment_at_the_commit_point() -> None:
+    s = committed()
+    (confirm,) = [c for c in s.last.commands if c.step == "schedule_shipment"]
+    assert confirm.type == "shipping.book.confirm"
+    s.succeed(*CONFIRMS)
+    s.expect_sent("approve_order")
+
+
+def test_version_2_cancels_the_tentative_shipment_when_a_later_step_fails() -> None:
+    s = Script(order_saga(Tuning()))
+    s.succeed("create_order", "reserve_stock", "hold_funds")
+    s.expect_sent("schedule_shipment")
+    s.cancel()
+    undo = [c for c in s.last.commands if c.step == "schedule_shipment"]
+    assert [c.type for c in undo] == ["shipping.book.cancel"]
+
+
+def test_a_version_1_saga_keeps_booking_the_shipment_at_once() -> None:
+    """Sagas started under version 1 finish under it: no shipment confirm, and the undo of
+    a failed saga is shipping.schedule.undo."""
+    s = Script(order_saga_v1(Tuning()))
+    assert s.state.definition_version == 1
+    s.succeed("create_order", "reserve_stock", "hold_funds")
+    (schedule,) = s.expect_sent("schedule_shipment")
+    assert schedule.type == "shipping.schedule"
+    s.succeed("schedule_shipment")
+    s.expect_sent("reserve_stock:confirm", "hold_funds:confirm")
+
+    v1_undo = Script(order_saga_v1(Tuning()), saga_id="order:o-3")
+    v1_undo.succeed("create_order", "reserve_stock", "hold_funds")
+    v1_undo.cancel()
+    assert [c.type for c in v1_undo.last.commands if c.step == "schedule_shipment"] == [
+        "shipping.schedule.undo"]

@@ -347,7 +347,8 @@ def test_order_saga_completes_when_everything_succeeds(script: list[Action]) -> 
     run = run_script(ORDER, order_data(), script)
     assert run.state.status is SagaStatus.COMPLETED
     assert not any(m.op is Operation.COMPENSATE for m in run.sent)
-    assert {m.step for m in run.sent if m.op is Operation.CONFIRM} == {"reserve_stock", "hold_funds"}
+    assert {m.step for m in run.sent if m.op is Operation.CONFIRM} == {"reserve_stock", "hold_funds",
+                                                                        "schedule_shipment"}
 
 
 @PROPERTIES

@@ -31,7 +31,7 @@ def stuck_confirm() -> Script:
     """A committed saga whose stock confirm failed for good: it needs attention."""
     s = committed()
     s.permanent_error("reserve_stock:confirm")
-    s.succeed("hold_funds:confirm")
+    s.succeed("hold_funds:confirm", "schedule_shipment:confirm")
     s.expect_status(SagaStatus.NEEDS_ATTENTION)
     return s
 

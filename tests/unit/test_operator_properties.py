@@ -66,6 +66,7 @@ def needs_attention(undo: bool) -> Run:
         answer("schedule_shipment")
         answer("reserve_stock", Operation.CONFIRM, Outcome.PERMANENT_ERROR)
         answer("hold_funds", Operation.CONFIRM)
+        answer("schedule_shipment", Operation.CONFIRM)
     assert run.state.status is SagaStatus.NEEDS_ATTENTION
     return run
 
