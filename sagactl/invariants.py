@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from contracts.topology import Topology
 from infra.transport import Transport
 from orchestrator.store import SagaStore
-from sagactl import dedup, dlq, ledger, outcomes, transfers
+from sagactl import dedup, dlq, held_locks, ledger, outcomes, transfers
 from sagactl.dlq import DeadLetterReader
 from sagactl.snapshot import Snapshot, Violation, load, scope
 from workers.store import DocumentStore
@@ -29,7 +29,7 @@ __all__ = ["INVARIANTS", "Report", "Snapshot", "Violation", "audit", "check", "l
 # Every invariant, in report order, with what it means.
 INVARIANTS: Mapping[str, str] = {
     **ledger.DESCRIPTIONS, **outcomes.DESCRIPTIONS, **dedup.DESCRIPTIONS,
-    **transfers.DESCRIPTIONS, **dlq.DESCRIPTIONS}
+    **transfers.DESCRIPTIONS, **held_locks.DESCRIPTIONS, **dlq.DESCRIPTIONS}
 
 # How long past its deadline (or its own timer) an unfinished saga may go before it counts
 # as stuck: the orchestrator fires timers every SAGA_TICK_INTERVAL (0.2 s by default).
@@ -69,7 +69,7 @@ def check(snapshot: Snapshot, now: float | None = None, grace: float = DEFAULT_G
                     attention_reasons=dict(sorted(view.attention.items())))
     report.violations = [*ledger.check(snapshot), *outcomes.check(snapshot, view),
                          *dedup.check(snapshot, view), *transfers.check(snapshot, view),
-                         *dlq.check(snapshot)]
+                         *held_locks.check(snapshot), *dlq.check(snapshot)]
     if snapshot.dead_letters is not None:
         report.dead_letters = sum(len(q.messages) for q in snapshot.dead_letters)
         report.notes += [f"{q.name}: {q.unread}" for q in snapshot.dead_letters if q.unread]

@@ -23,6 +23,7 @@ from orchestrator.store import SagaRecord, SagaStore
 from workers.account import Entry, LedgerAccount
 from workers.fence import Fence
 from workers.inventory import Reservation, StockItem
+from workers.locks import Lock
 from workers.notification import Notification
 from workers.order import OrderRecord
 from workers.payment import Account, Hold
@@ -30,7 +31,7 @@ from workers.runtime import Inbox
 from workers.shipping import Shipment
 from workers.store import Doc, DocumentStore
 
-SubjectKind = Literal["order", "sku", "customer", "message"]
+SubjectKind = Literal["order", "sku", "customer", "message", "saga"]
 
 # Everything, however large: an audit that silently stops at a page size proves nothing.
 ALL = 1_000_000_000
@@ -77,6 +78,7 @@ class Snapshot:
     postings: dict[str, Entry] = field(default_factory=dict)  # by <saga id>:<step>
     fences: dict[str, dict[str, Fence]] = field(default_factory=dict)  # by service, then id
     inbox: dict[str, list[Inbox]] = field(default_factory=dict)  # by service
+    locks: dict[str, list[Lock]] = field(default_factory=dict)  # by service
     dead_letters: tuple[DeadLetterQueue, ...] | None = None  # None: queues not read
     taken_at: float = 0.0
     # Derived from ``notifications``: which (reference, kind) pairs were sent.
@@ -125,6 +127,7 @@ async def load(sagas: SagaStore, services: Mapping[str, DocumentStore]) -> Snaps
         postings={e.id: e for e in await every("account", Entry)},
         fences={s: {f.id: f for f in await every(s, Fence)} for s in services},
         inbox={s: await every(s, Inbox) for s in services},
+        locks={s: await every(s, Lock) for s in services},
         taken_at=taken_at,
     )
 

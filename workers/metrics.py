@@ -35,6 +35,9 @@ class WorkerMetrics:
                              ["service", "kind"], registry=registry)
         self.faults = Counter("saga_worker_injected_faults_total", "Faults injected by configuration.",
                               ["service", "kind"], registry=registry)
+        self.locked = Counter("saga_worker_lock_refusals_total",
+                              "Prepares refused because a key was locked by another saga.",
+                              ["service"], registry=registry)
         self.dead_lettered = Counter("saga_messages_dead_lettered_total",
                                      "Messages moved to a dead-letter queue.", ["queue", "error"],
                                      registry=registry)
@@ -46,5 +49,6 @@ class WorkerMetrics:
         self.conflicts.labels(service)
         self.exhausted.labels(service)
         self.orphaned.labels(service)
+        self.locked.labels(service)
         for kind in FENCE_KINDS:
             self.fence.labels(service, kind)

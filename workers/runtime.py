@@ -56,6 +56,7 @@ from infra.faults import Dice, added_latency, crash_now, latency_ms
 from infra.settings import FaultSettings
 from infra.transport import Transport
 from workers.fence import AFTER_RUN, Fence, FenceState, Verdict, fence_id, verdict
+from workers.locks import LOCKED, InvalidLockRequest, KeyLocked, release, take
 from workers.metrics import FENCE_KINDS, WorkerMetrics
 from workers.sdk import Impossible, Participant, Rejected, Route, StepContext
 from workers.store import DEFAULT_RETENTION, Doc, DocumentStore, Retention, Tx, expiry
@@ -304,10 +305,22 @@ class WorkerRuntime:
             self._injected("rejection")
             raise Rejected(self._spec.rejection, "injected business rejection")
         context = StepContext(command.saga_id, command.step, now, command.body.failure)
+        locks = command.route.operation.locks
+        if locks is not None and command.op is Operation.FORWARD:
+            try:
+                await take(tx, locks, command.params, command.saga_id, command.step, now)
+            except KeyLocked as e:
+                self._metrics.locked.labels(self._spec.name).inc()
+                raise Rejected(LOCKED, str(e)) from e
+            except InvalidLockRequest as e:
+                raise Impossible(str(e)) from e
         try:
-            return await command.route.handler(tx, command.params, context)
+            detail = await command.route.handler(tx, command.params, context)
         except DuplicateKey as e:
             raise EffectExists(str(e)) from e
+        if locks is not None and command.op is not Operation.FORWARD:
+            await release(tx, locks, command.params, command.saga_id, command.step)
+        return detail
 
     async def _record_rejection(self, envelope: Envelope, command: Command,
                                 rejection: Rejected) -> StepReply:

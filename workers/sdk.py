@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from contracts.commands import Operation, OperationKind, StepFailure, command_type, phases
 from contracts.envelope import Model
+from workers.locks import LOCKED, Locks
 from workers.store import Doc, Tx
 
 P = TypeVar("P", bound=Model)
@@ -65,6 +66,8 @@ class Action(Generic[P]):
     undo: Handler[P] | None = None
     # May answer "no" for a business reason (fault injection rejects these too).
     rejectable: bool = False
+    # Locks are two-phase only: an action has no confirm to release them on success.
+    locks: None = None
 
     @property
     def kind(self) -> OperationKind:
@@ -81,7 +84,11 @@ class Action(Generic[P]):
 
 @dataclass(frozen=True, slots=True)
 class TwoPhase(Generic[P]):
-    """Prepare (changing no committed state), then confirm, or cancel."""
+    """Prepare (changing no committed state), then confirm, or cancel.
+
+    With ``locks``, the prepare also takes a semantic lock on each of the keys they name
+    (workers.locks), and the confirm or the cancel releases them.
+    """
 
     name: str
     params: type[P]
@@ -89,6 +96,7 @@ class TwoPhase(Generic[P]):
     confirm: Handler[P]
     cancel: Handler[P]
     rejectable: bool = True
+    locks: Locks[P] | None = None
 
     @property
     def kind(self) -> OperationKind:
@@ -152,7 +160,8 @@ class Participant:
         return {
             "service": self.name,
             "description": self.description,
-            "reasons": sorted(set(self.reasons) | {self.rejection}),
+            "reasons": sorted(set(self.reasons) | {self.rejection}
+                              | ({LOCKED} if any(op.locks for op in self.operations) else set())),
             "operations": [
                 {"name": op.name, "kind": op.kind.value,
                  "undoable": op.kind is OperationKind.TWO_PHASE or Operation.COMPENSATE in

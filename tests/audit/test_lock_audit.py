@@ -1,0 +1,54 @@
+"""The audit finds a semantic lock that outlived its saga."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+
+from orchestrator.engine import start
+from orchestrator.sagas.transfer import TransferSagaData, transfer_saga
+from orchestrator.state import SagaStatus
+from orchestrator.store import SagaRecord
+from sagactl.held_locks import LOCKS_RELEASED, check
+from sagactl.invariants import INVARIANTS
+from sagactl.snapshot import Snapshot
+from workers.locks import Holder, Lock, LockMode
+
+T0 = 1_000.0
+
+
+def snapshot(status: SagaStatus | None) -> Snapshot:
+    """A key of the account service held by transfer t-1, whose saga is in ``status``
+    (None: there is no such saga)."""
+    data = TransferSagaData(transfer_id="t-1", from_account="a", to_account="b",
+                            amount=Decimal("10.00"), currency="EUR")
+    sagas = {} if status is None else {"transfer:t-1": SagaRecord(replace(
+        start(transfer_saga(), "transfer:t-1", data, T0).state, status=status), ())}
+    lock = Lock(id="account:a", holders=(Holder(saga_id="transfer:t-1", step="debit",
+                                                mode=LockMode.EXCLUSIVE, since=T0),))
+    return Snapshot(sagas=sagas, stock=[], reservations={}, accounts=[], holds={}, orders={},
+                    shipments={}, notifications=[], locks={"account": [lock]}, taken_at=T0)
+
+
+@pytest.mark.parametrize(("status", "why"), [
+    (SagaStatus.COMPLETED, "its saga is completed"),
+    (SagaStatus.FAILED, "its saga is failed"),
+    (SagaStatus.RESOLVED, "its saga is resolved"),
+    (None, "no such saga"),
+])
+def test_a_key_held_by_an_ended_saga_is_a_violation(status: SagaStatus | None, why: str) -> None:
+    [found] = check(snapshot(status))
+    assert (found.invariant, found.subject) == (LOCKS_RELEASED, "transfer:t-1")
+    assert found.detail == f"account lock account:a still held by step debit: {why}"
+
+
+@pytest.mark.parametrize("status", [SagaStatus.RUNNING, SagaStatus.COMPENSATING,
+                                    SagaStatus.NEEDS_ATTENTION])
+def test_a_running_saga_may_hold_its_keys(status: SagaStatus) -> None:
+    assert check(snapshot(status)) == []
+
+
+def test_the_invariant_is_reported_with_the_others() -> None:
+    assert LOCKS_RELEASED in INVARIANTS

@@ -1,0 +1,146 @@
+"""Semantic locks through the real worker runtime on the real broker: a prepare takes its
+keys in the transaction of its effect, a conflicting prepare is refused with LOCKED, and
+the confirm or cancel lets go."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import Field, SecretStr
+
+from contracts.commands import Outcome, StepCommand
+from contracts.envelope import Model
+from contracts.topology import REPLY_KEY, Topology
+from infra.rabbit import RabbitTransport
+from infra.settings import CommonSettings, WorkerSettings
+from tests.integration.test_worker_runtime import Participant as Running
+from tests.integration.test_worker_runtime import Rig
+from workers.app import Worker
+from workers.locks import LOCKED, Lock, LockMode, Locks, lock_id
+from workers.metrics import WorkerMetrics
+from workers.sdk import Participant, StepContext, TwoPhase
+from workers.store import Tx
+from workers.store_memory import MemoryDocumentStore
+
+
+class Keys(Model):
+    """The items one step holds."""
+
+    items: tuple[str, ...] = Field(max_length=60)
+
+
+async def noted(tx: Tx, p: Keys, step: StepContext) -> str:
+    return f"{step.step}: {','.join(p.items)}"
+
+
+def _items(p: Keys) -> tuple[str, ...]:
+    return p.items
+
+
+KEEPER = Participant(
+    name="keeper",
+    operations=(
+        TwoPhase("hold", Keys, prepare=noted, confirm=noted, cancel=noted,
+                 locks=Locks("item", _items)),
+        TwoPhase("peek", Keys, prepare=noted, confirm=noted, cancel=noted,
+                 locks=Locks("item", _items, LockMode.SHARED)),
+    ),
+)
+
+
+@pytest.fixture
+async def keeper(amqp_url: str, topology: Topology, rabbit: RabbitTransport,
+                 ) -> AsyncIterator[tuple[Rig, MemoryDocumentStore, CollectorRegistry]]:
+    """The keeper worker on this test's namespace (it declares its own queue)."""
+    common = CommonSettings(amqp_url=SecretStr(amqp_url), namespace=topology.namespace,
+                            store="memory")
+    transport = RabbitTransport(amqp_url, connection_name="pytest-keeper", connect_timeout=10)
+    await transport.connect()
+    store, registry = MemoryDocumentStore(), CollectorRegistry()
+    worker = Worker(settings=WorkerSettings(common=common, service="keeper"), spec=KEEPER,
+                    transport=transport, store=store, metrics=WorkerMetrics(registry))
+    await worker.start()
+    replies = await rabbit.temporary_queue(topology.replies_exchange, (REPLY_KEY,))
+    try:
+        yield Rig(rabbit, topology, replies, {"keeper": Running(worker, store, registry)}), \
+            store, registry
+    finally:
+        await worker.stop()
+
+
+def keys(saga: str, step: str, *items: str) -> StepCommand:
+    return StepCommand(saga_id=f"keeper:{saga}", step=step,
+                       params=Keys(items=items).model_dump(mode="json"))
+
+
+async def holders(store: MemoryDocumentStore, item: str) -> list[tuple[str, str]]:
+    async with store.transaction() as tx:
+        lock = await tx.get(Lock, lock_id("item", item))
+    return [] if lock is None else [(h.saga_id, h.step) for h in lock.holders]
+
+
+Keeper = tuple[Rig, MemoryDocumentStore, CollectorRegistry]
+
+
+async def test_a_held_key_refuses_another_saga_until_the_holder_settles(keeper: Keeper) -> None:
+    rig, store, registry = keeper
+    first = await rig.call("keeper.hold.prepare", keys("a", "s", "y", "x", "x"), "a-1")
+    assert first.outcome is Outcome.SUCCEEDED
+    assert await holders(store, "x") == await holders(store, "y") == [("keeper:a", "s")]
+
+    refused = await rig.call("keeper.hold.prepare", keys("b", "s", "y"), "b-1")
+    assert (refused.outcome, refused.reason_code) == (Outcome.REJECTED, LOCKED)
+    assert refused.detail == "item y is locked by keeper:a (s, exclusive)"
+    assert registry.get_sample_value("saga_worker_lock_refusals_total",
+                                     {"service": "keeper"}) == 1
+    # Its saga undoes it: nothing was taken, so nothing is released, and a holds still.
+    undone = await rig.call("keeper.hold.cancel", keys("b", "s", "y"), "b-2")
+    assert undone.detail == "nothing to undo"
+    assert await holders(store, "y") == [("keeper:a", "s")]
+
+    await rig.send("keeper.hold.prepare", keys("a", "s", "x", "y"), "a-1")  # a duplicate
+    (_, again) = (await rig.replies_to("a-1", 2))[1]
+    assert again == first
+    assert await holders(store, "x") == [("keeper:a", "s")]
+    assert (await rig.call("keeper.hold.confirm", keys("a", "s", "x", "y"), "a-2")).outcome \
+        is Outcome.SUCCEEDED
+    assert await holders(store, "x") == await holders(store, "y") == []
+    later = await rig.call("keeper.hold.prepare", keys("c", "s", "y"), "c-1")
+    assert later.outcome is Outcome.SUCCEEDED
+
+
+async def test_shared_holders_coexist_and_keep_out_an_exclusive_one(keeper: Keeper) -> None:
+    rig, store, _ = keeper
+    for saga in ("r1", "r2"):
+        peek = await rig.call("keeper.peek.prepare", keys(saga, "look", "z"), f"{saga}-1")
+        assert peek.outcome is Outcome.SUCCEEDED
+    hold = await rig.call("keeper.hold.prepare", keys("w", "s", "z"), "w-1")
+    assert (hold.outcome, hold.reason_code) == (Outcome.REJECTED, LOCKED)
+    assert "locked by keeper:r1 (look, shared)" in hold.detail
+    for saga in ("r1", "r2"):
+        await rig.call("keeper.peek.cancel", keys(saga, "look", "z"), f"{saga}-2")
+    assert await holders(store, "z") == []
+    retry = await rig.call("keeper.hold.prepare", keys("w", "s2", "z"), "w-2")
+    assert retry.outcome is Outcome.SUCCEEDED
+
+
+async def test_a_saga_does_not_wait_for_itself(keeper: Keeper) -> None:
+    rig, store, _ = keeper
+    await rig.call("keeper.hold.prepare", keys("m", "first", "k"), "m-1")
+    second = await rig.call("keeper.hold.prepare", keys("m", "second", "k"), "m-2")
+    assert second.outcome is Outcome.SUCCEEDED
+    assert await holders(store, "k") == [("keeper:m", "first"), ("keeper:m", "second")]
+    await rig.call("keeper.hold.cancel", keys("m", "first", "k"), "m-3")
+    assert await holders(store, "k") == [("keeper:m", "second")]
+
+
+async def test_an_empty_key_list_fails_for_good_with_the_reason(keeper: Keeper) -> None:
+    rig, _, _ = keeper
+    reply = await rig.call("keeper.hold.prepare", keys("e", "s"), "e-1")
+    assert (reply.outcome, reply.detail) == (Outcome.PERMANENT_ERROR,
+                                             "a lock request needs at least one key")
+    blank = await rig.call("keeper.hold.prepare", keys("e2", "s", " "), "e-2")
+    assert (blank.outcome, blank.detail) == (Outcome.PERMANENT_ERROR,
+                                             "a lock key must be a non-empty string")
