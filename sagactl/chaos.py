@@ -45,7 +45,6 @@ from orchestrator.start import saga_id
 from orchestrator.state import TERMINAL, SagaStatus
 from sagactl import connect
 from sagactl.broker import LocalBroker
-from sagactl.demo import require_databases
 from sagactl.dlq import RabbitDeadLetters
 from sagactl.invariants import Report, audit
 from sagactl.orders import request_message
@@ -590,7 +589,7 @@ async def run(common: CommonSettings, opts: ChaosOptions, mongo_configured: bool
     probe = await connect.transport(common, "sagactl-chaos-probe", within=3.0)
     await probe.close()
     if mongo_configured:
-        await require_databases(common)
+        await connect.require_databases(common)
     if BROKER_FAULTS & opts.faults and not await _local_broker():
         out.write("broker faults need rabbitmqctl for the broker at "
                   f"{redact(common.amqp_url.get_secret_value())}; running without them\n")

@@ -22,6 +22,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
@@ -35,7 +36,7 @@ from orchestrator.app import definitions
 from orchestrator.manifests import ManifestError
 from orchestrator.registry import RegistrationError, UnknownDefinition
 from orchestrator.state import SagaStatus
-from sagactl import chaos, connect, status
+from sagactl import chaos, connect, status, up
 from sagactl import definitions as sagactl_definitions
 from sagactl.admin import act, default_operator
 from sagactl.audit import AuditOptions
@@ -73,6 +74,13 @@ def _probability(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
     return value
+
+
+def _port(text: str) -> int:
+    port = _positive(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text}")
+    return port
 
 
 def _positive(text: str) -> int:
@@ -223,6 +231,13 @@ def parser() -> Parser:
                    help=f"comma-separated, from: {','.join(chaos.FAULTS)} (default: all)")
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--drain-timeout", type=_positive, default=300)
+
+    u = sub.add_parser("up", help="run the whole system on this machine until Ctrl-C")
+    u.add_argument("--no-console", dest="console", action="store_false",
+                   help="do not start the console")
+    u.add_argument("--console-port", type=_port, default=8088)
+    u.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="logs and stand-in data (default: a new temporary folder)")
     return p
 
 
@@ -380,6 +395,15 @@ async def _chaos(common: CommonSettings, args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
 
 
+async def _up(common: CommonSettings, args: argparse.Namespace) -> int:
+    opts = up.UpOptions(console=args.console, console_port=args.console_port, data=args.data)
+    try:
+        return await up.run(common, opts, bool(os.environ.get("SAGA_MONGO_URL")), sys.stdout)
+    except RuntimeError as e:  # a process that exits before it is ready (a port in use)
+        print(f"sagactl: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
 async def _definitions(common: CommonSettings, args: argparse.Namespace) -> int:
     registry = definitions(OrchestratorSettings(common=common))
     if args.action is None:
@@ -398,7 +422,8 @@ async def _definitions(common: CommonSettings, args: argparse.Namespace) -> int:
 
 COMMANDS = {"submit": _submit, "cancel": _cancel, "retry": _act, "resolve": _act, "dlq": _dlq,
             "definitions": _definitions, "status": _inspect,
-            "list": _inspect, "seed": _seed, "demo": _demo, "chaos": _chaos, "audit": _audit}
+            "list": _inspect, "seed": _seed, "demo": _demo, "chaos": _chaos, "audit": _audit,
+            "up": _up}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

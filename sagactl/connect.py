@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 
 from catalog.plan import Platform
 from catalog.plan import owners as owners_of
@@ -78,3 +79,19 @@ async def _ping(client: AsyncMongoClient[dict[str, Any]], url: str, within: floa
         await mongo.wait_until_ready(client, within=within)
     except Exception as e:
         raise Unreachable(f"cannot reach MongoDB at {redact(url)}: {type(e).__name__}") from e
+
+
+async def require_databases(common: CommonSettings, within: float = 2.0) -> None:
+    """Raise ``connect.Unreachable`` within ``within`` seconds if a configured MongoDB does
+    not answer a ping: ``connect.stores`` waits longer, for a server that may be starting,
+    and a run must not start its processes or stand silent before saying so."""
+    services = Platform.load(common).plan().services
+    for url in sorted({common.mongo_url_for(owner) for owner in owners_of(services)}):
+        client = mongo.client(url, app_name="sagactl-probe", timeout_ms=int(within * 1000))
+        try:
+            await client.admin.command("ping")
+        except PyMongoError as e:
+            raise Unreachable(
+                f"cannot reach MongoDB at {redact(url)}: {type(e).__name__}") from e
+        finally:
+            await client.close()

@@ -23,7 +23,6 @@ from typing import Protocol, TextIO
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from pymongo.errors import PyMongoError
 
 from catalog.plan import Platform, owners
 from contracts.commands import Operation
@@ -34,7 +33,6 @@ from contracts.transfers import (
     TRANSFER_FAILED,
     TRANSFER_REQUESTED,
 )
-from infra import mongo
 from infra.memory_bus import InMemoryBroker
 from infra.settings import (
     CommonSettings,
@@ -435,7 +433,7 @@ async def run(common: CommonSettings, opts: DemoOptions, mongo_configured: bool,
                   "running embedded instead.\n")
         opts = replace(opts, embedded=True)
     if not opts.embedded and mongo_configured:
-        await require_databases(common)
+        await connect.require_databases(common)
     system = (EmbeddedSystem(opts) if opts.embedded
               else ProcessSystem(opts, common, mongo_configured, out))
     try:
@@ -465,19 +463,3 @@ async def _broker_reachable(common: CommonSettings) -> bool:
         return False
     await transport.close()
     return True
-
-
-async def require_databases(common: CommonSettings, within: float = 2.0) -> None:
-    """Raise ``connect.Unreachable`` within ``within`` seconds if a configured MongoDB does
-    not answer a ping: ``connect.stores`` waits longer, for a server that may be starting,
-    and a run must not start its processes or stand silent before saying so."""
-    services = Platform.load(common).plan().services
-    for url in sorted({common.mongo_url_for(owner) for owner in owners(services)}):
-        client = mongo.client(url, app_name="sagactl-probe", timeout_ms=int(within * 1000))
-        try:
-            await client.admin.command("ping")
-        except PyMongoError as e:
-            raise connect.Unreachable(
-                f"cannot reach MongoDB at {redact(url)}: {type(e).__name__}") from e
-        finally:
-            await client.close()

@@ -43,6 +43,9 @@ def sagactl(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     ("dlq", "show"),
     ("dlq", "replay"),
     ("dlq", "purge", "--operator"),
+    ("up", "--console-port", "70000"),
+    ("up", "--console-port", "0"),
+    ("up", "--data"),
 ])
 def test_bad_arguments_get_one_line_and_exit_code_2(args: tuple[str, ...]) -> None:
     """Each malformed command line is explained in exactly one line on stderr."""
