@@ -9,6 +9,8 @@ WORKDIR /app
 
 # Only what the package needs: not .venv, .git or the caches of the host checkout.
 COPY pyproject.toml constraints.txt ./
+COPY catalog ./catalog
+COPY console ./console
 COPY contracts ./contracts
 COPY infra ./infra
 COPY orchestrator ./orchestrator
@@ -20,5 +22,5 @@ RUN pip install --no-cache-dir -c constraints.txt . \
 
 USER saga
 
-# Overridden per service in docker-compose.yml (python -m workers.<service>).
+# Overridden per service in docker-compose.yml (python -m workers <service>, python -m console).
 CMD ["python", "-m", "orchestrator"]

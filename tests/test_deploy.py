@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 import yaml
 
 from catalog.__main__ import generated
-from catalog.deploy import metrics_ports
+from catalog.deploy import RABBITMQ_PROMETHEUS_PORT, metrics_ports
 from catalog.plan import shipped
 from catalog.rabbitmq import DEFAULT_VHOST, ORCHESTRATOR_USER, definitions, render
 from contracts.envelope import MAX_BODY_BYTES, MAX_MESSAGE_BYTES
@@ -224,9 +225,39 @@ def test_metrics_port_is_the_default_and_scraped(
 
 def test_scrape_targets_are_compose_services(
         services: dict[str, dict[str, Any]], scrape_targets: dict[str, tuple[str, dict[str, str]]]) -> None:
-    """Prometheus scrapes only the six processes, each at its own default port."""
-    assert set(scrape_targets) == {f"{name}:{port}" for name, port in METRICS_PORTS.items()}
+    """Prometheus scrapes the processes, each at its own default port, and the broker's own
+    metrics endpoint."""
+    assert set(scrape_targets) == {f"{name}:{port}" for name, port in METRICS_PORTS.items()} | {
+        f"rabbitmq:{RABBITMQ_PROMETHEUS_PORT}"}
     assert {target.split(":")[0] for target in scrape_targets} <= set(services)
+
+
+def test_the_broker_exports_its_metrics_per_queue(services: dict[str, dict[str, Any]]) -> None:
+    """rabbitmq_prometheus is enabled in the compose broker and reports every queue."""
+    plugins = (ROOT / "deploy" / "rabbitmq" / "enabled_plugins").read_text(encoding="utf-8")
+    assert "rabbitmq_prometheus" in plugins
+    assert ("./deploy/rabbitmq/enabled_plugins:/etc/rabbitmq/enabled_plugins:ro"
+            in services["rabbitmq"]["volumes"])
+    assert "prometheus.return_per_object_metrics = true" in RABBITMQ_CONF.read_text(
+        encoding="utf-8")
+
+
+def test_every_image_is_pinned(services: dict[str, dict[str, Any]]) -> None:
+    """Each image names an exact version (never latest, never a bare major version), and the
+    product's own image carries pyproject.toml's version."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))[
+        "project"]["version"]
+    for name, service in services.items():
+        image = service.get("image")
+        assert image, f"{name} has no image"
+        assert re.search(r":v?\d+\.\d+\.\d+(-[a-z]+)?$", image), f"{name}: {image} is not pinned"
+        if "build" in service:
+            assert image == f"saga-orchestrator:{version}", name
+
+
+def test_prometheus_and_grafana_keep_their_data(services: dict[str, dict[str, Any]]) -> None:
+    assert "prometheus-data:/prometheus" in services["prometheus"]["volumes"]
+    assert "grafana-data:/var/lib/grafana" in services["grafana"]["volumes"]
 
 
 @pytest.mark.parametrize("name", APPS)
@@ -251,6 +282,16 @@ def test_bind_mounted_host_paths_exist(services: dict[str, dict[str, Any]]) -> N
                 mounts += 1
                 assert (ROOT / source).resolve().exists(), f"{name}: {source} does not exist"
     assert mounts >= 4
+
+
+def test_the_image_holds_every_package_the_product_installs() -> None:
+    """The Dockerfile copies each package pyproject.toml installs (a missing one, such as
+    catalog, which the orchestrator imports, breaks every container at start)."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", (ROOT / "Dockerfile").read_text(encoding="utf-8"),
+                            re.M))
+    assert packages == copied, f"not copied: {sorted(packages - copied)}"
 
 
 def test_build_contexts_have_a_dockerfile(services: dict[str, dict[str, Any]]) -> None:

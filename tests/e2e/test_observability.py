@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from catalog.deploy import RABBITMQ_PROMETHEUS_PORT
 from contracts.envelope import WireMessage
 from contracts.orders import OrderItem, OrderRequested
 from contracts.trace import trace_id_of
@@ -50,6 +51,7 @@ def _prometheus_config(deployment: Deployment, tmp: Path) -> Path:
     config["global"] |= {"scrape_interval": SCRAPE, "evaluation_interval": SCRAPE}
     config["rule_files"] = [str(RULES)]
     ports = {name: p.port for name, p in deployment.cluster.processes.items()}
+    ports["rabbitmq"] = RABBITMQ_PROMETHEUS_PORT  # the local broker's rabbitmq_prometheus
     for job in config["scrape_configs"]:
         for group in job["static_configs"]:
             host = group["targets"][0].split(":")[0]
@@ -169,7 +171,9 @@ async def test_prometheus_scrapes_the_system_and_every_query_returns_data(
     quiet = [r["expr"] for r in rules if "alert" in r] + _annotation_exprs(dashboard)
     inputs = sorted({name for expr in quiet for name in NAME_IN_EXPR.findall(expr)} - set(recorded))
     queries += [f'count({{__name__="{name}"}})' for name in inputs]
-    queries += ['up{job=~"saga-.*"} == 1']
+    queries += ['up{job=~"saga-.*"} == 1', 'up{job="rabbitmq"} == 1',
+                # per queue: the orchestrator's inbound requests queue among them
+                f'rabbitmq_queue_messages{{queue="{d.topology.requests_queue}"}}']
     missing = await _all_return_data(server.port, sorted(set(queries)))
     assert not missing, "queries without data:\n" + "\n".join(
         f"  {why}: {expr}" for expr, why in missing.items()) + "\n" + d.cluster.logs()
