@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,13 @@ class LocalBroker:
         await _run(self.kill, 10.0)
         await asyncio.sleep(2.0)
         await _run(self.server, 30.0)
-        if await self.ctl_call("await_startup", deadline=self.startup_deadline):
-            return "hard restart"
+        # await_startup fails at once while the new node is not yet reachable at all, so it
+        # is asked again until the node answers or the startup deadline passes.
+        deadline = time.monotonic() + self.startup_deadline
+        while (left := deadline - time.monotonic()) > 0:
+            if await self.ctl_call("await_startup", deadline=max(1.0, min(left, 60.0))):
+                return "hard restart"
+            await asyncio.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
         raise BrokerDown("the local RabbitMQ did not come back after a hard restart")
 
 

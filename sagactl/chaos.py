@@ -150,6 +150,7 @@ class ChaosRun:
     out: TextIO
     mongo_configured: bool
     broker: LocalBroker = field(default_factory=LocalBroker)
+    broker_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     faults: Counter[str] = field(default_factory=Counter)
     poison_sent: set[str] = field(default_factory=set)
     held: set[str] = field(default_factory=set)
@@ -340,16 +341,20 @@ class ChaosRun:
         await self._kill_and_restart(self.rng.choice(self.plan.services), "worker SIGKILL")
 
     async def _cut_connections(self) -> None:
-        if await self.broker.ctl_call("close_all_connections", "chaos: connection cut"):
-            self.faults["broker connections cut"] += 1
-        else:
-            await self._bring_broker_back()
+        # One broker operation at a time: a cut while the restart loop has the app stopped
+        # fails, and starting the app from here then would race that loop's own start.
+        async with self.broker_lock:
+            if await self.broker.ctl_call("close_all_connections", "chaos: connection cut"):
+                self.faults["broker connections cut"] += 1
+            else:
+                await self._bring_broker_back()
 
     async def _restart_broker(self) -> None:
-        self.faults["broker stopped and started"] += 1
-        if await self.broker.ctl_call("stop_app"):
-            await asyncio.sleep(self.rng.uniform(1.0, 4.0))
-        await self._bring_broker_back()
+        async with self.broker_lock:
+            self.faults["broker stopped and started"] += 1
+            if await self.broker.ctl_call("stop_app"):
+                await asyncio.sleep(self.rng.uniform(1.0, 4.0))
+            await self._bring_broker_back()
 
     async def _bring_broker_back(self) -> None:
         # A rabbitmqctl call that hangs is no fault of the system under test, but a hung
@@ -419,7 +424,8 @@ class ChaosRun:
     async def _heal(self) -> float:
         """Everything back up; returns when that was done."""
         if BROKER_FAULTS & self.opts.faults:
-            await self._bring_broker_back()
+            async with self.broker_lock:
+                await self._bring_broker_back()
         for standin in self.standins.values():
             if not standin.alive:
                 standin.start()

@@ -62,3 +62,17 @@ async def test_a_node_that_never_comes_back_is_reported(tmp_path: Path) -> None:
 
 async def test_a_missing_tool_means_no_local_broker(tmp_path: Path) -> None:
     assert await LocalBroker(ctl=str(tmp_path / "absent")).answers() is False
+
+
+async def test_a_node_slow_to_come_back_is_asked_again_until_it_answers(tmp_path: Path) -> None:
+    """await_startup fails at once while the new node is not reachable yet; it is asked
+    again (this failed before: one refusal was taken for a node that never came back)."""
+    body = ('case "$1" in start_app) exit 1;; '
+            f'await_startup) n=$(grep -c await_startup {tmp_path}/calls); [ "$n" -ge 3 ];; '
+            'esac')
+    slow = LocalBroker(ctl=tool(tmp_path, "rabbitmqctl", body),
+                       server=(tool(tmp_path, "rabbitmq-server", "exit 0"), "-detached"),
+                       kill=(tool(tmp_path, "kill-node", "exit 0"),),
+                       deadline=5, startup_deadline=30)
+    assert await slow.recover() == "hard restart"
+    assert calls(tmp_path).count("rabbitmqctl await_startup") == 3
