@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, JsonValue
+from pydantic import Field, JsonValue, model_validator
 
 from contracts.envelope import Model
 from contracts.reasons import ReasonCode
@@ -76,6 +76,10 @@ class Outcome(StrEnum):
     RETRYABLE_ERROR = "retryable_error"
     # The participant can never carry this command out.
     PERMANENT_ERROR = "permanent_error"
+    # Not an answer yet: a semantic lock the step needs is held by other sagas. The
+    # participant keeps the command and answers again when the lock is free or its wait
+    # times out (workers.locks, policy ``wait``); ``StepReply.waiting`` says on what.
+    WAITING = "waiting"
 
 
 class StepFailure(Model):
@@ -95,6 +99,15 @@ class StepCommand(Model):
     failure: StepFailure | None = None
 
 
+class LockWait(Model):
+    """What a waiting step waits for: one key, the sagas holding it, and until when the
+    participant lets it wait (epoch seconds) before answering ``LOCK_TIMEOUT``."""
+
+    key: str = Field(min_length=1, max_length=200)
+    holders: list[SagaId] = Field(min_length=1, max_length=50)
+    until: float
+
+
 class StepReply(Model):
     """saga.reply: a participant's answer to one command (causation id = the command's id)."""
 
@@ -104,3 +117,10 @@ class StepReply(Model):
     outcome: Outcome
     reason_code: ReasonCode | None = None
     detail: str = Field(default="", max_length=500)
+    waiting: LockWait | None = None  # with outcome WAITING only
+
+    @model_validator(mode="after")
+    def _waiting_says_on_what(self) -> StepReply:
+        if (self.outcome is Outcome.WAITING) != (self.waiting is not None):
+            raise ValueError("a waiting reply, and only a waiting reply, says what it waits for")
+        return self

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Generic
 
 from contracts.admin import Action
-from contracts.commands import Operation, Outcome, StepCommand
+from contracts.commands import LockWait, Operation, Outcome, StepCommand
 from contracts.reasons import PlatformReason
 from orchestrator.definition import (
     CommandContext,
@@ -49,6 +49,7 @@ class ReplyReceived:
     now: float
     reason_code: str | None = None
     detail: str = ""
+    waiting: LockWait | None = None  # with outcome WAITING
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,16 @@ class OperatorAction:
     action_id: str | None = None  # its message id: the same action delivered again is a repeat
 
 
-Event = ReplyReceived | TimerFired | CancelRequested | OperatorAction
+@dataclass(frozen=True, slots=True)
+class DeadlockFound:
+    """The saga is the victim of a cycle of lock waits (orchestrator.deadlock): it gives
+    way, unless it has stopped waiting meanwhile."""
+
+    others: tuple[str, ...]  # the other sagas of the cycle
+    now: float
+
+
+Event = ReplyReceived | TimerFired | CancelRequested | OperatorAction | DeadlockFound
 
 # --- decisions ----------------------------------------------------------------------
 
@@ -98,6 +108,8 @@ class NoteKind(StrEnum):
     FINISHED = "finished"
     ACTION_REFUSED = "action_refused"  # an operator action that does not fit the saga's state
     ACTION_REPEATED = "action_repeated"  # the same operator action, delivered again
+    LOCK_WAIT = "lock_wait"  # a step began to wait for a lock another saga holds
+    DEADLOCK = "deadlock"  # the saga gave way in a deadlock
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +180,8 @@ def decide(defn: SagaDefinition[D], state: SagaState[D], event: Event) -> Decisi
                 t.on_timer()
             case CancelRequested():
                 t.on_cancel(event.reason)
+            case DeadlockFound():
+                t.on_deadlock(event.others)
     elif isinstance(event, ReplyReceived):
         t.note(NoteKind.STALE_REPLY, detail=event.command_id)
     return t.decision()
@@ -218,8 +232,12 @@ class _Transition(Generic[D]):
             self.note(NoteKind.STALE_REPLY, detail=reply.command_id)
             return
         step = self.defn.steps[key[0]]
+        if reply.outcome is Outcome.WAITING and reply.waiting is not None:
+            self._lock_wait(step, key, reply.waiting)
+            return
         self.record("reply", step.name, key[1],
                     " ".join(filter(None, (reply.outcome.value, reply.reason_code, reply.detail))))
+        self._set(key, waiting_on=(), lock=None)
         if reply.outcome is Outcome.SUCCEEDED:
             self._set(key, status=OpStatus.SUCCEEDED, due_at=None, finished_at=self.now,
                       outcome=reply.outcome, detail=reply.detail)
@@ -246,6 +264,29 @@ class _Transition(Generic[D]):
             else:
                 self.note(NoteKind.RETRY, step.name, key[1])
                 self._send(step, key[1])
+        self.advance()
+
+    def _lock_wait(self, step: Step[D], key: OpKey, wait: LockWait) -> None:
+        """The participant holds the command until the lock is free or its wait is over;
+        the step's reply timeout starts again from then."""
+        op = self._op(*key)
+        holders = tuple(sorted(set(wait.holders) - {self.state.saga_id}))
+        if (holders, wait.key) == (op.waiting_on, op.lock) or not holders:
+            return  # nothing new (or a saga reported as waiting for itself: not a wait)
+        due = max(op.due_at or self.now,
+                  wait.until + self._policy(step, key[1]).timeout_for(op.budget_used))
+        if not op.waiting_on:
+            self.note(NoteKind.LOCK_WAIT, step.name, key[1], wait.key, step.service)
+        self._set(key, waiting_on=holders, lock=wait.key, due_at=due)
+        self.record("waiting", step.name, key[1], f"for {wait.key} held by {', '.join(holders)}")
+
+    def on_deadlock(self, others: tuple[str, ...]) -> None:
+        if self.state.status is not SagaStatus.RUNNING or not self.state.lock_waits:
+            return  # it stopped waiting meanwhile: the cycle is gone
+        step = self.state.lock_waits[0][0]
+        detail = f"gave way in a deadlock with {', '.join(others)}"[:300]
+        self.note(NoteKind.DEADLOCK, step, detail=detail)
+        self._fail(Failure(PlatformReason.DEADLOCK, detail, step))
         self.advance()
 
     def on_cancel(self, reason: str) -> None:
@@ -377,7 +418,8 @@ class _Transition(Generic[D]):
         """Stop going forward; abandon in-flight forward commands; start undoing."""
         for key, op in list(self.ops.items()):
             if key[1] is Operation.FORWARD and op.status in IN_FLIGHT:
-                self._set(key, status=OpStatus.ABANDONED, due_at=None, finished_at=self.now)
+                self._set(key, status=OpStatus.ABANDONED, due_at=None, finished_at=self.now,
+                          waiting_on=(), lock=None)
         self._update(status=SagaStatus.COMPENSATING, cursor=0, failure=failure)
         self.note(NoteKind.FAILED, failure.step, detail=failure.reason_code)
 
@@ -469,4 +511,5 @@ class _Transition(Generic[D]):
 
 # Notes that belong in a saga's history (sent commands and replies are recorded directly).
 RECORDED = frozenset({NoteKind.STARTED, NoteKind.TIMED_OUT, NoteKind.RETRY, NoteKind.COMMITTED,
-                      NoteKind.FAILED, NoteKind.ATTENTION, NoteKind.FINISHED})
+                      NoteKind.FAILED, NoteKind.ATTENTION, NoteKind.FINISHED,
+                      NoteKind.DEADLOCK})

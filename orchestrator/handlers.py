@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from contracts.admin import ADMIN_ACTION, ADMIN_RESULT, Action, AdminAction, AdminResult
 from contracts.cancels import CancelRefusal
-from contracts.commands import StepReply
+from contracts.commands import Outcome, StepReply
 from contracts.envelope import CodecError, WireMessage, read_envelope, read_payload
 from contracts.reasons import PlatformReason
 from contracts.registry import STEP_REPLY
@@ -50,7 +50,7 @@ class OrchestratorHandlers:
                  on_cancel: Callable[[str, str], None] = lambda definition, result: None,
                  admin_exchange: str = "",
                  on_action: Callable[[str, str, str], None] = lambda definition, action, result:
-                 None) -> None:
+                 None, on_wait: Callable[[], None] = lambda: None) -> None:
         self._runner = runner
         self._outbox = outbox
         self._exchange_of = exchange_of  # definition -> its public exchange (namespaced)
@@ -59,6 +59,7 @@ class OrchestratorHandlers:
         self._on_cancel = on_cancel
         self._admin_exchange = admin_exchange
         self._on_action = on_action
+        self._on_wait = on_wait  # a step began to wait for a lock: look for deadlocks
 
     async def on_start(self, definition: AnyDefinition, message: WireMessage) -> None:
         """Start a saga of ``definition``. Only the body is required from outside publishers."""
@@ -215,7 +216,8 @@ class OrchestratorHandlers:
         command_id = envelope.causation_id
 
         def event(now: float) -> Event:
-            return ReplyReceived(command_id, reply.outcome, now, reply.reason_code, reply.detail)
+            return ReplyReceived(command_id, reply.outcome, now, reply.reason_code, reply.detail,
+                                 reply.waiting)
 
         def authorized(state: SagaState[Any], definition: AnyDefinition) -> None:
             sent = state.sent(command_id)
@@ -237,6 +239,8 @@ class OrchestratorHandlers:
 
         await self._runner.apply(reply.saga_id, event, envelope.message_id, envelope.traceparent,
                                  authorized)
+        if reply.outcome is Outcome.WAITING:
+            self._on_wait()
 
 
 def _text(value: Any) -> str | None:

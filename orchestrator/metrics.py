@@ -111,6 +111,15 @@ class OrchestratorMetrics:
             "Operator actions (cancel, retry, resolve): accepted, repeated (the same action "
             "delivered again), refused (the saga's state forbids it) or not_found.",
             ["definition", "action", "result"], registry=registry)
+        self.deadlocks = Counter("saga_deadlocks_total",
+                                 "Sagas aborted as the victim of a deadlock (a cycle of lock "
+                                 "waits).", ["definition"], registry=registry)
+        self.lock_waits = Counter("saga_lock_waits_total",
+                                  "Steps that began to wait for a lock another saga holds.",
+                                  ["definition", "step"], registry=registry)
+        self.lock_waiting = Gauge("saga_lock_waiting",
+                                  "Sagas waiting for a lock now, counted in the store.",
+                                  ["definition"], registry=registry)
         self.relayed = Counter("saga_outbox_relayed_total",
                                "Outbox messages published by the relay (after a failure or a crash).",
                                registry=registry)
@@ -120,6 +129,8 @@ class OrchestratorMetrics:
         for things that have not happened yet (labels come from the definitions: bounded)."""
         for d in definitions:
             self.started.labels(d.name)
+            self.deadlocks.labels(d.name)
+            self.lock_waiting.labels(d.name)
             self._prepare_actions(d)
             self.stale_replies.labels(d.name)
             for step in d.steps.values():
@@ -146,24 +157,33 @@ class OrchestratorMetrics:
     def observe(self, definition: str, decision: Decision[Any]) -> None:
         """Count what a saved decision did."""
         for note in decision.notes:
-            step, op = note.step or "", (note.op.value if note.op else "")
             match note.kind:
-                case NoteKind.STARTED:
-                    self.started.labels(definition).inc()
-                case NoteKind.RETRY:
-                    self.retries.labels(definition, step, op).inc()
-                case NoteKind.TIMED_OUT:
-                    self.timeouts.labels(definition, step, op).inc()
-                case NoteKind.COMPENSATION:
-                    self.compensations.labels(definition, step).inc()
-                case NoteKind.ATTENTION:
-                    self.attention.labels(definition, step, op).inc()
-                case NoteKind.STALE_REPLY:
-                    self.stale_replies.labels(definition).inc()
                 case NoteKind.SETTLED:
                     self._settled(definition, decision, note)
                 case NoteKind.FINISHED:
                     self._finished(definition, decision)
+                case _:
+                    self._count(definition, note)
+
+    def _count(self, definition: str, note: Note) -> None:
+        step, op = note.step or "", (note.op.value if note.op else "")
+        match note.kind:
+            case NoteKind.STARTED:
+                self.started.labels(definition).inc()
+            case NoteKind.RETRY:
+                self.retries.labels(definition, step, op).inc()
+            case NoteKind.TIMED_OUT:
+                self.timeouts.labels(definition, step, op).inc()
+            case NoteKind.COMPENSATION:
+                self.compensations.labels(definition, step).inc()
+            case NoteKind.ATTENTION:
+                self.attention.labels(definition, step, op).inc()
+            case NoteKind.STALE_REPLY:
+                self.stale_replies.labels(definition).inc()
+            case NoteKind.LOCK_WAIT:
+                self.lock_waits.labels(definition, step).inc()
+            case NoteKind.DEADLOCK:
+                self.deadlocks.labels(definition).inc()
 
     def _settled(self, definition: str, decision: Decision[Any], note: Note) -> None:
         if note.step is None or note.op is None:

@@ -19,6 +19,9 @@ from orchestrator.state import (
 from orchestrator.store import OutboxMessage, Quarantined, SagaRecord
 
 Document = dict[str, Any]
+# Present (true) only on a saga with a step waiting for a lock: a sparse index finds the
+# few that are, for the wait-for graph (orchestrator.deadlock).
+LOCK_WAITING = "lock_waiting"
 
 
 def state_fields(state: SagaState[Any]) -> Document:
@@ -65,6 +68,8 @@ def _op_document(step: str, op: Operation, o: OpState) -> Document:
                    for e in o.errors],
         "detail": o.detail,
         "budget_from": o.budget_from,
+        "waiting_on": list(o.waiting_on),
+        "lock": o.lock,
     }
 
 
@@ -99,6 +104,8 @@ def to_document(state: SagaState[Any], outbox: tuple[OutboxMessage, ...] = ()) -
     wakeup = state.next_wakeup
     if wakeup is not None:
         doc["next_wakeup"] = wakeup
+    if state.lock_waits:
+        doc[LOCK_WAITING] = True
     return doc
 
 
@@ -193,4 +200,6 @@ def _op_state(o: Document) -> OpState:
                      for e in o["errors"]),
         detail=o.get("detail", ""),
         budget_from=o.get("budget_from", 0),
+        waiting_on=tuple(o.get("waiting_on", ())),
+        lock=o.get("lock"),
     )

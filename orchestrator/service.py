@@ -14,6 +14,7 @@ from infra.consumer import Boundary
 from infra.errors import SagaSystemError
 from infra.transport import Transport
 from orchestrator.handlers import CHECKED, OrchestratorHandlers
+from orchestrator.lockwatch import DeadlockWatch
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher
 from orchestrator.registry import DefinitionRegistry
@@ -38,6 +39,7 @@ class Loops:
     timer_budget: float = 10.0  # seconds one saga's timer may take
     relay_interval: float = 5.0
     gauge_interval: float = 5.0
+    deadlock_interval: float = 2.0  # the backstop look at the wait-for graph
 
 
 class Orchestrator:
@@ -64,6 +66,8 @@ class Orchestrator:
         self._tasks: list[asyncio.Task[None]] = []
         self._timers = Timers(store, runner, clock, concurrency=loops.timer_concurrency,
                               budget=loops.timer_budget)
+        self.deadlocks = DeadlockWatch(store, runner, metrics,
+                                       tuple(registry.names()))
         self._dead_letter_queues = [q.name for q in layout(topology, plan)[1]
                                     if q.dead_letter_queue]
         self.ready = False
@@ -84,7 +88,7 @@ class Orchestrator:
             lambda name, result: self._metrics.cancels.labels(name, result).inc(),
             self._topology.admin_exchange,
             lambda name, action, result: self._metrics.operator_actions.labels(
-                name, action, result).inc())
+                name, action, result).inc(), self.deadlocks.poke)
         # Forged replies are possible while unchecked: say so where operators look.
         self._metrics.replies_unchecked.set(1 if self._senders.relaxed else 0)
         log.log(logging.WARNING if self._senders.relaxed else logging.INFO,
@@ -93,6 +97,7 @@ class Orchestrator:
         self._spawn(self._outbox.run_sweeper)
         self._spawn(lambda: self._outbox.run_relay(self._loops.relay_interval))
         self._spawn(self._run_gauge)
+        self._spawn(lambda: self.deadlocks.run(self._loops.deadlock_interval))
         await self._transport.consume(self._topology.replies_queue,
                                       boundary.wrap(handlers.on_reply), self._prefetch)
         if self._plan.entries:

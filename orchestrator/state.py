@@ -95,6 +95,9 @@ class OpState:
     detail: str = ""  # what the participant said in its last reply
     # Attempts made before an operator's retry gave this operation a fresh budget.
     budget_from: int = 0
+    # The participant answered "waiting": for the lock ``lock``, held by these sagas.
+    waiting_on: tuple[str, ...] = ()
+    lock: str | None = None
 
     @property
     def budget_used(self) -> int:
@@ -140,6 +143,15 @@ class SagaState(Generic[D]):
     def sent(self, command_id: str) -> OpKey | None:
         """The operation whose latest command has this message id, if any."""
         return next((key for key, op in self.ops.items() if op.message_id == command_id), None)
+
+    @property
+    def lock_waits(self) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+        """(step, lock, holders) of every step waiting for a lock now; empty unless the saga
+        runs (a failed saga's abandoned prepares wait for nothing)."""
+        if self.status is not SagaStatus.RUNNING:
+            return ()
+        return tuple((step, o.lock or "", o.waiting_on) for (step, _), o in self.ops.items()
+                     if o.status is OpStatus.WAITING and o.waiting_on)
 
     @property
     def next_wakeup(self) -> float | None:

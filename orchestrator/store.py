@@ -119,6 +119,11 @@ class SagaStore(Protocol):
         """Ids of unfinished sagas with a timer at or before ``now``, earliest first."""
         ...
 
+    async def waiting(self, limit: int) -> list[SagaRecord]:
+        """Running sagas with a step waiting for a lock another saga holds (the wait-for
+        graph's edges); one that cannot be decoded is left out."""
+        ...
+
     async def pending_outbox(self, created_before: float, limit: int,
                              after: str | None = None) -> list[SagaRecord]:
         """Sagas holding outbox messages written at or before ``created_before``, in saga id

@@ -11,6 +11,7 @@ from typing import Any
 from infra.errors import VersionConflict
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.serde import (
+    LOCK_WAITING,
     Document,
     Undecodable,
     decodable,
@@ -87,6 +88,12 @@ class MemorySagaStore:
         due = [(d["next_wakeup"], k) for k, d in self._docs.items()
                if d.get("next_wakeup") is not None and d["next_wakeup"] <= now]
         return [k for _, k in sorted(due)[:limit]]
+
+    async def waiting(self, limit: int) -> list[SagaRecord]:
+        """The flagged running sagas."""
+        docs = [d for d in self._docs.values()
+                if d.get(LOCK_WAITING) and d["status"] == SagaStatus.RUNNING.value]
+        return [r for r in decodable(docs[:limit], self.definitions) if r.state.lock_waits]
 
     async def pending_outbox(self, created_before: float, limit: int,
                              after: str | None = None) -> list[SagaRecord]:

@@ -17,6 +17,7 @@ from infra.mongo import translated
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.serde import (
     DAY,
+    LOCK_WAITING,
     Document,
     Undecodable,
     decodable,
@@ -61,6 +62,7 @@ class MongoSagaStore:
         deleted by MongoDB's TTL monitor once their ``expires_at`` has passed."""
         with translated():
             await self._sagas.create_index([("next_wakeup", ASCENDING)], sparse=True)
+            await self._sagas.create_index([(LOCK_WAITING, ASCENDING)], sparse=True)
             await self._sagas.create_index([("outbox.created_at", ASCENDING)], sparse=True)
             await self._sagas.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
             await self._sagas.create_index([(EXPIRES_AT, ASCENDING)], expireAfterSeconds=0)
@@ -107,6 +109,10 @@ class MongoSagaStore:
             unset["next_wakeup"] = ""
         else:
             update["$set"]["next_wakeup"] = wakeup
+        if state.lock_waits:
+            update["$set"][LOCK_WAITING] = True
+        else:
+            unset[LOCK_WAITING] = ""
         expiry = expires_at(state, self._retention)
         if expiry is None:
             unset[EXPIRES_AT] = ""  # a resumed saga (an operator's retry) must not expire
@@ -129,6 +135,13 @@ class MongoSagaStore:
             cursor = self._sagas.find({"next_wakeup": {"$lte": now}}, {"_id": 1})
             docs = await cursor.sort("next_wakeup", ASCENDING).limit(limit).to_list()
         return [d["_id"] for d in docs]
+
+    async def waiting(self, limit: int) -> list[SagaRecord]:
+        """Served by the sparse index on the waiting flag."""
+        with translated():
+            docs = await self._sagas.find({LOCK_WAITING: True, "status": SagaStatus.RUNNING.value}
+                                          ).limit(limit).to_list()
+        return [r for r in decodable(docs, self.definitions) if r.state.lock_waits]
 
     async def pending_outbox(self, created_before: float, limit: int,
                              after: str | None = None) -> list[SagaRecord]:

@@ -5,6 +5,10 @@ ended every key it held is free again. A holder whose saga completed, failed or 
 resolved (or is not in the store at all) holds a key nobody will ever release. A saga that
 needs attention may still hold one: its failed cancel is the operator's to retry, and it is
 listed with the sagas that need attention.
+
+The same holds for a prepare parked to wait for a key (policy ``wait``): its saga's cancel
+or its own run ends the wait, so a waiter whose saga has ended is a phantom that would run
+a prepare nobody asked for any more.
 """
 
 from __future__ import annotations
@@ -13,25 +17,39 @@ from orchestrator.state import ACTIVE, SagaStatus
 from sagactl.snapshot import Snapshot, Violation
 
 LOCKS_RELEASED = "no lock outlives its saga"
+NO_PHANTOM_WAITS = "no lock wait outlives its saga"
 DESCRIPTIONS = {LOCKS_RELEASED: "every key a participant holds belongs to a saga still running "
-                                "(or needing attention)"}
+                                "(or needing attention)",
+                NO_PHANTOM_WAITS: "every parked prepare belongs to a saga still running "
+                                  "(or needing attention)"}
 MAY_HOLD = ACTIVE | {SagaStatus.NEEDS_ATTENTION}
 
 
 def check(s: Snapshot) -> list[Violation]:
-    """A violation per key held by a saga that has ended, or that does not exist."""
+    """A violation per key held, or waited for, by a saga that has ended or does not exist."""
     out = []
     for service, locks in sorted(s.locks.items()):
         for lock in sorted(locks, key=lambda lk: lk.id):
             for holder in lock.holders:
-                record = s.sagas.get(holder.saga_id)
-                if record is None:
-                    why = "no such saga"
-                elif record.state.status not in MAY_HOLD:
-                    why = f"its saga is {record.state.status.value}"
-                else:
-                    continue
-                out.append(Violation(LOCKS_RELEASED, holder.saga_id,
-                                     f"{service} lock {lock.id} still held by step "
-                                     f"{holder.step}: {why}", "saga"))
+                if (why := _ended(s, holder.saga_id)) is not None:
+                    out.append(Violation(LOCKS_RELEASED, holder.saga_id,
+                                         f"{service} lock {lock.id} still held by step "
+                                         f"{holder.step}: {why}", "saga"))
+    for service, waiters in sorted(s.waiters.items()):
+        for waiter in sorted(waiters, key=lambda w: w.id):
+            saga_id = waiter.id.rsplit(":", 1)[0]
+            if (why := _ended(s, saga_id)) is not None:
+                out.append(Violation(NO_PHANTOM_WAITS, saga_id,
+                                     f"{service} still parks {waiter.id} waiting for "
+                                     f"{waiter.lock}: {why}", "saga"))
     return out
+
+
+def _ended(s: Snapshot, saga_id: str) -> str | None:
+    """Why a saga may no longer hold or wait for anything, or None if it may."""
+    record = s.sagas.get(saga_id)
+    if record is None:
+        return "no such saga"
+    if record.state.status not in MAY_HOLD:
+        return f"its saga is {record.state.status.value}"
+    return None

@@ -23,7 +23,7 @@ from orchestrator.store import SagaRecord, SagaStore
 from workers.account import Entry, LedgerAccount
 from workers.fence import Fence
 from workers.inventory import Reservation, StockItem
-from workers.locks import Lock
+from workers.locks import Lock, Waiter
 from workers.notification import Notification
 from workers.order import OrderRecord
 from workers.payment import Account, Hold
@@ -79,6 +79,7 @@ class Snapshot:
     fences: dict[str, dict[str, Fence]] = field(default_factory=dict)  # by service, then id
     inbox: dict[str, list[Inbox]] = field(default_factory=dict)  # by service
     locks: dict[str, list[Lock]] = field(default_factory=dict)  # by service
+    waiters: dict[str, list[Waiter]] = field(default_factory=dict)  # parked prepares, by service
     dead_letters: tuple[DeadLetterQueue, ...] | None = None  # None: queues not read
     taken_at: float = 0.0
     # Derived from ``notifications``: which (reference, kind) pairs were sent.
@@ -128,6 +129,7 @@ async def load(sagas: SagaStore, services: Mapping[str, DocumentStore]) -> Snaps
         fences={s: {f.id: f for f in await every(s, Fence)} for s in services},
         inbox={s: await every(s, Inbox) for s in services},
         locks={s: await every(s, Lock) for s in services},
+        waiters={s: await every(s, Waiter) for s in services},
         taken_at=taken_at,
     )
 

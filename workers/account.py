@@ -4,6 +4,11 @@ Amounts are integer cents. A debit's prepare only raises ``held`` (money still t
 longer promised); a credit's prepare only records the posting (nothing arrives yet). So
 a prepare votes "commit-ok" or refuses without changing committed state: ``balance`` is
 never tentative. Confirm applies the posting; cancel releases it.
+
+Both prepares lock their account (exclusive, policy ``wait``) until the confirm or the
+cancel: an account moves for one saga at a time, and a saga that finds it taken waits its
+turn rather than failing. Two transfers in opposite directions can then wait for each
+other; the orchestrator finds that cycle and aborts one of them (orchestrator.deadlock).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Literal
 
 from contracts.orders import to_cents
 from contracts.transfers import Posting, TransferReason
+from workers.locks import Lock, LockPolicy, Locks, Waiter
 from workers.sdk import Impossible, Participant, Rejected, StepContext, TwoPhase
 from workers.store import Doc, Tx
 
@@ -124,17 +130,26 @@ async def cancel_credit(tx: Tx, p: Posting, step: StepContext) -> str:
     return "credit cancelled"
 
 
+def _account_id(p: Posting) -> tuple[str]:
+    return (p.account_id,)
+
+
+# Long enough to outlast another saga's whole two-phase commit, short of a transfer's deadline.
+LOCK_WAIT = 20.0
+ACCOUNT_LOCK: Locks[Posting] = Locks("account", _account_id, policy=LockPolicy.WAIT,
+                                     wait_timeout=LOCK_WAIT)
+
 SERVICE = Participant(
     metrics_port=9406,
     name="account",
     description="Account balances: debits held and credits announced in two phases.",
     operations=(
         TwoPhase("debit", Posting, prepare=hold_debit, confirm=apply_debit,
-                 cancel=release_debit),
+                 cancel=release_debit, locks=ACCOUNT_LOCK),
         TwoPhase("credit", Posting, prepare=announce_credit, confirm=apply_credit,
-                 cancel=cancel_credit),
+                 cancel=cancel_credit, locks=ACCOUNT_LOCK),
     ),
-    documents=(LedgerAccount, Entry),
+    documents=(LedgerAccount, Entry, Lock, Waiter),
     rejection=TransferReason.ACCOUNT_REFUSED,
     reasons=tuple(TransferReason),
 )

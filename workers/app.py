@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -48,6 +50,7 @@ class Worker:
                                      retention=Retention(settings.inbox_retention_days * DAY,
                                                          settings.fence_retention_days * DAY))
         self.ready = False
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Declare the topology and start consuming."""
@@ -57,11 +60,17 @@ class Worker:
                             lambda q, kind: self._metrics.dead_lettered.labels(q, kind).inc())
         await self._transport.consume(self._topology.command_queue(self.spec.name),
                                       boundary.wrap(self.runtime.handle), self._prefetch)
+        self._watch = asyncio.create_task(self.runtime.watch_waits(), name="lock-waits")
         self.ready = True
 
     async def stop(self) -> None:
-        """Stop consuming; unacknowledged commands go back to the queue."""
+        """Stop consuming; unacknowledged commands go back to the queue, parked prepares
+        stay parked in the database for the next process."""
         self.ready = False
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         await self._transport.close()
 
 

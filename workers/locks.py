@@ -11,6 +11,11 @@ the same locks as the first.
 - Keys are taken in one canonical order (sorted), so one step never deadlocks with itself.
 - Policy ``fail``: a key held in a conflicting mode rejects the prepare at once with the
   reason code ``LOCKED``, naming the key and the saga that holds it.
+- Policy ``wait``: the prepare is parked instead (a ``Waiter``, durable, one per step). The
+  participant answers ``waiting`` with the key and its holders, which is what the
+  orchestrator's wait-for graph is made of (orchestrator.deadlock), and runs the prepare
+  again whenever one of its keys is let go. A wait longer than ``wait_timeout`` ends with
+  the reason code ``LOCK_TIMEOUT``; a cancel of the step ends it without running anything.
 
 The decisions (``conflict``, ``with_holder``, ``without``) are pure; ``take`` and
 ``release`` apply them through the step's transaction.
@@ -28,6 +33,7 @@ from workers.store import Doc, Tx
 
 P = TypeVar("P", bound=Model)
 LOCKED = "LOCKED"  # the reason code of a prepare refused by a held lock
+LOCK_TIMEOUT = "LOCK_TIMEOUT"  # the reason code of a prepare that waited too long for one
 MAX_KEYS = 50
 
 
@@ -36,6 +42,13 @@ class LockMode(StrEnum):
 
     EXCLUSIVE = "exclusive"
     SHARED = "shared"
+
+
+class LockPolicy(StrEnum):
+    """What a prepare does when a key it needs is held in a conflicting mode."""
+
+    FAIL = "fail"
+    WAIT = "wait"
 
 
 class Holder(Model):
@@ -54,6 +67,23 @@ class Lock(Doc):
     holders: tuple[Holder, ...] = ()
 
 
+class Waiter(Doc):
+    """A prepare parked until a key is free; ``id`` is ``<saga id>:<step>``.
+
+    It keeps the command itself (its envelope and body, as JSON), so that the prepare can
+    be run again by whichever process of the participant sees the key let go, or after a
+    restart: a wait survives the process that began it.
+    """
+
+    collection = "lock_waits"
+    lock: str  # the lock id (``<kind>:<key>``) it waits for
+    holders: tuple[str, ...]
+    envelope: str
+    command: str
+    since: float
+    until: float
+
+
 @dataclass(frozen=True, slots=True)
 class Locks(Generic[P]):
     """What an operation locks: ``kind`` names the keys' domain (``account``, ``sku``) and
@@ -62,6 +92,8 @@ class Locks(Generic[P]):
     kind: str
     keys: Callable[[P], Sequence[str]]
     mode: LockMode = LockMode.EXCLUSIVE
+    policy: LockPolicy = LockPolicy.FAIL
+    wait_timeout: float = 30.0  # seconds a ``wait`` prepare may wait before LOCK_TIMEOUT
 
 
 class InvalidLockRequest(ValueError):
@@ -80,14 +112,17 @@ def canonical(keys: Sequence[str]) -> list[str]:
     return unique
 
 
+def conflicts(holders: Sequence[Holder], saga_id: str, mode: LockMode) -> tuple[Holder, ...]:
+    """The holders that keep ``saga_id`` from taking the key in ``mode``."""
+    return tuple(h for h in holders
+                 if h.saga_id != saga_id  # a saga never waits for itself
+                 and (mode is LockMode.EXCLUSIVE or h.mode is LockMode.EXCLUSIVE))
+
+
 def conflict(holders: Sequence[Holder], saga_id: str, mode: LockMode) -> Holder | None:
-    """The holder that keeps ``saga_id`` from taking the key in ``mode``, or None."""
-    for holder in holders:
-        if holder.saga_id == saga_id:
-            continue  # a saga never waits for itself
-        if mode is LockMode.EXCLUSIVE or holder.mode is LockMode.EXCLUSIVE:
-            return holder
-    return None
+    """The first holder that keeps ``saga_id`` from taking the key in ``mode``, or None."""
+    blockers = conflicts(holders, saga_id, mode)
+    return blockers[0] if blockers else None
 
 
 def with_holder(holders: Sequence[Holder], holder: Holder) -> tuple[Holder, ...]:
@@ -107,11 +142,15 @@ def lock_id(kind: str, key: str) -> str:
 
 
 class KeyLocked(Exception):
-    """A key is held in a conflicting mode (policy ``fail``)."""
+    """A key is held in a conflicting mode."""
 
-    def __init__(self, kind: str, key: str, holder: Holder) -> None:
-        super().__init__(f"{kind} {key} is locked by {holder.saga_id} ({holder.step}, "
-                         f"{holder.mode.value})")
+    def __init__(self, kind: str, key: str, holders: tuple[Holder, ...]) -> None:
+        first = holders[0]
+        others = f" and {len(holders) - 1} more" if len(holders) > 1 else ""
+        super().__init__(f"{kind} {key} is locked by {first.saga_id} ({first.step}, "
+                         f"{first.mode.value}){others}")
+        self.lock = lock_id(kind, key)
+        self.holders = tuple(sorted({h.saga_id for h in holders}))
 
 
 async def take(tx: Tx, locks: Locks[P], params: P, saga_id: str, step: str,
@@ -121,9 +160,9 @@ async def take(tx: Tx, locks: Locks[P], params: P, saga_id: str, step: str,
     for key in canonical(locks.keys(params)):
         current = await tx.get(Lock, lock_id(locks.kind, key))
         holders = current.holders if current else ()
-        blocker = conflict(holders, saga_id, locks.mode)
-        if blocker is not None:
-            raise KeyLocked(locks.kind, key, blocker)
+        blockers = conflicts(holders, saga_id, locks.mode)
+        if blockers:
+            raise KeyLocked(locks.kind, key, blockers)
         held = with_holder(holders, Holder(saga_id=saga_id, step=step, mode=locks.mode,
                                            since=now))
         if current is None:
@@ -132,8 +171,10 @@ async def take(tx: Tx, locks: Locks[P], params: P, saga_id: str, step: str,
             await tx.update(current.model_copy(update={"holders": held}))
 
 
-async def release(tx: Tx, locks: Locks[P], params: P, saga_id: str, step: str) -> None:
-    """Let go of every key the step holds (a key it does not hold is left as it is)."""
+async def release(tx: Tx, locks: Locks[P], params: P, saga_id: str, step: str) -> list[str]:
+    """Let go of every key the step holds (a key it does not hold is left as it is); the
+    ids of the locks let go, whose waiters may now run."""
+    freed = []
     for key in canonical(locks.keys(params)):
         current = await tx.get(Lock, lock_id(locks.kind, key))
         if current is None:
@@ -141,3 +182,5 @@ async def release(tx: Tx, locks: Locks[P], params: P, saga_id: str, step: str) -
         left = without(current.holders, saga_id, step)
         if left != current.holders:
             await tx.update(current.model_copy(update={"holders": left}))
+            freed.append(current.id)
+    return freed

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 FENCE_KINDS = ("empty_rollback", "suspension_refused")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# How a lock wait ended: the prepare ran, it was refused, it timed out, or it was cancelled.
+WAIT_ENDS = ("ran", "rejected", "timed_out", "cancelled")
 
 
 class WorkerMetrics:
@@ -38,6 +41,15 @@ class WorkerMetrics:
         self.locked = Counter("saga_worker_lock_refusals_total",
                               "Prepares refused because a key was locked by another saga.",
                               ["service"], registry=registry)
+        self.waits = Counter("saga_worker_lock_waits_total",
+                             "Prepares parked because a key was locked (policy wait).",
+                             ["service"], registry=registry)
+        self.waiting = Gauge("saga_worker_lock_waiting",
+                             "Prepares parked now, waiting for a lock.", ["service"],
+                             registry=registry)
+        self.wait_time = Histogram("saga_worker_lock_wait_seconds",
+                                   "How long a parked prepare waited, by how its wait ended.",
+                                   ["service", "end"], buckets=WAIT_BUCKETS, registry=registry)
         self.dead_lettered = Counter("saga_messages_dead_lettered_total",
                                      "Messages moved to a dead-letter queue.", ["queue", "error"],
                                      registry=registry)
@@ -50,5 +62,7 @@ class WorkerMetrics:
         self.exhausted.labels(service)
         self.orphaned.labels(service)
         self.locked.labels(service)
+        self.waits.labels(service)
+        self.waiting.labels(service)
         for kind in FENCE_KINDS:
             self.fence.labels(service, kind)

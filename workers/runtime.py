@@ -9,11 +9,16 @@ transaction. Everything around them is here, once, for every service:
    the handler runs, the fence and the inbox (with the reply) are written;
 3. version conflicts abort the transaction and it is retried;
 4. after the commit the reply is published and confirmed; the boundary acks last.
+
+A prepare whose lock policy is ``wait`` and whose key is held is parked instead (a
+``Waiter`` in the same database) and answered ``waiting``; ``watch_waits`` runs it again
+when its key is let go, or answers ``LOCK_TIMEOUT`` when its wait is over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -28,7 +33,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from contracts.commands import Operation, Outcome, StepCommand, StepReply
+from contracts.commands import LockWait, Operation, Outcome, StepCommand, StepReply
 from contracts.envelope import (
     Envelope,
     Model,
@@ -56,7 +61,18 @@ from infra.faults import Dice, added_latency, crash_now, latency_ms
 from infra.settings import FaultSettings
 from infra.transport import Transport
 from workers.fence import AFTER_RUN, Fence, FenceState, Verdict, fence_id, verdict
-from workers.locks import LOCKED, InvalidLockRequest, KeyLocked, release, take
+from workers.locks import (
+    LOCK_TIMEOUT,
+    LOCKED,
+    InvalidLockRequest,
+    KeyLocked,
+    Lock,
+    LockPolicy,
+    Waiter,
+    conflicts,
+    release,
+    take,
+)
 from workers.metrics import FENCE_KINDS, WorkerMetrics
 from workers.sdk import Impossible, Participant, Rejected, Route, StepContext
 from workers.store import DEFAULT_RETENTION, Doc, DocumentStore, Retention, Tx, expiry
@@ -64,6 +80,15 @@ from workers.store import DEFAULT_RETENTION, Doc, DocumentStore, Retention, Tx, 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+
+
+class MustWait(Exception):
+    """The step's lock policy is ``wait`` and one of its keys is held: park the command."""
+
+    def __init__(self, locked: KeyLocked, timeout: float) -> None:
+        super().__init__(str(locked))
+        self.locked = locked
+        self.timeout = timeout
 
 
 class EffectExists(Exception):
@@ -107,6 +132,9 @@ class Inbox(Doc):
 
 # The runtime's own records, which expire (the services' business documents never do).
 EXPIRING = ("inbox", "fences")
+# How often parked prepares are looked at without a release nearby (another process of the
+# same service let the key go, or this one restarted).
+WAIT_POLL = 1.0
 
 
 class WorkerRuntime:
@@ -128,6 +156,9 @@ class WorkerRuntime:
         self._store_patience = store_patience
         self._retention = retention
         self._tx_slots = asyncio.Semaphore(tx_concurrency)
+        self._released = asyncio.Event()  # a lock was let go here: look at the waiters now
+        self._parks = any(op.locks is not None and op.locks.policy is LockPolicy.WAIT
+                          for op in spec.operations)
 
     async def handle(self, message: WireMessage) -> None:
         """Handle one command message and publish its reply."""
@@ -209,6 +240,8 @@ class WorkerRuntime:
                     return await self._attempt(envelope, command)
                 except Rejected as rejection:
                     return await self._record_rejection(envelope, command, rejection)
+                except MustWait as wait:
+                    return await self._park(envelope, command, wait)
             except EffectExists as e:
                 # Once may be a concurrent attempt of the same step that committed meanwhile:
                 # the next attempt then finds its fence. Twice, the effect has no record.
@@ -286,6 +319,7 @@ class WorkerRuntime:
                 return _reply(command, Outcome.SUCCEEDED, None, f"already {fence.state}")
             case Verdict.EMPTY_ROLLBACK:
                 self._metrics.fence.labels(self._spec.name, FENCE_KINDS[0]).inc()
+                await self._unpark(tx, command, now, "cancelled")
                 await _write_fence(tx, command, fence, FenceState.COMPENSATED, now,
                                    self._retention.fence)
                 return _reply(command, Outcome.SUCCEEDED, None, "nothing to undo")
@@ -310,6 +344,8 @@ class WorkerRuntime:
             try:
                 await take(tx, locks, command.params, command.saga_id, command.step, now)
             except KeyLocked as e:
+                if locks.policy is LockPolicy.WAIT:
+                    raise MustWait(e, locks.wait_timeout) from e
                 self._metrics.locked.labels(self._spec.name).inc()
                 raise Rejected(LOCKED, str(e)) from e
             except InvalidLockRequest as e:
@@ -318,9 +354,120 @@ class WorkerRuntime:
             detail = await command.route.handler(tx, command.params, context)
         except DuplicateKey as e:
             raise EffectExists(str(e)) from e
-        if locks is not None and command.op is not Operation.FORWARD:
-            await release(tx, locks, command.params, command.saga_id, command.step)
+        if (locks is not None and command.op is not Operation.FORWARD
+                and await release(tx, locks, command.params, command.saga_id, command.step)):
+            self._released.set()  # early, but a wake-up too soon only looks in vain
+        await self._unpark(tx, command, now,
+                           "ran" if command.op is Operation.FORWARD else "cancelled")
         return detail
+
+    # --- parked prepares (lock policy ``wait``) ------------------------------------------
+
+    async def _unpark(self, tx: Tx, command: Command, now: float, end: str) -> None:
+        """End the step's wait, if it was parked: it ran, was refused, or was cancelled."""
+        if not self._parks:
+            return  # no operation here ever parks: spare the read
+        waiter = await tx.get(Waiter, fence_id(command.saga_id, command.step))
+        if waiter is not None:
+            await tx.delete(waiter)
+            self._metrics.wait_time.labels(self._spec.name, end).observe(max(0.0, now - waiter.since))
+
+    async def _park(self, envelope: Envelope, command: Command, wait: MustWait) -> StepReply:
+        """Record that the step waits (keeping its command, the latest attempt's), and say
+        so. A step parked already keeps the start and the end of its first wait."""
+        now = self._clock()
+        fid = fence_id(command.saga_id, command.step)
+        async with self._store.transaction() as tx:
+            seen = await tx.get(Inbox, envelope.message_id)
+            if seen is not None:
+                return StepReply.model_validate_json(seen.reply)
+            if await tx.get(Fence, fid) is not None:
+                raise VersionConflict(f"fence {fid} changed while parking")
+            before = await tx.get(Waiter, fid)
+            waiter = Waiter(id=fid, lock=wait.locked.lock, holders=wait.locked.holders,
+                            envelope=envelope.model_dump_json(),
+                            command=command.body.model_dump_json(),
+                            since=before.since if before else now,
+                            until=before.until if before else now + wait.timeout,
+                            version=before.version if before else 0)
+            if before is None:
+                await tx.insert(waiter)
+            else:
+                await tx.update(waiter)
+        if before is None:
+            self._metrics.waits.labels(self._spec.name).inc()
+        return StepReply(saga_id=command.saga_id, step=command.step, operation=command.op,
+                         outcome=Outcome.WAITING, detail=str(wait)[:500],
+                         waiting=LockWait(key=waiter.lock, holders=list(waiter.holders),
+                                          until=waiter.until))
+
+    async def watch_waits(self, poll: float = WAIT_POLL) -> None:
+        """Run parked prepares whose key is free, and end the waits that are over: at once
+        after a release here, and every ``poll`` seconds (a release by another process of
+        the service, a restart). Runs until cancelled; a failing database is waited out."""
+        if not self._parks:
+            return
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released.wait(), poll)
+            self._released.clear()
+            try:
+                await self.look_at_waits()
+            except (StoreUnavailable, StoreFailed) as e:
+                log.warning("could not look at the lock waits: %s", e)
+            except Exception:
+                log.exception("looking at the lock waits failed; looking again later")
+
+    async def look_at_waits(self) -> int:
+        """One look at every parked prepare; how many were answered."""
+        waiters = sorted(await self._store.all(Waiter), key=lambda w: (w.since, w.id))
+        self._metrics.waiting.labels(self._spec.name).set(len(waiters))
+        answered = 0
+        for waiter in waiters:
+            try:
+                answered += await self._look_at(waiter)
+            except (VersionConflict, DuplicateKey) as e:
+                # The step moved on meanwhile (it ran, was cancelled, or timed out elsewhere).
+                log.debug("wait %s ended meanwhile: %s", waiter.id, e)
+            except (StoreUnavailable, StoreFailed):
+                raise
+            except Exception:
+                # One unreadable wait must not stop the others from being answered.
+                log.exception("cannot resume the wait %s", waiter.id)
+        return answered
+
+    async def _look_at(self, waiter: Waiter) -> int:
+        envelope = Envelope.model_validate_json(waiter.envelope)
+        body = StepCommand.model_validate_json(waiter.command)
+        command = decode_command(self._spec, envelope, encode(envelope, body))
+        if self._clock() >= waiter.until:
+            reply = await self._time_out(envelope, command, waiter)
+        elif await self._free(waiter, command):
+            async with self._tx_slots:
+                reply = await self._execute(envelope, command)
+            if (reply.outcome is Outcome.WAITING and reply.waiting is not None
+                    and tuple(reply.waiting.holders) == waiter.holders):
+                return 0  # still waiting for the same sagas: nothing new to say
+        else:
+            return 0
+        await self._publish(envelope, reply)
+        return 1
+
+    async def _free(self, waiter: Waiter, command: Command) -> bool:
+        """Whether the key the step waits for could be taken now (the prepare re-checks
+        every key in its transaction; this only spares running it in vain)."""
+        lock = await self._store.get(Lock, waiter.lock)
+        locks = command.route.operation.locks
+        assert locks is not None  # only a step with locks is ever parked
+        return lock is None or not conflicts(lock.holders, command.saga_id, locks.mode)
+
+    async def _time_out(self, envelope: Envelope, command: Command, waiter: Waiter) -> StepReply:
+        """The wait is over: refuse the step (recorded like any refusal, so a late copy of
+        the command gets the same answer)."""
+        held = ", ".join(waiter.holders)
+        return await self._record_rejection(envelope, command, Rejected(
+            LOCK_TIMEOUT, f"waited {waiter.until - waiter.since:.0f}s for {waiter.lock}, "
+                          f"held by {held}"))
 
     async def _record_rejection(self, envelope: Envelope, command: Command,
                                 rejection: Rejected) -> StepReply:
@@ -339,6 +486,8 @@ class WorkerRuntime:
                                   detail=rejection.detail, updated_at=now,
                                   expires_at=expiry(now, self._retention.fence)))
             await tx.insert(self._inbox(envelope, reply, now))
+            await self._unpark(tx, command, now,
+                               "timed_out" if rejection.code == LOCK_TIMEOUT else "rejected")
         return reply
 
     def _inbox(self, envelope: Envelope, reply: StepReply, now: float) -> Inbox:

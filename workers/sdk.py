@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from contracts.commands import Operation, OperationKind, StepFailure, command_type, phases
 from contracts.envelope import Model
-from workers.locks import LOCKED, Locks
+from workers.locks import LOCK_TIMEOUT, LOCKED, LockPolicy, Locks
 from workers.store import Doc, Tx
 
 P = TypeVar("P", bound=Model)
@@ -154,14 +154,18 @@ class Participant:
                 return op
         raise KeyError(f"{self.name} has no operation {name!r}")
 
+    def _lock_reasons(self) -> set[str]:
+        policies = {op.locks.policy for op in self.operations if op.locks is not None}
+        return ({LOCKED} if LockPolicy.FAIL in policies else set()) | (
+            {LOCK_TIMEOUT} if LockPolicy.WAIT in policies else set())
+
     def manifest(self) -> dict[str, Any]:
         """The participant's manifest: what the orchestrator learns about it (and what a
         participant written in another language ships by hand)."""
         return {
             "service": self.name,
             "description": self.description,
-            "reasons": sorted(set(self.reasons) | {self.rejection}
-                              | ({LOCKED} if any(op.locks for op in self.operations) else set())),
+            "reasons": sorted(set(self.reasons) | {self.rejection} | self._lock_reasons()),
             "operations": [
                 {"name": op.name, "kind": op.kind.value,
                  "undoable": op.kind is OperationKind.TWO_PHASE or Operation.COMPENSATE in

@@ -55,6 +55,11 @@ class Tx(Protocol):
         Raises VersionConflict if someone else changed it first."""
         ...
 
+    async def delete(self, doc: Doc) -> None:
+        """Compare-and-delete on ``doc.version``: raises VersionConflict if the document
+        changed or went since it was read."""
+        ...
+
 
 class DocumentStore(Protocol):
     """A participant's database."""

@@ -24,10 +24,13 @@ class MemoryTx:
         self._committed = committed
         self._inserts: dict[Key, Doc] = {}
         self._updates: dict[Key, tuple[int, Doc]] = {}
+        self._deletes: dict[Key, int] = {}
 
     async def get[T: Doc](self, kind: type[T], id: str) -> T | None:
         """Own writes first, then committed state."""
         key = (kind.collection, id)
+        if key in self._deletes:
+            return None
         found = self._inserts.get(key)
         if found is None and key in self._updates:
             found = self._updates[key][1]
@@ -58,6 +61,17 @@ class MemoryTx:
         self._updates[key] = (base, new)
         return new
 
+    async def delete(self, doc: Doc) -> None:
+        """Buffer a delete of the version the caller read."""
+        key = (doc.collection, doc.id)
+        current = await self.get(type(doc), doc.id)
+        if current is None or current.version != doc.version:
+            raise VersionConflict(f"{doc.collection}/{doc.id} changed since version {doc.version}")
+        if self._inserts.pop(key, None) is not None:
+            return
+        base = self._updates.pop(key)[0] if key in self._updates else doc.version
+        self._deletes[key] = base
+
     def commit(self) -> None:
         """Validate everything, then apply everything."""
         for key in self._inserts:
@@ -67,8 +81,14 @@ class MemoryTx:
             current = self._committed.get(key)
             if current is None or current.version != base:
                 raise VersionConflict(f"{key[0]}/{key[1]} changed since version {base}")
+        for key, base in self._deletes.items():
+            current = self._committed.get(key)
+            if current is None or current.version != base:
+                raise VersionConflict(f"{key[0]}/{key[1]} changed since version {base}")
         self._committed.update(self._inserts)
         self._committed.update({key: doc for key, (_, doc) in self._updates.items()})
+        for key in self._deletes:
+            del self._committed[key]
 
 
 class MemoryDocumentStore:

@@ -62,6 +62,14 @@ class MongoTx:
             raise VersionConflict(f"{doc.collection}/{doc.id} changed since version {doc.version}")
         return new
 
+    async def delete(self, doc: Doc) -> None:
+        """Delete only if the stored version is the one we read."""
+        with translated():
+            result = await self._db[doc.collection].delete_one(
+                {"_id": doc.id, "version": doc.version}, session=self._session)
+        if result.deleted_count == 0:
+            raise VersionConflict(f"{doc.collection}/{doc.id} changed since version {doc.version}")
+
 
 class MongoDocumentStore:
     """One database per service."""

@@ -1,4 +1,4 @@
-"""The audit finds a semantic lock that outlived its saga."""
+"""The audit finds a semantic lock, or a parked lock wait, that outlived its saga."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from orchestrator.engine import start
 from orchestrator.sagas.transfer import TransferSagaData, transfer_saga
 from orchestrator.state import SagaStatus
 from orchestrator.store import SagaRecord
-from sagactl.held_locks import LOCKS_RELEASED, check
+from sagactl.held_locks import LOCKS_RELEASED, NO_PHANTOM_WAITS, check
 from sagactl.invariants import INVARIANTS
 from sagactl.snapshot import Snapshot
-from workers.locks import Holder, Lock, LockMode
+from workers.locks import Holder, Lock, LockMode, Waiter
 
 T0 = 1_000.0
 
@@ -50,5 +50,32 @@ def test_a_running_saga_may_hold_its_keys(status: SagaStatus) -> None:
     assert check(snapshot(status)) == []
 
 
-def test_the_invariant_is_reported_with_the_others() -> None:
+def waiting(status: SagaStatus | None) -> Snapshot:
+    """transfer:t-1's credit parked on account b, its saga in ``status``, nothing held."""
+    s = snapshot(status)
+    waiter = Waiter(id="transfer:t-1:credit", lock="account:b", holders=("transfer:t-0",),
+                    envelope="{}", command="{}", since=T0, until=T0 + 20)
+    return replace(s, locks={}, waiters={"account": [waiter]})
+
+
+@pytest.mark.parametrize(("status", "why"), [
+    (SagaStatus.COMPLETED, "its saga is completed"),
+    (SagaStatus.FAILED, "its saga is failed"),
+    (None, "no such saga"),
+])
+def test_a_wait_parked_for_an_ended_saga_is_a_violation(status: SagaStatus | None,
+                                                         why: str) -> None:
+    [found] = check(waiting(status))
+    assert (found.invariant, found.subject) == (NO_PHANTOM_WAITS, "transfer:t-1")
+    assert found.detail == ("account still parks transfer:t-1:credit waiting for account:b: "
+                            f"{why}")
+
+
+@pytest.mark.parametrize("status", [SagaStatus.RUNNING, SagaStatus.COMPENSATING])
+def test_a_running_saga_may_wait(status: SagaStatus) -> None:
+    assert check(waiting(status)) == []
+
+
+def test_the_invariants_are_reported_with_the_others() -> None:
     assert LOCKS_RELEASED in INVARIANTS
+    assert NO_PHANTOM_WAITS in INVARIANTS

@@ -197,6 +197,50 @@ async def test_update_of_missing_document_raises_version_conflict(store: Documen
     assert await store.get(Counter, "ghost") is None
 
 
+async def test_delete_of_current_version_removes_the_document(store: DocumentStore) -> None:
+    """A delete is gone from the transaction's own reads at once, and from the store at commit."""
+    await store.put(Counter(id="c"))
+    async with store.transaction() as tx:
+        counter = await tx.get(Counter, "c")
+        assert counter is not None
+        await tx.delete(counter)
+        assert await tx.get(Counter, "c") is None
+        assert await store.get(Counter, "c") == counter
+    assert await store.get(Counter, "c") is None
+
+
+async def test_delete_of_stale_version_raises_and_commits_nothing(store: DocumentStore) -> None:
+    """A compare-and-delete on an old version fails, and the transaction's other writes vanish."""
+    await store.put(Counter(id="c"))
+    stale = await store.get(Counter, "c")
+    assert stale is not None
+    async with store.transaction() as tx:
+        await tx.update(stale.model_copy(update={"value": 1}))
+    with pytest.raises(VersionConflict):
+        async with store.transaction() as tx:
+            await tx.insert(NOTE)
+            await tx.delete(stale)
+    assert await store.get(Counter, "c") == Counter(id="c", value=1, version=1)
+    assert await store.get(Note, "n-1") is None
+
+
+async def test_delete_of_a_document_updated_in_the_same_transaction(store: DocumentStore) -> None:
+    """Updated, then deleted in one transaction: nothing of it is left."""
+    await store.put(Counter(id="c"))
+    async with store.transaction() as tx:
+        counter = await tx.get(Counter, "c")
+        assert counter is not None
+        await tx.delete(await tx.update(counter.model_copy(update={"value": 3})))
+    assert await store.get(Counter, "c") is None
+
+
+async def test_delete_of_missing_document_raises_version_conflict(store: DocumentStore) -> None:
+    """Deleting what is not there is a conflict: someone else got there first."""
+    with pytest.raises(VersionConflict):
+        async with store.transaction() as tx:
+            await tx.delete(Counter(id="ghost"))
+
+
 # --- isolation and concurrency ---------------------------------------------------------------
 
 

@@ -196,6 +196,34 @@ async def test_due_returns_only_passed_timers_earliest_first_within_limit(store:
     assert await store.due(T0 + STEP_TIMEOUT - 0.001, 10) == []
 
 
+def waiting_for(state: Saga, *holders: str) -> Saga:
+    """The saga with its first step waiting for a lock those sagas hold."""
+    key = ("create_order", Operation.FORWARD)
+    op = replace(state.ops[key], waiting_on=holders, lock="order:o")
+    return replace(state, ops={**state.ops, key: op})
+
+
+async def test_waiting_lists_the_running_sagas_that_wait_for_a_lock(store: SagaStore) -> None:
+    """Saved with a wait, a saga is listed (its wait round-trips); saved without, or no
+    longer running, it is not."""
+    for saga_id in ("w-1", "w-2", "idle"):
+        state, outbox = started(saga_id)
+        await store.create(waiting_for(state, "x") if saga_id == "w-1" else state, outbox)
+    w2 = await store.load("w-2")
+    assert w2 is not None
+    await store.save(waiting_for(w2.state, "w-1", "x"), w2.state.version, ())
+    found = {r.state.saga_id: r.state.lock_waits for r in await store.waiting(10)}
+    assert found == {"w-1": (("create_order", "order:o", ("x",)),),
+                     "w-2": (("create_order", "order:o", ("w-1", "x")),)}
+    w1 = await store.load("w-1")
+    assert w1 is not None
+    await store.save(waiting_for(w1.state), w1.state.version, ())  # the wait is over
+    w2 = await store.load("w-2")
+    assert w2 is not None
+    await store.save(replace(w2.state, status=SagaStatus.COMPENSATING), w2.state.version, ())
+    assert await store.waiting(10) == []
+
+
 async def test_finished_saga_is_never_due(store: SagaStore) -> None:
     """A saga saved as completed loses its timer, and one created completed never had one."""
     running, outbox = started("was-running")

@@ -1,6 +1,7 @@
 """Semantic locks through the real worker runtime on the real broker: a prepare takes its
-keys in the transaction of its effect, a conflicting prepare is refused with LOCKED, and
-the confirm or cancel lets go."""
+keys in the transaction of its effect, a conflicting prepare is refused with LOCKED (policy
+fail) or parked and answered ``waiting`` (policy wait), and the confirm or cancel lets go
+and wakes the parked ones."""
 
 from __future__ import annotations
 
@@ -18,11 +19,22 @@ from infra.settings import CommonSettings, WorkerSettings
 from tests.integration.test_worker_runtime import Participant as Running
 from tests.integration.test_worker_runtime import Rig
 from workers.app import Worker
-from workers.locks import LOCKED, Lock, LockMode, Locks, lock_id
+from workers.locks import (
+    LOCK_TIMEOUT,
+    LOCKED,
+    Lock,
+    LockMode,
+    LockPolicy,
+    Locks,
+    Waiter,
+    lock_id,
+)
 from workers.metrics import WorkerMetrics
 from workers.sdk import Participant, StepContext, TwoPhase
 from workers.store import Tx
 from workers.store_memory import MemoryDocumentStore
+
+WAIT_FOR = 3.0  # the ``queue`` operation's lock wait timeout, in seconds
 
 
 class Keys(Model):
@@ -46,6 +58,8 @@ KEEPER = Participant(
                  locks=Locks("item", _items)),
         TwoPhase("peek", Keys, prepare=noted, confirm=noted, cancel=noted,
                  locks=Locks("item", _items, LockMode.SHARED)),
+        TwoPhase("queue", Keys, prepare=noted, confirm=noted, cancel=noted,
+                 locks=Locks("item", _items, policy=LockPolicy.WAIT, wait_timeout=WAIT_FOR)),
     ),
 )
 
@@ -144,3 +158,97 @@ async def test_an_empty_key_list_fails_for_good_with_the_reason(keeper: Keeper) 
     blank = await rig.call("keeper.hold.prepare", keys("e2", "s", " "), "e-2")
     assert (blank.outcome, blank.detail) == (Outcome.PERMANENT_ERROR,
                                              "a lock key must be a non-empty string")
+
+
+# --- policy wait ------------------------------------------------------------------------------
+
+
+async def waiters(store: MemoryDocumentStore) -> list[str]:
+    return sorted(w.id for w in await store.all(Waiter))
+
+
+async def test_a_waiting_prepare_is_parked_and_runs_when_the_key_is_let_go(
+        keeper: Keeper) -> None:
+    rig, store, registry = keeper
+    await rig.call("keeper.hold.prepare", keys("a", "s", "x"), "a-1")
+    parked = await rig.call("keeper.queue.prepare", keys("b", "q", "x", "w"), "b-1")
+    assert parked.outcome is Outcome.WAITING
+    assert parked.waiting is not None
+    assert (parked.waiting.key, parked.waiting.holders) == ("item:x", ["keeper:a"])
+    assert await waiters(store) == ["keeper:b:q"]
+    # Keys are taken in order and all or none: "w" sorts first, but is not kept while waiting.
+    assert await holders(store, "w") == []
+
+    await rig.call("keeper.hold.confirm", keys("a", "s", "x"), "a-2")
+    (_, first), (_, ran) = await rig.replies_to("b-1", 2)
+    assert first == parked
+    assert (ran.outcome, ran.detail) == (Outcome.SUCCEEDED, "q: x,w")
+    assert await holders(store, "x") == await holders(store, "w") == [("keeper:b", "q")]
+    assert await waiters(store) == []
+    assert registry.get_sample_value("saga_worker_lock_waits_total", {"service": "keeper"}) == 1
+    assert registry.get_sample_value("saga_worker_lock_wait_seconds_count",
+                                     {"service": "keeper", "end": "ran"}) == 1
+    # A late copy of the command gets the answer it got in the end, nothing runs twice.
+    await rig.send("keeper.queue.prepare", keys("b", "q", "x", "w"), "b-1")
+    (_, _, (_, again)) = await rig.replies_to("b-1", 3)
+    assert again == ran
+
+
+async def test_a_wait_that_lasts_too_long_is_refused_with_lock_timeout(keeper: Keeper) -> None:
+    rig, store, registry = keeper
+    await rig.call("keeper.hold.prepare", keys("a", "s", "t"), "a-1")
+    parked = await rig.call("keeper.queue.prepare", keys("b", "q", "t"), "b-1")
+    assert parked.outcome is Outcome.WAITING
+    (_, _), (_, refused) = await rig.replies_to("b-1", 2)  # after WAIT_FOR seconds
+    assert (refused.outcome, refused.reason_code) == (Outcome.REJECTED, LOCK_TIMEOUT)
+    assert "item:t, held by keeper:a" in refused.detail
+    assert await waiters(store) == []
+    assert registry.get_sample_value("saga_worker_lock_wait_seconds_count",
+                                     {"service": "keeper", "end": "timed_out"}) == 1
+    # Once refused, always refused: the release that follows does not run it after all.
+    await rig.call("keeper.hold.cancel", keys("a", "s", "t"), "a-2")
+    assert await holders(store, "t") == []
+    again = await rig.call("keeper.queue.prepare", keys("b", "q", "t"), "b-2")
+    assert (again.outcome, again.reason_code) == (Outcome.REJECTED, LOCK_TIMEOUT)
+
+
+async def test_a_cancelled_wait_leaves_no_waiter_and_never_runs(keeper: Keeper) -> None:
+    rig, store, registry = keeper
+    await rig.call("keeper.hold.prepare", keys("a", "s", "c"), "a-1")
+    assert (await rig.call("keeper.queue.prepare", keys("b", "q", "c"), "b-1")).outcome \
+        is Outcome.WAITING
+    undone = await rig.call("keeper.queue.cancel", keys("b", "q", "c"), "b-2")
+    assert (undone.outcome, undone.detail) == (Outcome.SUCCEEDED, "nothing to undo")
+    assert await waiters(store) == []
+    await rig.call("keeper.hold.confirm", keys("a", "s", "c"), "a-2")
+    assert await rig.participants["keeper"].worker.runtime.look_at_waits() == 0
+    assert await holders(store, "c") == []
+    assert len(await rig.replies_to("b-1")) == 1  # only "waiting", never a late success
+    assert registry.get_sample_value("saga_worker_lock_wait_seconds_count",
+                                     {"service": "keeper", "end": "cancelled"}) == 1
+
+
+async def test_a_wait_survives_its_process(keeper: Keeper, amqp_url: str,
+                                           topology: Topology) -> None:
+    """The worker that parked the prepare stops; the next one, on the same database, runs it
+    when the key is let go."""
+    rig, store, _ = keeper
+    await rig.call("keeper.hold.prepare", keys("a", "s", "d"), "a-1")
+    assert (await rig.call("keeper.queue.prepare", keys("b", "q", "d"), "b-1")).outcome \
+        is Outcome.WAITING
+    await rig.participants["keeper"].worker.stop()
+    common = CommonSettings(amqp_url=SecretStr(amqp_url), namespace=topology.namespace,
+                            store="memory")
+    transport = RabbitTransport(amqp_url, connection_name="pytest-keeper-2", connect_timeout=10)
+    await transport.connect()
+    second = Worker(settings=WorkerSettings(common=common, service="keeper"), spec=KEEPER,
+                    transport=transport, store=store, metrics=WorkerMetrics(CollectorRegistry()))
+    await second.start()
+    try:
+        assert await waiters(store) == ["keeper:b:q"]
+        await rig.call("keeper.hold.cancel", keys("a", "s", "d"), "a-2")
+        (_, _), (_, ran) = await rig.replies_to("b-1", 2)
+        assert ran.outcome is Outcome.SUCCEEDED
+        assert await holders(store, "d") == [("keeper:b", "q")]
+    finally:
+        await second.stop()
