@@ -48,7 +48,7 @@ def test_a_waiting_step_stays_in_flight_until_the_wait_is_over() -> None:
     s.expect_status(SagaStatus.RUNNING)
     s.succeed("credit")
     s.expect_sent("debit:confirm", "credit:confirm")
-    assert s.state.lock_waits == ()
+    assert not s.state.lock_waits
 
 
 def test_the_same_wait_again_changes_nothing_and_a_new_holder_is_recorded() -> None:
