@@ -389,9 +389,11 @@ class _Transition(Generic[D]):
             self.note(NoteKind.COMPENSATION, step.name, op)
         self.record("sent", step.name, op, f"attempt {attempt}")
         timeout = self._policy(step, op).timeout_for(attempt - current.budget_from)
+        # A new attempt waits for nothing until its own reply says so.
         self._set((step.name, op), status=OpStatus.WAITING, attempt=attempt,
                   message_id=message_id, due_at=self.now + timeout,
-                  started_at=self.now if current.started_at is None else current.started_at)
+                  started_at=self.now if current.started_at is None else current.started_at,
+                  waiting_on=(), lock=None)
 
     def _attempt_failed(self, step: Step[D], op: Operation, code: str, detail: str,
                         outcome: Outcome | None, retryable: bool) -> None:

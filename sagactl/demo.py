@@ -273,6 +273,9 @@ COUNTED = {
     "saga_worker_fence_events_total": "fence: {kind}",
     "saga_worker_injected_faults_total": "injected: {kind}",
     "saga_outbox_relayed_total": "outbox messages relayed",
+    "saga_lock_waits_total": "lock waits begun (orchestrator)",
+    "saga_worker_lock_wait_seconds_count": "lock waits ended: {end}",
+    "saga_deadlocks_total": "deadlocks resolved (a victim aborted)",
 }
 
 

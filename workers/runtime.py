@@ -442,7 +442,10 @@ class WorkerRuntime:
         command = decode_command(self._spec, envelope, encode(envelope, body))
         if self._clock() >= waiter.until:
             reply = await self._time_out(envelope, command, waiter)
-        elif await self._free(waiter, command):
+        elif await self._holders(waiter, command) != waiter.holders:
+            # Free, or taken by someone else than before: run the prepare again. Taken, it
+            # parks again and says by whom: the orchestrator's graph must name the holder
+            # of now, or a cycle through the new holder would go unseen.
             async with self._tx_slots:
                 reply = await self._execute(envelope, command)
             if (reply.outcome is Outcome.WAITING and reply.waiting is not None
@@ -453,13 +456,14 @@ class WorkerRuntime:
         await self._publish(envelope, reply)
         return 1
 
-    async def _free(self, waiter: Waiter, command: Command) -> bool:
-        """Whether the key the step waits for could be taken now (the prepare re-checks
-        every key in its transaction; this only spares running it in vain)."""
+    async def _holders(self, waiter: Waiter, command: Command) -> tuple[str, ...]:
+        """The sagas that keep the step from taking the key it waits for now (the prepare
+        re-checks every key in its transaction; this only spares running it in vain)."""
         lock = await self._store.get(Lock, waiter.lock)
         locks = command.route.operation.locks
         assert locks is not None  # only a step with locks is ever parked
-        return lock is None or not conflicts(lock.holders, command.saga_id, locks.mode)
+        blockers = () if lock is None else conflicts(lock.holders, command.saga_id, locks.mode)
+        return tuple(sorted({h.saga_id for h in blockers}))
 
     async def _time_out(self, envelope: Envelope, command: Command, waiter: Waiter) -> StepReply:
         """The wait is over: refuse the step (recorded like any refusal, so a late copy of

@@ -252,3 +252,23 @@ async def test_a_wait_survives_its_process(keeper: Keeper, amqp_url: str,
         assert await holders(store, "d") == [("keeper:b", "q")]
     finally:
         await second.stop()
+
+
+async def test_a_waiter_hears_who_holds_the_key_once_it_changes_hands(keeper: Keeper) -> None:
+    """The orchestrator's wait-for graph names the holder of now: when the key goes to
+    another waiter, the ones still waiting say so again, or a cycle through the new holder
+    would never be seen."""
+    rig, store, _ = keeper
+    await rig.call("keeper.hold.prepare", keys("a", "s", "h"), "a-1")
+    for saga in ("b", "c"):
+        parked = await rig.call("keeper.queue.prepare", keys(saga, "q", "h"), f"{saga}-1")
+        assert parked.waiting is not None
+        assert parked.waiting.holders == ["keeper:a"]
+    await rig.call("keeper.hold.confirm", keys("a", "s", "h"), "a-2")
+    (_, _), (_, ran) = await rig.replies_to("b-1", 2)  # the first to wait goes first
+    assert ran.outcome is Outcome.SUCCEEDED
+    (_, _), (_, again) = await rig.replies_to("c-1", 2)
+    assert again.outcome is Outcome.WAITING
+    assert again.waiting is not None
+    assert again.waiting.holders == ["keeper:b"]
+    assert await holders(store, "h") == [("keeper:b", "q")]

@@ -96,3 +96,16 @@ def test_a_saga_that_no_longer_waits_is_not_aborted() -> None:
     s.send(DeadlockFound(("transfer:t-2",), s.now))
     assert not s.last.changed
     s.expect_status(SagaStatus.RUNNING)
+
+
+def test_a_new_attempt_that_waits_for_the_same_saga_is_a_new_wait() -> None:
+    """Sent again (its reply timed out), the step waits for nothing until the new
+    attempt's reply says so; that reply moves the timeout again, same holders or not."""
+    s = transfer()
+    wait(s, "credit", "transfer:t-0", until=5.0)
+    s.tick(5.0 + STEP_TIMEOUT)
+    s.tick_to_wakeup()
+    assert s.state.op("credit", Operation.FORWARD).attempt == 2
+    assert not s.state.lock_waits
+    wait(s, "credit", "transfer:t-0", until=s.now + 20)
+    assert s.state.op("credit", Operation.FORWARD).due_at == s.now + 20 + STEP_TIMEOUT
