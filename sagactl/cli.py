@@ -199,8 +199,9 @@ def parser() -> Parser:
                     help="seconds an unfinished saga may overrun its deadline (default 60)")
 
     d = sub.add_parser("demo", help="run the system on a few hundred orders with faults")
-    d.add_argument("--orders", type=_positive, default=300,
-                   help="sagas of each kind (orders, transfers) to run (default 300)")
+    d.add_argument("--orders", type=_positive, default=None,
+                   help="sagas of each kind (orders, transfers) to run (default 300, "
+                        "or 200 with --contention)")
     d.add_argument("--transient", type=_probability, default=0.03,
                    help="probability of a transient failure per command (default 0.03)")
     d.add_argument("--reject", type=_probability, default=0.02,
@@ -214,6 +215,8 @@ def parser() -> Parser:
     d.add_argument("--embedded", action="store_true", help="one process, in-memory broker and stores")
     d.add_argument("--saga", choices=["order", "transfer", "all"], default="all",
                    help="which shipped saga to run (default: all)")
+    d.add_argument("--contention", action="store_true",
+                   help="transfers only, among 5 accounts: lock waits and deadlocks galore")
     d.add_argument("--timeout", type=_positive, default=600)
 
     df = sub.add_parser("definitions", help="registered saga definitions (list, or show one)")
@@ -366,11 +369,26 @@ async def _audit(common: CommonSettings, args: argparse.Namespace) -> int:
     return await run_audit(common, opts, sys.stdout)
 
 
+# The contention run: this many transfers among this many accounts, in random directions.
+CONTENTION_TRANSFERS = 200
+CONTENTION_ACCOUNTS = 5
+
+
+def _demo_sagas(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.contention:
+        return ("transfer",)
+    return ("order", "transfer") if args.saga == "all" else (args.saga,)
+
+
 async def _demo(common: CommonSettings, args: argparse.Namespace) -> int:
-    opts = DemoOptions(orders=args.orders, transient_rate=args.transient, reject_rate=args.reject,
+    if args.contention and args.saga == "order":
+        raise UsageError("--contention runs transfers: it cannot go with --saga order")
+    orders = args.orders or (CONTENTION_TRANSFERS if args.contention else 300)
+    opts = DemoOptions(orders=orders, transient_rate=args.transient, reject_rate=args.reject,
                        duplicate_rate=args.duplicate, latency_ms=args.latency_ms,
                        crash_orchestrator=not args.no_crash, embedded=args.embedded,
-                       sagas=("order", "transfer") if args.saga == "all" else (args.saga,),
+                       sagas=_demo_sagas(args),
+                       contention=CONTENTION_ACCOUNTS if args.contention else 0,
                        orchestrators=args.orchestrators,
                        timeout=args.timeout)
     return await run_demo(common, opts, bool(os.environ.get("SAGA_MONGO_URL")), sys.stdout)

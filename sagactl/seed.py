@@ -102,6 +102,11 @@ def demo_accounts(count: int = 12, seed: int = 7) -> dict[str, int]:
     return {f"acct-{i:03d}": rng.randint(50, 2000) * 100 for i in range(count)}
 
 
+def contention_accounts(count: int) -> dict[str, int]:
+    """A few rich accounts: transfers among them wait for locks, never for money."""
+    return {f"acct-{i:03d}": 1_000_000 * 100 for i in range(count)}
+
+
 def demo_transfers(accounts: Mapping[str, int], count: int, seed: int = 13,
                    prefix: str = "transfer") -> list[TransferRequested]:
     """Random transfers between the accounts, in the demo currency."""

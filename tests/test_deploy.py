@@ -807,6 +807,22 @@ ALERT_TESTS: list[dict[str, Any]] = [
                 "exp_labels": {"severity": "warning"}, "exp_annotations": _OUTBOX}]},
         ],
     },
+    {  # transfers in opposite directions: 2 of every 10 started end in a deadlock
+        "interval": "1m",
+        "input_series": [
+            {"series": 'saga_started_total{definition="transfer"}', "values": "0+10x30"},
+            {"series": 'saga_deadlocks_total{definition="transfer"}', "values": "0x4 0+2x25"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "8m", "alertname": "SagaDeadlocks", "exp_alerts": []},
+            {"eval_time": "20m", "alertname": "SagaDeadlocks", "exp_alerts": [{
+                "exp_labels": {"severity": "warning", "definition": "transfer"},
+                "exp_annotations": {
+                    "summary": "transfer: more than 5 % of sagas aborted by deadlocks",
+                    "description": "Sagas of transfer wait for each other's locks in cycles, "
+                                   "and the youngest of each cycle fails with DEADLOCK."}}]},
+        ],
+    },
 ]
 
 
