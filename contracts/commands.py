@@ -8,6 +8,7 @@ which operation of which service it is and which phase of it (``command_type``).
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated
 
@@ -19,6 +20,29 @@ from contracts.reasons import ReasonCode
 # The orchestrator names sagas <definition>:<business key>, e.g. "order:o-17", unique
 # across definitions; participants treat the id as opaque.
 SagaId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+_RUN = re.compile(r"([^:]+:[^:]+):r([1-9][0-9]*)")
+
+
+def run_id(saga_id: str, round_: int) -> str:
+    """The saga id participants see in one round of a saga: its own id, or
+    ``<saga id>:r<n>`` for its n-th new attempt after giving way in a deadlock. Each round
+    is a new saga to them (new fences, new effects, new locks), so a retry never meets the
+    records of the round it replaces."""
+    return saga_id if round_ == 0 else f"{saga_id}:r{round_}"
+
+
+def saga_of(run: str) -> str:
+    """The saga a participant's saga id belongs to (the inverse of ``run_id``)."""
+    found = _RUN.fullmatch(run)
+    return run if found is None else found[1]
+
+
+def round_of(run: str) -> int:
+    """The round of a participant's saga id (0 for the saga's own id)."""
+    found = _RUN.fullmatch(run)
+    return 0 if found is None else int(found[2])
+
+
 StepName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
 # A participant service or one of its operations.
 Name = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]

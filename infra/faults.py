@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import random
@@ -22,10 +23,17 @@ class Dice:
 
     def __init__(self, seed: int | None) -> None:
         self._random = random.Random(seed)
+        self._seed = seed
 
     def roll(self, probability: float) -> bool:
         """True with the given probability."""
         return probability > 0 and self._random.random() < probability
+
+    def roll_for(self, key: str, probability: float) -> bool:
+        """True with the given probability, the same for the same key every time (a
+        command run again after waiting for a lock gets the verdict it got before)."""
+        digest = hashlib.blake2b(f"{self._seed}:{key}".encode(), digest_size=8).digest()
+        return probability > 0 and int.from_bytes(digest) / 2**64 < probability
 
     def uniform(self, low: float, high: float) -> float:
         """A number between low and high."""

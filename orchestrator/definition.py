@@ -234,6 +234,11 @@ class SagaDefinition(Generic[D]):
     # in contracts.reasons).
     reasons: tuple[str, ...] = ()
     description: str = ""
+    # A saga that gave way in a deadlock (reason DEADLOCK) starts again this many times at
+    # most, inside the same saga, once its compensations are done; ``deadlock_backoff``
+    # seconds before the first new round, doubling for each next one.
+    deadlock_retries: int = 0
+    deadlock_backoff: float = 0.5
     forward_phases: tuple[Phase[D], ...] = field(init=False, repr=False)
     steps: dict[str, Step[D]] = field(init=False, repr=False)
 
@@ -268,6 +273,9 @@ class SagaDefinition(Generic[D]):
             raise DefinitionError(f"{self.name}: step names must be unique: {names}")
         if not self.before_commit or any(not stage for stage in self.before_commit):
             raise DefinitionError(f"{self.name}: needs at least one non-empty stage")
+        if self.deadlock_retries < 0 or self.deadlock_backoff < 0:
+            raise DefinitionError(f"{self.name}: deadlock retries and backoff cannot be "
+                                  "negative")
         for stage in (*self.after_commit, *self.on_failure):
             for s in stage:
                 if s.compensated:

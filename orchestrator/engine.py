@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Generic
 
 from contracts.admin import Action
-from contracts.commands import LockWait, Operation, Outcome, StepCommand
+from contracts.commands import LockWait, Operation, Outcome, StepCommand, run_id, saga_of
 from contracts.reasons import PlatformReason
 from orchestrator.definition import (
     CommandContext,
@@ -110,6 +110,7 @@ class NoteKind(StrEnum):
     ACTION_REPEATED = "action_repeated"  # the same operator action, delivered again
     LOCK_WAIT = "lock_wait"  # a step began to wait for a lock another saga holds
     DEADLOCK = "deadlock"  # the saga gave way in a deadlock
+    NEW_ROUND = "new_round"  # undone after a deadlock, the saga starts again
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +271,8 @@ class _Transition(Generic[D]):
         """The participant holds the command until the lock is free or its wait is over;
         the step's reply timeout starts again from then."""
         op = self._op(*key)
-        holders = tuple(sorted(set(wait.holders) - {self.state.saga_id}))
+        # Participants name the holders' rounds (run_id); the graph is between sagas.
+        holders = tuple(sorted({saga_of(h) for h in wait.holders} - {self.state.saga_id}))
         if (holders, wait.key) == (op.waiting_on, op.lock) or not holders:
             return  # nothing new (or a saga reported as waiting for itself: not a wait)
         due = max(op.due_at or self.now,
@@ -353,6 +355,9 @@ class _Transition(Generic[D]):
         """Send what the current phase still needs; move on while phases complete."""
         while not self.state.finished:
             phases = self._phases()
+            if self._undone_after_deadlock(phases):
+                self._new_round()
+                return
             if self.state.cursor >= len(phases):
                 self._finish()
                 return
@@ -372,6 +377,29 @@ class _Transition(Generic[D]):
                 self._update(status=SagaStatus.COMMITTED)
                 self.note(NoteKind.COMMITTED)
 
+    def _undone_after_deadlock(self, phases: tuple[Phase[D], ...]) -> bool:
+        """A deadlock victim with rounds left whose compensations are all done (its
+        on_failure steps, such as a failure notice, are for its last round only)."""
+        state = self.state
+        return (state.status is SagaStatus.COMPENSATING and state.attention is None
+                and state.failure is not None
+                and state.failure.reason_code == PlatformReason.DEADLOCK
+                and state.round < self.defn.deadlock_retries
+                and state.cursor >= len(phases) - len(self.defn.on_failure))
+
+    def _new_round(self) -> None:
+        """Start again from the first stage, after a backoff, as a new saga to the
+        participants (a new run id: new fences, effects and locks). The saga keeps its id,
+        its start time (its age for the victim rule: it only gets older than newcomers, so
+        it ends up first in line) and its deadline."""
+        number = self.state.round + 1
+        delay = self.defn.deadlock_backoff * 2 ** (number - 1)
+        self.ops = {(step.name, op): OpState(status=OpStatus.BACKOFF, due_at=self.now + delay)
+                    for step, op in self.defn.forward_phases[0].ops}
+        self._update(status=SagaStatus.RUNNING, cursor=0, failure=None, round=number)
+        self.note(NoteKind.NEW_ROUND, detail=f"round {number} of "
+                                             f"{self.defn.deadlock_retries + 1} in {delay:.1f}s")
+
     def _phases(self) -> tuple[Phase[D], ...]:
         if self.state.status is SagaStatus.COMPENSATING:
             return undo_phases(self.defn, self._snapshot())
@@ -380,11 +408,15 @@ class _Transition(Generic[D]):
     def _send(self, step: Step[D], op: Operation) -> None:
         current = self._op(step.name, op)
         attempt = current.attempt + 1
-        message_id = f"{self.state.saga_id}:{step.name}:{op}:{attempt}"
+        run = run_id(self.state.saga_id, self.state.round)
+        message_id = f"{run}:{step.name}:{op}:{attempt}"
         context = CommandContext(self.state.saga_id, step.name, self.state.data,
                                  self.state.failure)
+        payload = step.command(op, context)
+        if run != self.state.saga_id:
+            payload = payload.model_copy(update={"saga_id": run})
         self.commands.append(CommandOut(message_id, step.service, step.command_type(op),
-                                        step.command(op, context), step.name, op, attempt))
+                                        payload, step.name, op, attempt))
         if op is Operation.COMPENSATE and attempt == 1:
             self.note(NoteKind.COMPENSATION, step.name, op)
         self.record("sent", step.name, op, f"attempt {attempt}")
@@ -514,4 +546,4 @@ class _Transition(Generic[D]):
 # Notes that belong in a saga's history (sent commands and replies are recorded directly).
 RECORDED = frozenset({NoteKind.STARTED, NoteKind.TIMED_OUT, NoteKind.RETRY, NoteKind.COMMITTED,
                       NoteKind.FAILED, NoteKind.ATTENTION, NoteKind.FINISHED,
-                      NoteKind.DEADLOCK})
+                      NoteKind.DEADLOCK, NoteKind.NEW_ROUND})

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from contracts.admin import ADMIN_ACTION, ADMIN_RESULT, Action, AdminAction, AdminResult
 from contracts.cancels import CancelRefusal
-from contracts.commands import Outcome, StepReply
+from contracts.commands import Outcome, StepReply, saga_of
 from contracts.envelope import CodecError, WireMessage, read_envelope, read_payload
 from contracts.reasons import PlatformReason
 from contracts.registry import STEP_REPLY
@@ -237,8 +237,9 @@ class OrchestratorHandlers:
                     "saga_id": reply.saga_id, "message_id": envelope.message_id})
                 raise ReplyRefused(problem)
 
-        await self._runner.apply(reply.saga_id, event, envelope.message_id, envelope.traceparent,
-                                 authorized)
+        # A retried round's participants answer under its run id (contracts.commands).
+        await self._runner.apply(saga_of(reply.saga_id), event, envelope.message_id,
+                                 envelope.traceparent, authorized)
         if reply.outcome is Outcome.WAITING:
             self._on_wait()
 

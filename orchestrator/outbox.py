@@ -51,8 +51,10 @@ def outbox_messages(decision: Decision[Any], topology: Topology, causation_id: s
         return None if trace_id is None else trace_header(trace_id, message_id)
 
     messages = [
+        # A command's correlation id is the saga id its participant sees (a retried
+        # round's, contracts.commands.run_id), which the participant checks it against.
         OutboxMessage(c.message_id, topology.commands_exchange, c.service, c.type,
-                      c.payload.model_dump_json(), saga_id, causation_id, now,
+                      c.payload.model_dump_json(), c.payload.saga_id, causation_id, now,
                       trace(c.message_id))
         for c in decision.commands
     ]

@@ -45,6 +45,7 @@ def state_fields(state: SagaState[Any]) -> Document:
         "history": [_entry_document(e) for e in state.history],
         "history_dropped": state.history_dropped,
         "attention_announced": state.attention_announced,
+        "round": state.round,
     }
 
 
@@ -185,6 +186,7 @@ def from_document(doc: Document, registry: DefinitionRegistry) -> SagaRecord:
         # Documents written before the flag existed: a saga needing attention announced it.
         attention_announced=doc.get("attention_announced",
                                     doc["status"] == SagaStatus.NEEDS_ATTENTION.value),
+        round=doc.get("round", 0),
         version=doc["version"],
     )
     outbox = tuple(OutboxMessage(**m) for m in doc.get("outbox", ()))

@@ -129,6 +129,9 @@ class SagaState(Generic[D]):
     history_dropped: int = 0
     # Its clients were told it needs attention: its real end is announced as a follow-up.
     attention_announced: bool = False
+    # How many times it started again after giving way in a deadlock (contracts.commands
+    # run_id: the saga id its participants see in this round).
+    round: int = 0
     version: int = 0
 
     @property

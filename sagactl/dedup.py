@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from contracts.commands import Operation, Outcome, StepReply
+from contracts.commands import Operation, Outcome, StepReply, saga_of
 from orchestrator.sagas.order import APPROVED_NOTICE, REJECTED_NOTICE
 from sagactl.outcomes import HAS_SAGA
 from sagactl.snapshot import Scope, Snapshot, Violation
@@ -221,5 +221,6 @@ def _orphans(s: Snapshot, inbox_sagas: Mapping[str, str]) -> list[Violation]:
             found.setdefault(saga_id, f"{service} fence of {step}")
     for saga_id, what in inbox_sagas.items():
         found.setdefault(saga_id, what)
+    # A retried round's records name its run id (contracts.commands.run_id).
     return [Violation(HAS_SAGA, saga_id, f"{what} without any saga")
-            for saga_id, what in sorted(found.items()) if saga_id not in s.sagas]
+            for saga_id, what in sorted(found.items()) if saga_of(saga_id) not in s.sagas]

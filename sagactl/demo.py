@@ -27,7 +27,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from catalog.plan import Platform, owners
 from contracts.commands import Operation
 from contracts.envelope import WireMessage
-from contracts.reasons import PlatformReason
 from contracts.topology import ORDER_ENTRY, Entry, Topology, service_user
 from contracts.transfers import (
     TRANSFER_COMPLETED,
@@ -45,6 +44,7 @@ from infra.settings import (
 )
 from infra.transport import Transport
 from orchestrator.app import build, definitions
+from orchestrator.engine import NoteKind
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.service import Orchestrator
 from orchestrator.state import SagaStatus
@@ -437,17 +437,23 @@ def _print_table(out: TextIO, by_outcome: Counter[str], compensated: int, total:
 
 def _print_contention(out: TextIO, records: list[SagaRecord], faults: Counter[str]) -> None:
     """What the contention run is for: how often sagas waited for each other, how many
-    cycles were broken, and that no saga was sacrificed over and over."""
-    victims = Counter(r.state.saga_id for r in records if r.state.failure is not None
-                      and r.state.failure.reason_code == PlatformReason.DEADLOCK)
+    cycles were broken, and that no saga was sacrificed over and over. Victims are counted
+    in the sagas' histories: a metric restarts from zero with a killed orchestrator."""
+    victims = Counter({r.state.saga_id: n for r in records
+                       if (n := sum(h.kind == NoteKind.DEADLOCK for h in r.state.history))})
+    came_through = sum(1 for r in records if r.state.saga_id in victims
+                       and r.state.status is SagaStatus.COMPLETED)
     waits = sum(n for k, n in faults.items() if k.startswith("lock waits ended"))
     waited = sum(n for k, n in faults.items() if k.startswith("seconds waited for locks"))
+    rows = [("lock waits (prepares parked, then ended)", f"{waits:>7}"),
+            ("mean lock wait", f"{waited / waits if waits else 0.0:>6.2f}s"),
+            ("deadlocks resolved (victims aborted)", f"{sum(victims.values()):>7}"),
+            ("sagas that gave way at least once", f"{len(victims):>7}"),
+            ("of which completed in a new round", f"{came_through:>7}"),
+            ("most times one saga was a victim", f"{max(victims.values(), default=0):>7}")]
     out.write("\nContention\n")
-    out.write(f"  {'lock waits (prepares parked, then ended)':<44}{waits:>7}\n")
-    out.write(f"  {'mean lock wait':<44}{waited / waits if waits else 0.0:>6.2f}s\n")
-    # Counted in the store: a metric restarts from zero with a killed orchestrator.
-    out.write(f"  {'deadlocks resolved (victims aborted)':<44}{sum(victims.values()):>7}\n")
-    out.write(f"  {'most times one saga was a victim':<44}{max(victims.values(), default=0):>7}\n")
+    for label, value in rows:
+        out.write(f"  {label:<44}{value}\n")
 
 
 async def run(common: CommonSettings, opts: DemoOptions, mongo_configured: bool,

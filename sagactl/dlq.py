@@ -31,7 +31,7 @@ from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
 from contracts.admin import ADMIN_ACTION, AdminAction
-from contracts.commands import StepReply
+from contracts.commands import StepReply, saga_of
 from contracts.envelope import (
     CodecError,
     WireMessage,
@@ -350,7 +350,7 @@ def _reply(m: WireMessage, sagas: AbstractSet[str]) -> str | None:
     if reply.saga_id != envelope.correlation_id:
         return None
     # A reply for a saga that does not exist is rightly dead-lettered.
-    return reply.saga_id if reply.saga_id in sagas else None
+    return reply.saga_id if saga_of(reply.saga_id) in sagas else None
 
 
 def _action(m: WireMessage) -> str | None:

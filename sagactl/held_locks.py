@@ -13,6 +13,7 @@ a prepare nobody asked for any more.
 
 from __future__ import annotations
 
+from contracts.commands import round_of, saga_of
 from orchestrator.state import ACTIVE, SagaStatus
 from sagactl.snapshot import Snapshot, Violation
 
@@ -32,24 +33,27 @@ def check(s: Snapshot) -> list[Violation]:
         for lock in sorted(locks, key=lambda lk: lk.id):
             for holder in lock.holders:
                 if (why := _ended(s, holder.saga_id)) is not None:
-                    out.append(Violation(LOCKS_RELEASED, holder.saga_id,
+                    out.append(Violation(LOCKS_RELEASED, saga_of(holder.saga_id),
                                          f"{service} lock {lock.id} still held by step "
                                          f"{holder.step}: {why}", "saga"))
     for service, waiters in sorted(s.waiters.items()):
         for waiter in sorted(waiters, key=lambda w: w.id):
-            saga_id = waiter.id.rsplit(":", 1)[0]
-            if (why := _ended(s, saga_id)) is not None:
-                out.append(Violation(NO_PHANTOM_WAITS, saga_id,
+            run = waiter.id.rsplit(":", 1)[0]
+            if (why := _ended(s, run)) is not None:
+                out.append(Violation(NO_PHANTOM_WAITS, saga_of(run),
                                      f"{service} still parks {waiter.id} waiting for "
                                      f"{waiter.lock}: {why}", "saga"))
     return out
 
 
-def _ended(s: Snapshot, saga_id: str) -> str | None:
-    """Why a saga may no longer hold or wait for anything, or None if it may."""
-    record = s.sagas.get(saga_id)
+def _ended(s: Snapshot, run: str) -> str | None:
+    """Why a saga (in the round that ``run`` names, contracts.commands.run_id) may no longer
+    hold or wait for anything, or None if it may."""
+    record = s.sagas.get(saga_of(run))
     if record is None:
         return "no such saga"
     if record.state.status not in MAY_HOLD:
         return f"its saga is {record.state.status.value}"
+    if round_of(run) != record.state.round:
+        return f"its round {round_of(run)} was undone; the saga is in round {record.state.round}"
     return None

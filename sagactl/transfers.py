@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from contracts.commands import round_of, run_id, saga_of
 from contracts.orders import to_cents
 from orchestrator.start import split_saga_id
 from sagactl.snapshot import Scope, Snapshot, TransferSaga, Violation
@@ -66,7 +67,8 @@ def _books(s: Snapshot) -> list[Violation]:
 def _holds(s: Snapshot, scope: Scope) -> list[Violation]:
     out = []
     for posting_id, p in sorted(s.postings.items()):
-        saga_id = posting_id.rpartition(":")[0]
+        run = posting_id.rpartition(":")[0]
+        saga_id = saga_of(run)  # a retried round's postings name its run id
         if saga_id not in s.sagas:
             out.append(Violation(HOLD_ENDS_WITH_SAGA, split_saga_id(saga_id)[1] or saga_id,
                                  f"posting {posting_id} without any saga"))
@@ -75,17 +77,27 @@ def _holds(s: Snapshot, scope: Scope) -> list[Violation]:
             # A saga needing attention is listed on its own, leftovers and all.
             out.append(Violation(HOLD_ENDS_WITH_SAGA, split_saga_id(saga_id)[1],
                                  f"{p.side} of {p.amount} on {p.account_id} still held"))
+        elif p.state == "held" and round_of(run) < s.sagas[saga_id].state.round:
+            out.append(Violation(HOLD_ENDS_WITH_SAGA, split_saga_id(saga_id)[1],
+                                 f"{p.side} of {p.amount} on {p.account_id} still held by "
+                                 f"round {round_of(run)}, which was undone"))
     return out
 
 
 def _transfer(s: Snapshot, saga_id: str, t: TransferSaga) -> list[Violation]:
-    debit, credit = s.postings.get(f"{saga_id}:debit"), s.postings.get(f"{saga_id}:credit")
+    last = t.record.state.round
+    run = run_id(saga_id, last)
+    debit, credit = s.postings.get(f"{run}:debit"), s.postings.get(f"{run}:credit")
     applied = [p for p in (debit, credit) if p is not None and p.state == "applied"]
     key, amount = t.data.transfer_id, to_cents(t.data.amount)
+    # Rounds undone after a deadlock moved nothing, whatever the last one did.
+    problems = [f"round {r} was undone, yet its {side} was applied"
+                for r in range(last) for side in ("debit", "credit")
+                if (p := s.postings.get(f"{run_id(saga_id, r)}:{side}")) is not None
+                and p.state == "applied"]
     if not t.completed:
-        return ([Violation(TRANSFERRED_ONCE, key, "failed, yet money moved")] if applied
-                else [])
-    problems = []
+        return [Violation(TRANSFERRED_ONCE, key, p)
+                for p in (["failed, yet money moved"] if applied else []) + problems]
     for side, posting, account in (("debit", debit, t.data.from_account),
                                    ("credit", credit, t.data.to_account)):
         if posting is None or posting.state != "applied":

@@ -335,7 +335,8 @@ class WorkerRuntime:
     async def _run(self, tx: Tx, command: Command, now: float) -> str:
         """The business handler, with injected rejections in front of it."""
         if (command.op is Operation.FORWARD and command.route.operation.rejectable
-                and self._dice.roll(self._faults.reject_rate)):
+                and self._dice.roll_for(fence_id(command.saga_id, command.step),
+                                       self._faults.reject_rate)):
             self._injected("rejection")
             raise Rejected(self._spec.rejection, "injected business rejection")
         context = StepContext(command.saga_id, command.step, now, command.body.failure)

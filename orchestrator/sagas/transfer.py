@@ -146,6 +146,9 @@ def transfer_saga(tuning: Tuning = DEFAULT_TUNING) -> SagaDefinition[TransferSag
                     policy=settle),),
         ),
         outcome=_outcome,
+        # Two transfers in opposite directions deadlock on their account locks; the
+        # younger gives way and tries again (at most 3 times a victim in all).
+        deadlock_retries=2,
     )
 
 

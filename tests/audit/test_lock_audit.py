@@ -79,3 +79,16 @@ def test_a_running_saga_may_wait(status: SagaStatus) -> None:
 def test_the_invariants_are_reported_with_the_others() -> None:
     assert LOCKS_RELEASED in INVARIANTS
     assert NO_PHANTOM_WAITS in INVARIANTS
+
+
+def test_a_key_held_by_an_undone_round_is_a_violation() -> None:
+    """A saga in its second round (run id transfer:t-1:r1) may hold keys as that round, not
+    as the round it undid after a deadlock."""
+    s = snapshot(SagaStatus.RUNNING)
+    s.sagas["transfer:t-1"] = SagaRecord(replace(s.sagas["transfer:t-1"].state, round=1), ())
+    [found] = check(s)
+    assert (found.invariant, found.subject) == (LOCKS_RELEASED, "transfer:t-1")
+    assert found.detail.endswith("its round 0 was undone; the saga is in round 1")
+    now_held = Lock(id="account:a", holders=(Holder(saga_id="transfer:t-1:r1", step="debit",
+                                                    mode=LockMode.EXCLUSIVE, since=T0),))
+    assert check(replace(s, locks={"account": [now_held]})) == []

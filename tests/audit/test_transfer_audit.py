@@ -12,7 +12,7 @@ from orchestrator.sagas.transfer import TransferSagaData, transfer_saga
 from orchestrator.state import SagaStatus
 from orchestrator.store import SagaRecord
 from sagactl.snapshot import Snapshot, scope
-from sagactl.transfers import HOLD_ENDS_WITH_SAGA, check
+from sagactl.transfers import HOLD_ENDS_WITH_SAGA, TRANSFERRED_ONCE, check
 from workers.account import Entry, LedgerAccount
 
 T0 = 1_000.0
@@ -46,3 +46,41 @@ def test_a_hold_of_a_transfer_needing_attention_is_listed_there_not_as_a_violati
     sorted_out = scope(snapshot, T0 + 10, 60)
     assert list(sorted_out.attention) == ["transfer:t-1"]
     assert check(snapshot, sorted_out) == []
+
+
+def _retried(postings: dict[str, tuple[str, str]]) -> Snapshot:
+    """Transfer t-1 completed in its second round (run id transfer:t-1:r1), with these
+    postings: id -> (side, state)."""
+    data = TransferSagaData(transfer_id="t-1", from_account="a", to_account="b",
+                            amount=Decimal("10.00"), currency="EUR")
+    state = replace(start(transfer_saga(), "transfer:t-1", data, T0).state,
+                    status=SagaStatus.COMPLETED, round=1)
+    entries = {pid: Entry(id=pid, account_id="a" if side == "debit" else "b", side=side,
+                          amount=1000, reference="t-1", state=st, updated_at=T0)
+               for pid, (side, st) in postings.items()}
+    moved = sum((1 if e.side == "credit" else -1) * e.amount for e in entries.values()
+                if e.state == "applied" and e.account_id == "b")
+    return Snapshot(sagas={"transfer:t-1": SagaRecord(state, ())}, stock=[], reservations={},
+                    accounts=[], holds={}, orders={}, shipments={}, notifications=[],
+                    ledger=[LedgerAccount(id="a", currency="EUR", balance=0, deposited=1000),
+                            LedgerAccount(id="b", currency="EUR", balance=moved)],
+                    postings=entries, taken_at=T0 + 10)
+
+
+def test_a_transfer_completed_in_a_new_round_is_judged_by_that_round() -> None:
+    """The round undone after a deadlock released what it held; the last one applied both
+    sides under its own run id. That is one transfer, applied once."""
+    snapshot = _retried({"transfer:t-1:debit": ("debit", "released"),
+                         "transfer:t-1:r1:debit": ("debit", "applied"),
+                         "transfer:t-1:r1:credit": ("credit", "applied")})
+    found = check(snapshot, scope(snapshot, T0 + 10, 60))
+    assert [(v.invariant, v.detail) for v in found] == []
+
+
+def test_an_undone_round_that_moved_money_is_a_violation() -> None:
+    snapshot = _retried({"transfer:t-1:credit": ("credit", "applied"),
+                         "transfer:t-1:r1:debit": ("debit", "applied"),
+                         "transfer:t-1:r1:credit": ("credit", "applied")})
+    found = check(snapshot, scope(snapshot, T0 + 10, 60))
+    assert (TRANSFERRED_ONCE, "round 0 was undone, yet its credit was applied") in [
+        (v.invariant, v.detail) for v in found]

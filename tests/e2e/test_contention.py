@@ -35,7 +35,9 @@ def check(lines: dict[str, str], out: str, transfers: int) -> None:
         assert lines[invariant] == "ok", out
     assert re.search(rf"^total\s+{transfers}\b", out, re.M), out
     assert number(lines, "lock waits (prepares parked, then ended)") > 0, out
-    assert number(lines, "most times one saga was a victim") <= 1, out
+    # A victim tries again twice at most (the transfer's deadlock_retries): the issue's
+    # bound of three times a victim holds by construction, and is measured here.
+    assert number(lines, "most times one saga was a victim") <= 3, out
     assert out.rstrip().splitlines()[-1].startswith("PASS"), out
 
 
