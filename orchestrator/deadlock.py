@@ -9,9 +9,10 @@ what it holds.
 The victim rule is *youngest first*: in each deadlocked group the saga that started last
 gives way (ties broken by the greater saga id), so the result depends only on the waits,
 never on the order they are read in or on which orchestrator instance decides. The oldest
-saga of a group is never chosen while it waits, so it always makes progress, and a saga
-aborted once (it starts no new wait) cannot be chosen again: there is no livelock of
-repeated aborts. Everything here is pure.
+saga of a group is never chosen while it waits, so it always makes progress. A victim
+that starts again (SagaDefinition.deadlock_retries) keeps its start time: newcomers are
+younger, so it only moves up the line, and its definition bounds its new rounds, so
+repeated aborts cannot livelock. Everything here is pure.
 """
 
 from __future__ import annotations
