@@ -35,7 +35,7 @@ from contracts.registry import ORDER_REQUESTED
 from contracts.topology import Topology, dead_letter_queue
 from contracts.transfers import TRANSFER_REQUESTED
 from infra.consumer import REASON_HEADER
-from infra.errors import PublishFailed, StoreFailed, StoreUnavailable
+from infra.errors import PublishFailed, StoreFailed, StoreUnavailable, TransientError
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, OrchestratorSettings, common_from_env, redact
 from orchestrator.app import definitions
@@ -60,8 +60,10 @@ from sagactl.seed import (
     seed,
     transfer_message,
 )
+from workers.locks import Lock
 
-FAULTS = ("orchestrator-kill", "worker-kill", "worker-crash-points", "broker-connections",
+FAULTS = ("orchestrator-kill", "worker-kill", "lock-holder-kill", "worker-crash-points",
+          "broker-connections",
           "broker-restart", "database-restart", "duplicates", "late-replies", "reorder",
           "poison", "business-failures", "compensation-failure")
 Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -303,6 +305,8 @@ class ChaosRun:
             loops.append(self._every((6, 12), self._kill_orchestrator))
         if on("worker-kill"):
             loops.append(self._every((4, 9), self._kill_worker))
+        if on("lock-holder-kill"):
+            loops.append(self._every((10, 20), self._kill_lock_holder))
         if on("broker-connections"):
             loops.append(self._every((12, 20), self._cut_connections))
         if on("broker-restart"):
@@ -339,6 +343,19 @@ class ChaosRun:
 
     async def _kill_worker(self) -> None:
         await self._kill_and_restart(self.rng.choice(self.plan.services), "worker SIGKILL")
+
+    async def _kill_lock_holder(self) -> None:
+        """SIGKILL the account worker while it holds locks: its sagas' compensations or
+        confirms must still release every key, and its parked prepares must survive."""
+        try:
+            locks = await self.stores.services["account"].all(Lock)
+        except (TransientError, StoreFailed):
+            return  # its database is being restarted: another time
+        held = sum(len(lock.holders) for lock in locks)
+        if held and "account" not in self.held:
+            self.faults["lock holder SIGKILL (keys held)"] += 1
+            self.faults["keys held at those kills"] += held
+            await self._kill_and_restart("account", "worker SIGKILL")
 
     async def _cut_connections(self) -> None:
         # One broker operation at a time: a cut while the restart loop has the app stopped

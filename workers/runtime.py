@@ -55,6 +55,7 @@ from infra.errors import (
     InvalidMessage,
     StoreFailed,
     StoreUnavailable,
+    TransientError,
     VersionConflict,
 )
 from infra.faults import Dice, added_latency, crash_now, latency_ms
@@ -157,6 +158,9 @@ class WorkerRuntime:
         self._retention = retention
         self._tx_slots = asyncio.Semaphore(tx_concurrency)
         self._released = asyncio.Event()  # a lock was let go here: look at the waiters now
+        # Answers to resumed waits that the broker refused: sent again on the next look (a
+        # resumed wait has no delivery to return to its queue, unlike a command).
+        self._unsent: list[tuple[Envelope, StepReply]] = []
         self._parks = any(op.locks is not None and op.locks.policy is LockPolicy.WAIT
                           for op in spec.operations)
 
@@ -414,13 +418,16 @@ class WorkerRuntime:
             self._released.clear()
             try:
                 await self.look_at_waits()
-            except (StoreUnavailable, StoreFailed) as e:
+            except (TransientError, StoreFailed) as e:
                 log.warning("could not look at the lock waits: %s", e)
             except Exception:
                 log.exception("looking at the lock waits failed; looking again later")
 
     async def look_at_waits(self) -> int:
         """One look at every parked prepare; how many were answered."""
+        unsent, self._unsent = self._unsent, []
+        for envelope, reply in unsent:
+            await self._answer(envelope, reply)
         waiters = sorted(await self._store.all(Waiter), key=lambda w: (w.since, w.id))
         self._metrics.waiting.labels(self._spec.name).set(len(waiters))
         answered = 0
@@ -430,7 +437,7 @@ class WorkerRuntime:
             except (VersionConflict, DuplicateKey) as e:
                 # The step moved on meanwhile (it ran, was cancelled, or timed out elsewhere).
                 log.debug("wait %s ended meanwhile: %s", waiter.id, e)
-            except (StoreUnavailable, StoreFailed):
+            except (TransientError, StoreFailed):
                 raise
             except Exception:
                 # One unreadable wait must not stop the others from being answered.
@@ -454,8 +461,19 @@ class WorkerRuntime:
                 return 0  # still waiting for the same sagas: nothing new to say
         else:
             return 0
-        await self._publish(envelope, reply)
+        await self._answer(envelope, reply)
         return 1
+
+    async def _answer(self, envelope: Envelope, reply: StepReply) -> None:
+        """Publish the answer to a resumed wait, or keep it for the next look: its effect
+        is committed and its waiter gone, so this is the only copy until the orchestrator
+        sends the command again."""
+        try:
+            await self._publish(envelope, reply)
+        except TransientError as e:
+            log.warning("answer to a resumed wait not sent yet: %s", e, extra={
+                "saga_id": reply.saga_id, "step": reply.step})
+            self._unsent.append((envelope, reply))
 
     async def _holders(self, waiter: Waiter, command: Command) -> tuple[str, ...]:
         """The sagas that keep the step from taking the key it waits for now (the prepare
