@@ -72,8 +72,8 @@ async def test_an_answer_the_broker_refused_is_sent_on_the_next_look() -> None:
                             metrics=WorkerMetrics(CollectorRegistry()), faults=FaultSettings(),
                             clock=time.time)
 
-    async def answers() -> list[tuple[str | None, StepReply]]:
-        out = []
+    async def answers() -> list[tuple[object, StepReply]]:
+        out: list[tuple[object, StepReply]] = []
         while (m := await transport.get(replies)) is not None:
             out.append((m.headers.get("x-causation-id"), read_payload(m, StepReply)))
         return out
