@@ -38,6 +38,8 @@ def check(s: Snapshot) -> list[Violation]:
                                          f"{holder.step}: {why}", "saga"))
     for service, waiters in sorted(s.waiters.items()):
         for waiter in sorted(waiters, key=lambda w: w.id):
+            if waiter.answered:
+                continue  # no longer waiting: its answer is on its way
             run = waiter.id.rsplit(":", 1)[0]
             if (why := _ended(s, run)) is not None:
                 out.append(Violation(NO_PHANTOM_WAITS, saga_of(run),

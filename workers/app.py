@@ -40,7 +40,7 @@ class Worker:
         self._prefetch = settings.common.prefetch
         self._declare = settings.common.declare_topology
         self._metrics = metrics
-        metrics.prepare(spec.name)
+        metrics.prepare(spec.name, spec.parks)
         self.spec = spec
         self.runtime = WorkerRuntime(spec=spec, store=store, transport=transport,
                                      topology=self._topology, metrics=metrics, faults=faults,

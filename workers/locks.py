@@ -82,6 +82,9 @@ class Waiter(Doc):
     command: str
     since: float
     until: float
+    # The prepare ran or was refused: the wait is over, and its answer (in the inbox) is
+    # owed until it is published.
+    answered: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ class WorkerMetrics:
                                      "Messages moved to a dead-letter queue.", ["queue", "error"],
                                      registry=registry)
 
-    def prepare(self, service: str) -> None:
+    def prepare(self, service: str, parks: bool = False) -> None:
         """Create this service's label sets at zero, so that dashboards show 0 rather than
         "no data" for what has not happened yet."""
         self.duplicates.labels(service)
@@ -64,5 +64,8 @@ class WorkerMetrics:
         self.locked.labels(service)
         self.waits.labels(service)
         self.waiting.labels(service)
+        if parks:  # the wait time by end, for a service whose prepares may wait at all
+            for end in WAIT_ENDS:
+                self.wait_time.labels(service, end)
         for kind in FENCE_KINDS:
             self.fence.labels(service, kind)

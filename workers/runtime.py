@@ -158,11 +158,7 @@ class WorkerRuntime:
         self._retention = retention
         self._tx_slots = asyncio.Semaphore(tx_concurrency)
         self._released = asyncio.Event()  # a lock was let go here: look at the waiters now
-        # Answers to resumed waits that the broker refused: sent again on the next look (a
-        # resumed wait has no delivery to return to its queue, unlike a command).
-        self._unsent: list[tuple[Envelope, StepReply]] = []
-        self._parks = any(op.locks is not None and op.locks.policy is LockPolicy.WAIT
-                          for op in spec.operations)
+        self._parks = spec.parks
 
     async def handle(self, message: WireMessage) -> None:
         """Handle one command message and publish its reply."""
@@ -369,13 +365,20 @@ class WorkerRuntime:
     # --- parked prepares (lock policy ``wait``) ------------------------------------------
 
     async def _unpark(self, tx: Tx, command: Command, now: float, end: str) -> None:
-        """End the step's wait, if it was parked: it ran, was refused, or was cancelled."""
+        """End the step's wait, if it was parked. Cancelled, it is gone. Ran or refused, its
+        answer is owed to the orchestrator, which heard only "waiting": the waiter stays,
+        marked answered, until that answer is published (``_answer``), so that a process
+        killed in between owes it still after its restart."""
         if not self._parks:
             return  # no operation here ever parks: spare the read
         waiter = await tx.get(Waiter, fence_id(command.saga_id, command.step))
-        if waiter is not None:
+        if waiter is None or waiter.answered:
+            return
+        if end == "cancelled":
             await tx.delete(waiter)
-            self._metrics.wait_time.labels(self._spec.name, end).observe(max(0.0, now - waiter.since))
+        else:
+            await tx.update(waiter.model_copy(update={"answered": True}))
+        self._metrics.wait_time.labels(self._spec.name, end).observe(max(0.0, now - waiter.since))
 
     async def _park(self, envelope: Envelope, command: Command, wait: MustWait) -> StepReply:
         """Record that the step waits (keeping its command, the latest attempt's), and say
@@ -425,11 +428,8 @@ class WorkerRuntime:
 
     async def look_at_waits(self) -> int:
         """One look at every parked prepare; how many were answered."""
-        unsent, self._unsent = self._unsent, []
-        for envelope, reply in unsent:
-            await self._answer(envelope, reply)
         waiters = sorted(await self._store.all(Waiter), key=lambda w: (w.since, w.id))
-        self._metrics.waiting.labels(self._spec.name).set(len(waiters))
+        self._metrics.waiting.labels(self._spec.name).set(sum(not w.answered for w in waiters))
         answered = 0
         for waiter in waiters:
             try:
@@ -446,6 +446,15 @@ class WorkerRuntime:
 
     async def _look_at(self, waiter: Waiter) -> int:
         envelope = Envelope.model_validate_json(waiter.envelope)
+        if waiter.answered:
+            # Its answer was recorded with the inbox entry, and never confirmed as sent.
+            async with self._store.transaction() as tx:
+                recorded = await tx.get(Inbox, envelope.message_id)
+            if recorded is not None:
+                await self._answer(envelope, StepReply.model_validate_json(recorded.reply))
+            else:
+                await self._settled(waiter.id)  # the inbox entry expired: nothing to say
+            return 1
         body = StepCommand.model_validate_json(waiter.command)
         command = decode_command(self._spec, envelope, encode(envelope, body))
         if self._clock() >= waiter.until:
@@ -465,15 +474,26 @@ class WorkerRuntime:
         return 1
 
     async def _answer(self, envelope: Envelope, reply: StepReply) -> None:
-        """Publish the answer to a resumed wait, or keep it for the next look: its effect
-        is committed and its waiter gone, so this is the only copy until the orchestrator
-        sends the command again."""
+        """Publish the answer to a resumed wait, then forget the wait; if the broker
+        refuses it, the next look publishes it again (a resumed wait has no delivery to
+        return to its queue, unlike a command)."""
         try:
             await self._publish(envelope, reply)
         except TransientError as e:
             log.warning("answer to a resumed wait not sent yet: %s", e, extra={
                 "saga_id": reply.saga_id, "step": reply.step})
-            self._unsent.append((envelope, reply))
+            return
+        if reply.outcome is not Outcome.WAITING:
+            await self._settled(fence_id(reply.saga_id, reply.step))
+
+    async def _settled(self, waiter_id: str) -> None:
+        """Delete a wait whose answer went out (a conflict leaves it to the next look,
+        which at worst sends the answer twice: the orchestrator ignores the copy)."""
+        with contextlib.suppress(VersionConflict):
+            async with self._store.transaction() as tx:
+                waiter = await tx.get(Waiter, waiter_id)
+                if waiter is not None and waiter.answered:
+                    await tx.delete(waiter)
 
     async def _holders(self, waiter: Waiter, command: Command) -> tuple[str, ...]:
         """The sagas that keep the step from taking the key it waits for now (the prepare

@@ -154,6 +154,12 @@ class Participant:
                 return op
         raise KeyError(f"{self.name} has no operation {name!r}")
 
+    @property
+    def parks(self) -> bool:
+        """Whether a prepare of this participant may be parked to wait for a lock."""
+        return any(op.locks is not None and op.locks.policy is LockPolicy.WAIT
+                   for op in self.operations)
+
     def _lock_reasons(self) -> set[str]:
         policies = {op.locks.policy for op in self.operations if op.locks is not None}
         return ({LOCKED} if LockPolicy.FAIL in policies else set()) | (

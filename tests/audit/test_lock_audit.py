@@ -92,3 +92,10 @@ def test_a_key_held_by_an_undone_round_is_a_violation() -> None:
     now_held = Lock(id="account:a", holders=(Holder(saga_id="transfer:t-1:r1", step="debit",
                                                     mode=LockMode.EXCLUSIVE, since=T0),))
     assert check(replace(s, locks={"account": [now_held]})) == []
+
+
+def test_an_answered_wait_is_no_longer_a_wait() -> None:
+    """Its prepare ran and its answer is on its way: the saga may have finished already."""
+    s = waiting(SagaStatus.COMPLETED)
+    answered = s.waiters["account"][0].model_copy(update={"answered": True})
+    assert check(replace(s, waiters={"account": [answered]})) == []

@@ -1,7 +1,7 @@
-"""A resumed lock wait whose answer the broker refuses keeps that answer and sends it on
-the next look: the prepare is committed and its waiter gone, so nothing else would tell
-the orchestrator (a chaos run lost such answers on connection cuts, and every transfer
-waiting behind the step timed out with LOCK_TIMEOUT)."""
+"""A resumed lock wait whose answer the broker refuses owes that answer, durably, until it
+is sent: the prepare is committed, and nothing else would tell the orchestrator before the
+step timeout (a chaos run lost such answers on connection cuts and worker kills, and the
+transfers waiting behind the step timed out with LOCK_TIMEOUT)."""
 
 from __future__ import annotations
 
@@ -86,9 +86,18 @@ async def test_an_answer_the_broker_refused_is_sent_on_the_next_look() -> None:
 
     transport.refusing = True  # the connection is cut as b's prepare is resumed
     assert await runtime.look_at_waits() == 1
-    assert await store.all(Waiter) == []  # b's prepare is committed: its waiter is gone
+    [owed] = await store.all(Waiter)  # b's prepare is committed, its answer owed
+    assert (owed.id, owed.answered) == ("gate:b:s", True)
     transport.refusing = False
     assert await answers() == []
-    assert await runtime.look_at_waits() == 0  # nothing left to resume...
-    [(cause, reply)] = await answers()  # ...but the answer kept went out
+
+    # The process dies before it could send it; the next one, on the same database, does.
+    restarted = WorkerRuntime(spec=GATE, store=store, transport=transport, topology=TOPOLOGY,
+                              metrics=WorkerMetrics(CollectorRegistry()),
+                              faults=FaultSettings(), clock=time.time)
+    assert await restarted.look_at_waits() == 1
+    [(cause, reply)] = await answers()
     assert (cause, reply.outcome, reply.detail) == ("b-1", Outcome.SUCCEEDED, "s ran")
+    assert await store.all(Waiter) == []
+    assert await restarted.look_at_waits() == 0
+    assert await answers() == []

@@ -164,7 +164,8 @@ async def test_an_empty_key_list_fails_for_good_with_the_reason(keeper: Keeper) 
 
 
 async def waiters(store: MemoryDocumentStore) -> list[str]:
-    return sorted(w.id for w in await store.all(Waiter))
+    """The steps still waiting (an answered wait is kept until its answer is out)."""
+    return sorted(w.id for w in await store.all(Waiter) if not w.answered)
 
 
 async def test_a_waiting_prepare_is_parked_and_runs_when_the_key_is_let_go(
