@@ -25,6 +25,7 @@ class PlatformReason(StrEnum):
     COMPENSATION_FAILED = "COMPENSATION_FAILED"  # an undo failed permanently
     CONFIRMATION_FAILED = "CONFIRMATION_FAILED"  # a confirm after the commit point failed
     DEADLOCK = "DEADLOCK"  # chosen as the victim of a wait-for cycle
+    LOCK_TIMEOUT = "LOCK_TIMEOUT"  # a step waited longer than its lock wait timeout
 
 
 PLATFORM_REASONS: frozenset[str] = frozenset(PlatformReason)

@@ -134,8 +134,10 @@ def _account_id(p: Posting) -> tuple[str]:
     return (p.account_id,)
 
 
-# Long enough to outlast another saga's whole two-phase commit, short of a transfer's deadline.
-LOCK_WAIT = 20.0
+# Long enough to outlast a few other sagas' whole two-phase commits (waits form queues:
+# a transfer holds one account while it waits for the other), short of a transfer's
+# deadline.
+LOCK_WAIT = 60.0
 ACCOUNT_LOCK: Locks[Posting] = Locks("account", _account_id, policy=LockPolicy.WAIT,
                                      wait_timeout=LOCK_WAIT)
 

@@ -29,11 +29,14 @@ from enum import StrEnum
 from typing import Generic, TypeVar
 
 from contracts.envelope import Model
+from contracts.reasons import PlatformReason
 from workers.store import Doc, Tx
 
 P = TypeVar("P", bound=Model)
 LOCKED = "LOCKED"  # the reason code of a prepare refused by a held lock
-LOCK_TIMEOUT = "LOCK_TIMEOUT"  # the reason code of a prepare that waited too long for one
+# The reason code of a prepare that waited too long for a key: the platform's, like any
+# timeout (contracts.reasons), whereas LOCKED is the participant's own refusal.
+LOCK_TIMEOUT = PlatformReason.LOCK_TIMEOUT
 MAX_KEYS = 50
 
 

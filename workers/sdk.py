@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from contracts.commands import Operation, OperationKind, StepFailure, command_type, phases
 from contracts.envelope import Model
-from workers.locks import LOCK_TIMEOUT, LOCKED, LockPolicy, Locks
+from workers.locks import LOCKED, LockPolicy, Locks
 from workers.store import Doc, Tx
 
 P = TypeVar("P", bound=Model)
@@ -161,9 +161,9 @@ class Participant:
                    for op in self.operations)
 
     def _lock_reasons(self) -> set[str]:
+        # LOCK_TIMEOUT is the platform's own (contracts.reasons), valid for every definition.
         policies = {op.locks.policy for op in self.operations if op.locks is not None}
-        return ({LOCKED} if LockPolicy.FAIL in policies else set()) | (
-            {LOCK_TIMEOUT} if LockPolicy.WAIT in policies else set())
+        return {LOCKED} if LockPolicy.FAIL in policies else set()
 
     def manifest(self) -> dict[str, Any]:
         """The participant's manifest: what the orchestrator learns about it (and what a
