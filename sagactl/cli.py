@@ -369,9 +369,12 @@ async def _audit(common: CommonSettings, args: argparse.Namespace) -> int:
     return await run_audit(common, opts, sys.stdout)
 
 
-# The contention run: this many transfers among this many accounts, in random directions.
+# The contention run: this many transfers among this many accounts, in random directions,
+# this many at a time (four times as many transfers as accounts: each account is wanted by
+# several at once, so lock waits and deadlocks are the rule, yet none waits for all 200).
 CONTENTION_TRANSFERS = 200
 CONTENTION_ACCOUNTS = 5
+CONTENTION_IN_FLIGHT = 20
 
 
 def _demo_sagas(args: argparse.Namespace) -> tuple[str, ...]:
@@ -389,6 +392,7 @@ async def _demo(common: CommonSettings, args: argparse.Namespace) -> int:
                        crash_orchestrator=not args.no_crash, embedded=args.embedded,
                        sagas=_demo_sagas(args),
                        contention=CONTENTION_ACCOUNTS if args.contention else 0,
+                       in_flight=CONTENTION_IN_FLIGHT if args.contention else 0,
                        orchestrators=args.orchestrators,
                        timeout=args.timeout)
     return await run_demo(common, opts, bool(os.environ.get("SAGA_MONGO_URL")), sys.stdout)

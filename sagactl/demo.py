@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import zip_longest
 from pathlib import Path
 from typing import Protocol, TextIO
@@ -91,6 +92,9 @@ class DemoOptions:
     # Transfers among this few accounts (0: the usual dozen, a few too poor): every account
     # is wanted by many transfers at once, so lock waits and deadlocks are the rule.
     contention: int = 0
+    # Requests without an outcome at any time, as clients with bounded concurrency keep
+    # them (0: every request at once).
+    in_flight: int = 0
 
 
 class System(Protocol):
@@ -329,13 +333,23 @@ async def drive(system: System, opts: DemoOptions, out: TextIO,
 
 async def _publish(system: System, opts: DemoOptions, requests: Mapping[str, Batch],
                    finished: Callable[[], int], total: int) -> list[str]:
-    """Publish every request, and crash the orchestrator once 40 % have an outcome."""
-    for exchange, key, message in _interleaved(system.topology, requests):
+    """Publish every request (with at most ``opts.in_flight`` unanswered, if set), and
+    crash the orchestrator once 40 % have an outcome."""
+    async def crash() -> str:
+        await _wait_until(lambda: finished() >= total * 0.4, opts.timeout)
+        return f"{await system.crash_orchestrator()} after {finished()} outcomes"
+
+    crashing = asyncio.create_task(crash()) if opts.crash_orchestrator else None
+    for sent, (exchange, key, message) in enumerate(_interleaved(system.topology, requests)):
+        if opts.in_flight:
+            await _wait_until(partial(_below, finished, sent + 1 - opts.in_flight),
+                              opts.timeout)
         await system.transport.publish(exchange, key, message)
-    if not opts.crash_orchestrator:
-        return []
-    await _wait_until(lambda: finished() >= total * 0.4, opts.timeout)
-    return [f"{await system.crash_orchestrator()} after {finished()} outcomes"]
+    return [] if crashing is None else [await crashing]
+
+
+def _below(finished: Callable[[], int], needed: int) -> bool:
+    return finished() >= needed
 
 
 # The business key of each shipped saga's requests and outcomes.

@@ -148,7 +148,7 @@ def transfer_saga(tuning: Tuning = DEFAULT_TUNING) -> SagaDefinition[TransferSag
         outcome=_outcome,
         # Two transfers in opposite directions deadlock on their account locks; the
         # younger gives way and tries again (at most 3 times a victim in all).
-        deadlock_retries=2,
+        deadlock_retries=2, deadlock_backoff=1.5,
     )
 
 
