@@ -369,8 +369,9 @@ class WorkerRuntime:
         answer is owed to the orchestrator, which heard only "waiting": the waiter stays,
         marked answered, until that answer is published (``_answer``), so that a process
         killed in between owes it still after its restart."""
-        if not self._parks:
-            return  # no operation here ever parks: spare the read
+        locks = command.route.operation.locks
+        if locks is None or locks.policy is not LockPolicy.WAIT or command.op is Operation.CONFIRM:
+            return  # this command never ends a wait (a confirm follows a prepare that ran)
         waiter = await tx.get(Waiter, fence_id(command.saga_id, command.step))
         if waiter is None or waiter.answered:
             return
@@ -448,8 +449,7 @@ class WorkerRuntime:
         envelope = Envelope.model_validate_json(waiter.envelope)
         if waiter.answered:
             # Its answer was recorded with the inbox entry, and never confirmed as sent.
-            async with self._store.transaction() as tx:
-                recorded = await tx.get(Inbox, envelope.message_id)
+            recorded = await self._store.get(Inbox, envelope.message_id)
             if recorded is not None:
                 await self._answer(envelope, StepReply.model_validate_json(recorded.reply))
             else:
