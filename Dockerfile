@@ -9,9 +9,11 @@ WORKDIR /app
 
 # Only what the package needs: not .venv, .git or the caches of the host checkout.
 COPY pyproject.toml constraints.txt ./
+COPY audit ./audit
 COPY catalog ./catalog
 COPY console ./console
 COPY contracts ./contracts
+COPY harness ./harness
 COPY infra ./infra
 COPY orchestrator ./orchestrator
 COPY workers ./workers

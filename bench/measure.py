@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from sagactl.processes import http_get
+from harness.processes import http_get
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 

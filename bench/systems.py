@@ -17,12 +17,12 @@ from pathlib import Path
 from bench.catalog import seed
 from catalog.plan import Platform, owners
 from contracts.topology import Topology
+from harness.processes import ManagedProcess, free_port, start_standins
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, OrchestratorSettings, common_from_env
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.sagas.order import order_saga
 from sagactl import connect
-from sagactl.processes import ManagedProcess, free_port, start_standins
 
 
 class Kind(StrEnum):

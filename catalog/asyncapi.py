@@ -61,6 +61,7 @@ from contracts.topology import (
     service_user,
 )
 from infra.consumer import (
+    BROKER_REASON_HEADER,
     DELIVERY_COUNT_HEADER,
     ERROR_KIND_HEADER,
     QUEUE_HEADER,
@@ -68,7 +69,6 @@ from infra.consumer import (
     TIME_HEADER,
 )
 from orchestrator.start import StartMessage
-from sagactl.dlq import BROKER_REASON_HEADER
 from workers.fence import FenceState, Verdict, verdict
 
 ROOT = Path(__file__).resolve().parent.parent

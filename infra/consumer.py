@@ -31,6 +31,8 @@ MessageHandler = Callable[[WireMessage], Coroutine[Any, Any, None]]
 DeadLetterHook = Callable[[str, str], None]
 
 REASON_HEADER = "x-dead-letter-reason"
+# Set by RabbitMQ itself when it dead-letters (e.g. "delivery_limit", "rejected").
+BROKER_REASON_HEADER = "x-first-death-reason"
 ERROR_KIND_HEADER = "x-dead-letter-error"
 QUEUE_HEADER = "x-original-queue"
 TIME_HEADER = "x-dead-lettered-at"

@@ -12,13 +12,13 @@ import json
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from audit.dlq import DEAD_LETTERS_EXPLAINED, DEAD_LETTERS_INVALID, RabbitDeadLetters
+from audit.invariants import DEFAULT_GRACE, INVARIANTS, Report, audit
+from audit.snapshot import Violation
 from contracts.topology import Topology
 from infra.settings import CommonSettings, OrchestratorSettings, redact
 from orchestrator.app import definitions
 from sagactl import connect
-from sagactl.dlq import DEAD_LETTERS_EXPLAINED, DEAD_LETTERS_INVALID, RabbitDeadLetters
-from sagactl.invariants import DEFAULT_GRACE, INVARIANTS, Report, audit
-from sagactl.snapshot import Violation
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_ATTENTION = 0, 1, 4
 QUEUE_INVARIANTS = (DEAD_LETTERS_EXPLAINED, DEAD_LETTERS_INVALID)

@@ -31,22 +31,24 @@ from contracts.admin import Action
 from contracts.envelope import describe
 from contracts.orders import OrderItem, OrderRequested
 from contracts.topology import Topology
+from harness import chaos
+from harness.broker import BrokerDown
+from harness.demo import DemoOptions
+from harness.demo import run as run_demo
+from harness.processes import LocalExtraMissing
 from infra.settings import CommonSettings, OrchestratorSettings, SettingsError, common_from_env
 from orchestrator.app import definitions
 from orchestrator.manifests import ManifestError
 from orchestrator.registry import RegistrationError, UnknownDefinition
 from orchestrator.state import SagaStatus
-from sagactl import chaos, connect, status, up
+from sagactl import connect, status, up
 from sagactl import definitions as sagactl_definitions
 from sagactl.admin import act, default_operator
 from sagactl.audit import AuditOptions
 from sagactl.audit import run as run_audit
-from sagactl.broker import BrokerDown
 from sagactl.cancel import cancel
 from sagactl.deadletters import DeadLetterError
 from sagactl.deadletters import run as dead_letters
-from sagactl.demo import DemoOptions
-from sagactl.demo import run as run_demo
 from sagactl.orders import OutcomeWatcher, submit
 from sagactl.seed import DEFAULT_CURRENCY, Catalog, add_deposit, demo_catalog, seed
 from workers.catalog import UnknownParticipant
@@ -457,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         common = common_from_env(os.environ, "sagactl")
         return asyncio.run(_terminable(COMMANDS[args.command](common, args)))
     except (UsageError, SettingsError, RegistrationError, UnknownParticipant,
-            ManifestError) as e:
+            ManifestError, LocalExtraMissing) as e:
         print(f"sagactl: {e}", file=sys.stderr)
         return EXIT_USAGE
     except connect.Unreachable as e:

@@ -24,9 +24,18 @@ from typing import Any, TextIO
 
 import aiormq
 
+from audit.dlq import (
+    Choice,
+    Fate,
+    Move,
+    RabbitDeadLetters,
+    consumer_kind,
+    recheck,
+)
 from contracts.envelope import CodecError, WireMessage, utcnow
 from contracts.topology import Plan, QueueSpec, Topology, layout
 from infra.consumer import (
+    BROKER_REASON_HEADER,
     DEAD_LETTER_ID_HEADER,
     ERROR_KIND_HEADER,
     ORIGINAL_SIZE_HEADER,
@@ -40,15 +49,6 @@ from orchestrator.app import definitions
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.start import StartMessage
 from sagactl.connect import Unreachable
-from sagactl.dlq import (
-    BROKER_REASON_HEADER,
-    Choice,
-    Fate,
-    Move,
-    RabbitDeadLetters,
-    consumer_kind,
-    recheck,
-)
 from workers.catalog import registered
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class Source:
 
     dlq: QueueSpec
     queue: QueueSpec
-    kind: str  # what the queue receives (sagactl.dlq.consumer_kind)
+    kind: str  # what the queue receives (audit.dlq.consumer_kind)
     start: StartMessage[Any] | None
 
     @property

@@ -25,8 +25,8 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from contracts.topology import Topology
+from harness.processes import ManagedProcess, start_standins
 from infra.rabbit import RabbitTransport
-from sagactl.processes import ManagedProcess, start_standins
 from tests import containers
 from tests.plan import PLAN
 

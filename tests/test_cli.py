@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sagactl.processes import ROOT
+from harness.processes import ROOT
 
 
 def sagactl(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

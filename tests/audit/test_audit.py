@@ -13,14 +13,10 @@ from dataclasses import replace
 
 import pytest
 
-from contracts.commands import Operation, Outcome, StepReply
-from orchestrator.sagas.order import APPROVED_NOTICE, order_saga
-from orchestrator.start import split_saga_id
-from orchestrator.state import SagaStatus
-from sagactl.dedup import APPLIED_ONCE, FENCES_MATCH, INBOX_MATCHES, ORDER_SAGA_STEPS
-from sagactl.invariants import INVARIANTS, Report, Violation, audit, confirmed
-from sagactl.ledger import MONEY_CONSERVED, STOCK_CONSERVED
-from sagactl.outcomes import (
+from audit.dedup import APPLIED_ONCE, FENCES_MATCH, INBOX_MATCHES, ORDER_SAGA_STEPS
+from audit.invariants import INVARIANTS, Report, Violation, audit, confirmed
+from audit.ledger import MONEY_CONSERVED, STOCK_CONSERVED
+from audit.outcomes import (
     APPROVED_ONCE,
     HAS_SAGA,
     NOT_CAPTURED_AND_REJECTED,
@@ -28,6 +24,10 @@ from sagactl.outcomes import (
     SAGA_AGREES,
     SAGA_FINISHED,
 )
+from contracts.commands import Operation, Outcome, StepReply
+from orchestrator.sagas.order import APPROVED_NOTICE, order_saga
+from orchestrator.start import split_saga_id
+from orchestrator.state import SagaStatus
 from tests.audit.conftest import Load
 from tests.audit.world import COMPLETED, FAILED, Dump
 from workers.fence import Fence

@@ -7,13 +7,13 @@ from decimal import Decimal
 
 import pytest
 
+from audit.held_locks import LOCKS_RELEASED, NO_PHANTOM_WAITS, check
+from audit.invariants import INVARIANTS
+from audit.snapshot import Snapshot
 from orchestrator.engine import start
 from orchestrator.sagas.transfer import TransferSagaData, transfer_saga
 from orchestrator.state import SagaStatus
 from orchestrator.store import SagaRecord
-from sagactl.held_locks import LOCKS_RELEASED, NO_PHANTOM_WAITS, check
-from sagactl.invariants import INVARIANTS
-from sagactl.snapshot import Snapshot
 from workers.locks import Holder, Lock, LockMode, Waiter
 
 T0 = 1_000.0

@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
+from audit.snapshot import Snapshot, scope
+from audit.transfers import HOLD_ENDS_WITH_SAGA, TRANSFERRED_ONCE, check
 from orchestrator.definition import Failure
 from orchestrator.engine import start
 from orchestrator.sagas.transfer import TransferSagaData, transfer_saga
 from orchestrator.state import SagaStatus
 from orchestrator.store import SagaRecord
-from sagactl.snapshot import Snapshot, scope
-from sagactl.transfers import HOLD_ENDS_WITH_SAGA, TRANSFERRED_ONCE, check
 from workers.account import Entry, LedgerAccount
 
 T0 = 1_000.0

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from sagactl.processes import ROOT
+from harness.processes import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sagactl.processes import ManagedProcess, free_port
+from harness.processes import ManagedProcess, free_port
 from tests.e2e.harness import Deployment
 
 Deploy = Callable[..., Awaitable[Deployment]]

@@ -11,9 +11,11 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from audit.invariants import Report, audit
 from catalog.plan import Platform
 from contracts.orders import OrderItem, OrderRequested
 from contracts.topology import Topology
+from harness.processes import Cluster, http_get
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, OrchestratorSettings, common_from_env
 from orchestrator.app import definitions
@@ -23,9 +25,7 @@ from orchestrator.state import SagaStatus
 from orchestrator.store import SagaRecord
 from orchestrator.store_mongo import MongoSagaStore
 from sagactl import connect
-from sagactl.invariants import Report, audit
 from sagactl.orders import Outcome, OutcomeWatcher, submit
-from sagactl.processes import Cluster, http_get
 from sagactl.seed import add_funds, add_stock
 from workers.catalog import participant
 

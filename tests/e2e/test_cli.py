@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from sagactl.processes import ROOT
+from harness.processes import ROOT
 from tests.e2e.conftest import Deploy
 from workers.inventory import StockItem
 

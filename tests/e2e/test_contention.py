@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 
-from sagactl.processes import ROOT
+from harness.processes import ROOT
 
 
 def contention(*args: str, env: dict[str, str]) -> tuple[dict[str, str], str]:

@@ -37,10 +37,10 @@ from contracts.transactions import (
     TRANSACTION_REQUESTED,
     TransactionRequested,
 )
+from harness.processes import ManagedProcess, free_port
 from infra.consumer import REASON_HEADER
 from infra.rabbit import RabbitTransport
 from sagactl.events import EventWatcher
-from sagactl.processes import ManagedProcess, free_port
 from sagactl.seed import add_deposit
 from tests.e2e.conftest import Deploy
 from tests.e2e.harness import Deployment

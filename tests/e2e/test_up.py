@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from contracts.topology import Topology
+from harness.processes import ROOT, free_port
 from infra.rabbit import RabbitTransport
-from sagactl.processes import ROOT, free_port
 from tests.contract.test_boundary import eventually
 from tests.e2e.test_cli import sagactl
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from contracts.topology import REPLY_KEY, Topology
+from harness.processes import ManagedProcess, free_port
 from infra.rabbit import RabbitTransport
-from sagactl.processes import ManagedProcess, free_port
 from tests.contract.test_boundary import eventually
 from tests.integration.test_worker_runtime import Rig, reserve
 

@@ -20,7 +20,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
-from sagactl.processes import start_standin
+from harness.processes import start_standin
 
 Client = AsyncMongoClient[dict[str, Any]]
 

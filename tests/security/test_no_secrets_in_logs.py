@@ -29,12 +29,12 @@ from pymongo.errors import OperationFailure
 
 from catalog.rabbitmq import CLIENT_USER, ORCHESTRATOR_USER
 from contracts.topology import service_user
+from harness.processes import ROOT, ManagedProcess, free_port
+from harness.standin import PASSWORD_ENV
 from infra.logs import JsonFormatter
 from infra.rabbit import RabbitTransport
 from infra.settings import SettingsError, orchestrator_from_env, redact, worker_from_env
-from infra.standin import PASSWORD_ENV
 from sagactl import connect
-from sagactl.processes import ROOT, ManagedProcess, free_port
 from tests.plan import PLAN
 from tests.security.broker import SecureVhost, rabbitmqctl
 from tests.security.system import SecureSystem, system_env
@@ -61,7 +61,7 @@ async def mongo_auth(tmp_path: Path) -> AsyncIterator[MongoAuth]:
     ports = [free_port() for _ in OWNERS]
     processes = [
         ManagedProcess(f"standin-{owner}",
-                       [sys.executable, "-m", "infra.standin", "--port", str(port),
+                       [sys.executable, "-m", "harness.standin", "--port", str(port),
                         "--user", MONGO_USER],
                        {**os.environ, PASSWORD_ENV: password},
                        tmp_path / "standins" / f"{owner}.log", port, ready_path=None)

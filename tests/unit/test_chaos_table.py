@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from audit.invariants import Report
 from contracts.topology import Topology
+from harness.chaos import ChaosOptions, ChaosRun, print_table
 from infra.settings import CommonSettings
-from sagactl.chaos import ChaosOptions, ChaosRun, print_table
-from sagactl.invariants import Report
 
 
 def _run(tmp_path: Path, outcomes: dict[str, int], business: int) -> tuple[int, str]:

@@ -14,9 +14,9 @@ import pytest
 from console.api import BadQuery, parse_query
 from console.app import STATIC
 from console.auth import allowed, bearer, is_loopback
+from harness.processes import ROOT
 from orchestrator.state import SagaStatus
 from orchestrator.store import SagaQuery
-from sagactl.processes import ROOT
 
 TOKEN = "s3cret"
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from contracts.envelope import MAX_MESSAGE_BYTES
-from sagactl.processes import ROOT
+from harness.processes import ROOT
 from tests.containers import MONGODB, RABBITMQ, amqp_url, mongo_url
 
 

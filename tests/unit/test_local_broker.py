@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sagactl.broker import BrokerDown, LocalBroker
+from harness.broker import BrokerDown, LocalBroker
 
 
 def tool(directory: Path, name: str, body: str) -> str:

@@ -22,10 +22,10 @@ import pytest
 
 from catalog.mermaid import CLASSES, flowchart
 from contracts.commands import Operation
+from harness.processes import ROOT
 from infra.settings import CommonSettings, OrchestratorSettings
 from orchestrator.app import definitions
 from orchestrator.registry import DefinitionRegistry
-from sagactl.processes import ROOT
 
 PARSER_DIR = ROOT / "tests" / "mermaid"
 NPM_CI_TIMEOUT = 540  # seconds; a cold npm cache downloads ~150 packages

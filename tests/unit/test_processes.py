@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sagactl.processes import FAULT_SEED, ManagedProcess, incarnation_env
+from harness.processes import FAULT_SEED, ManagedProcess, incarnation_env
 
 PRINT_SEED = "import os; print('seed', os.environ.get('SAGA_FAULT_SEED'))"
 

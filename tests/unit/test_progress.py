@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from sagactl.progress import CLEAR_TO_END, Progress, Snapshot, format_line
+from harness.progress import CLEAR_TO_END, Progress, Snapshot, format_line
 
 
 class Terminal(io.StringIO):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from sagactl.snapshot import Snapshot, Violation
+from audit.snapshot import Snapshot, Violation
 
 STOCK_CONSERVED = "stock conserved"
 RESERVATIONS_MATCH = "reservations match"

@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from audit import dedup, dlq, held_locks, ledger, outcomes, transfers
+from audit.dlq import DeadLetterReader
+from audit.snapshot import Snapshot, Violation, load, scope
 from contracts.topology import Topology
 from infra.transport import Transport
 from orchestrator.store import SagaStore
-from sagactl import dedup, dlq, held_locks, ledger, outcomes, transfers
-from sagactl.dlq import DeadLetterReader
-from sagactl.snapshot import Snapshot, Violation, load, scope
 from workers.store import DocumentStore
 
 __all__ = ["INVARIANTS", "Report", "Snapshot", "Violation", "audit", "check", "load"]
@@ -81,7 +81,7 @@ async def audit(sagas: SagaStore, services: Mapping[str, DocumentStore],
                 topology: Topology | None = None, *, now: float | None = None,
                 grace: float = DEFAULT_GRACE) -> Report:
     """Load and check; with a transport (or a dead-letter reader), the dead-letter queues of
-    ``topology`` too (read without losing anything, see ``sagactl.dlq``)."""
+    ``topology`` too (read without losing anything, see ``audit.dlq``)."""
     snapshot = await load(sagas, services)
     if transport is not None:
         snapshot.dead_letters = await dlq.read_all(transport, topology or Topology(),

@@ -13,9 +13,9 @@ a prepare nobody asked for any more.
 
 from __future__ import annotations
 
+from audit.snapshot import Snapshot, Violation
 from contracts.commands import round_of, saga_of
 from orchestrator.state import ACTIVE, SagaStatus
-from sagactl.snapshot import Snapshot, Violation
 
 LOCKS_RELEASED = "no lock outlives its saga"
 NO_PHANTOM_WAITS = "no lock wait outlives its saga"

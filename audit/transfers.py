@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from audit.snapshot import Scope, Snapshot, TransferSaga, Violation
 from contracts.commands import round_of, run_id, saga_of
 from contracts.orders import to_cents
 from orchestrator.start import split_saga_id
-from sagactl.snapshot import Scope, Snapshot, TransferSaga, Violation
 
 ACCOUNTS_BALANCE = "account books balance"
 ACCOUNT_HOLDS_MATCH = "account holds match"

@@ -28,12 +28,18 @@ from typing import Any, TextIO
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
+from audit.dlq import RabbitDeadLetters
+from audit.invariants import Report, audit
 from catalog.plan import Platform, owners
 from contracts.envelope import WireMessage
 from contracts.reasons import is_business
 from contracts.registry import ORDER_REQUESTED
 from contracts.topology import Topology, dead_letter_queue
 from contracts.transfers import TRANSFER_REQUESTED
+from harness.broker import LocalBroker
+from harness.poison import random_poison
+from harness.processes import Cluster, ManagedProcess, start_standin
+from harness.progress import Progress, Snapshot
 from infra.consumer import REASON_HEADER
 from infra.errors import PublishFailed, StoreFailed, StoreUnavailable, TransientError
 from infra.rabbit import RabbitTransport
@@ -44,13 +50,7 @@ from orchestrator.sagas.transfer import NAME as TRANSFER_SAGA
 from orchestrator.start import saga_id
 from orchestrator.state import TERMINAL, SagaStatus
 from sagactl import connect
-from sagactl.broker import LocalBroker
-from sagactl.dlq import RabbitDeadLetters
-from sagactl.invariants import Report, audit
 from sagactl.orders import request_message
-from sagactl.poison import random_poison
-from sagactl.processes import Cluster, ManagedProcess, start_standin
-from sagactl.progress import Progress, Snapshot
 from sagactl.seed import (
     Catalog,
     add_deposit,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+from audit.snapshot import OrderSaga, Scope, Snapshot, Violation
 from contracts.commands import Operation
 from contracts.order_steps import StockLine
 from contracts.orders import OrderItem, to_cents
@@ -18,7 +19,6 @@ from orchestrator.sagas.order import APPROVED_NOTICE, REJECTED_NOTICE
 from orchestrator.sagas.order import NAME as ORDER_SAGA
 from orchestrator.start import split_saga_id
 from orchestrator.state import OpStatus
-from sagactl.snapshot import OrderSaga, Scope, Snapshot, Violation
 from workers.notification import Notification
 
 SAGA_FINISHED = "saga finished by its deadline"

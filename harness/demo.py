@@ -25,6 +25,7 @@ from typing import Protocol, TextIO
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from audit.invariants import INVARIANTS, Report, audit
 from catalog.plan import Platform, owners
 from contracts.commands import Operation
 from contracts.envelope import WireMessage
@@ -34,6 +35,8 @@ from contracts.transfers import (
     TRANSFER_FAILED,
     TRANSFER_REQUESTED,
 )
+from harness.processes import Cluster, ManagedProcess, http_get, start_standins
+from harness.progress import Progress, Snapshot
 from infra.memory_bus import InMemoryBroker
 from infra.settings import (
     CommonSettings,
@@ -53,10 +56,7 @@ from orchestrator.store import SagaRecord, SagaStore
 from orchestrator.store_memory import MemorySagaStore
 from sagactl import connect
 from sagactl.events import EventWatcher
-from sagactl.invariants import INVARIANTS, Report, audit
 from sagactl.orders import request_message
-from sagactl.processes import Cluster, ManagedProcess, http_get, start_standins
-from sagactl.progress import Progress, Snapshot
 from sagactl.seed import (
     add_deposit,
     contention_accounts,

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from audit.outcomes import HAS_SAGA
+from audit.snapshot import Scope, Snapshot, Violation
 from contracts.commands import Operation, Outcome, StepReply, saga_of
 from orchestrator.sagas.order import APPROVED_NOTICE, REJECTED_NOTICE
-from sagactl.outcomes import HAS_SAGA
-from sagactl.snapshot import Scope, Snapshot, Violation
 from workers.fence import FenceState, fence_id
 
 FENCES_MATCH = "fences match effects"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import random
 import signal
@@ -228,12 +229,24 @@ class Cluster:
         return "\n".join(parts)
 
 
+class LocalExtraMissing(RuntimeError):
+    """The stand-in's server (mongoeco) is not installed: it comes with the ``local`` extra."""
+
+
+def require_standin() -> None:
+    """Fail in one line, before any process starts, when the stand-in cannot run."""
+    if importlib.util.find_spec("mongoeco") is None:
+        raise LocalExtraMissing("the MongoDB stand-in needs the local extra: "
+                                "pip install 'saga-orchestrator[local]', or set SAGA_MONGO_URL")
+
+
 async def start_standin(log_dir: Path, sqlite_path: Path | None = None,
                         port: int | None = None, name: str = "standin",
                         extra_args: tuple[str, ...] = ()) -> tuple[ManagedProcess, str]:
     """Run the MongoDB stand-in server in its own process; returns it and its URL."""
+    require_standin()
     port = port or free_port()
-    argv = [sys.executable, "-m", "infra.standin", "--port", str(port), *extra_args]
+    argv = [sys.executable, "-m", "harness.standin", "--port", str(port), *extra_args]
     if sqlite_path is not None:
         argv += ["--sqlite", str(sqlite_path)]
     process = ManagedProcess(name, argv, dict(os.environ), log_dir / f"{name}.log", port,

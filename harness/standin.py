@@ -2,7 +2,7 @@
 
 Where no MongoDB server exists (these build machines), the real PyMongo driver talks to
 this over TCP. It supports transactions and unique indexes, not change streams, and its
-speed says nothing about MongoDB's. ``python -m infra.standin --port 27017``.
+speed says nothing about MongoDB's. ``python -m harness.standin --port 27017``.
 """
 
 from __future__ import annotations
@@ -273,7 +273,8 @@ async def serve(host: str, port: int, sqlite_path: str | None, user: str | None 
         from mongoeco.engines.sqlite import SQLiteEngine
         from mongoeco.wire import AsyncMongoEcoProxyServer, WireAuthUser
     except ImportError:
-        print("standin: the mongoeco package is missing (pip install mongoeco; Python 3.13+)",
+        print("standin: the mongoeco package is missing "
+              "(pip install 'saga-orchestrator[local]'; Python 3.13+)",
               file=sys.stderr)
         raise SystemExit(2) from None
     _roll_back_orphans()
@@ -300,7 +301,7 @@ async def serve(host: str, port: int, sqlite_path: str | None, user: str | None 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and serve."""
-    parser = argparse.ArgumentParser(prog="python -m infra.standin", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m harness.standin", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=27017)
     parser.add_argument("--sqlite", metavar="PATH", help="persist to this SQLite file")

@@ -30,6 +30,7 @@ import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
+from audit.snapshot import DeadLetterQueue, Snapshot, SubjectKind, Violation
 from contracts.admin import ADMIN_ACTION, AdminAction
 from contracts.commands import StepReply, saga_of
 from contracts.envelope import (
@@ -40,13 +41,12 @@ from contracts.envelope import (
 )
 from contracts.registry import STEP_REPLY
 from contracts.topology import Plan, Topology, layout
-from infra.consumer import DEAD_LETTER_ID_HEADER, REASON_HEADER
+from infra.consumer import BROKER_REASON_HEADER, DEAD_LETTER_ID_HEADER, REASON_HEADER
 from infra.errors import InvalidMessage, PublishFailed
 from infra.rabbit import from_amqp
 from infra.transport import Transport
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.start import StartMessage, read_cancel, read_request
-from sagactl.snapshot import DeadLetterQueue, Snapshot, SubjectKind, Violation
 from workers.catalog import registered
 from workers.runtime import decode_command
 
@@ -59,7 +59,6 @@ DESCRIPTIONS = {
     DEAD_LETTERS_INVALID: "no dead letter passes its consumer's validation now",
 }
 
-BROKER_REASON_HEADER = "x-first-death-reason"  # set by RabbitMQ, e.g. "delivery_limit"
 # Read at most this many messages per queue; a larger queue is reported as not audited.
 MAX_MESSAGES = 10_000
 
