@@ -18,6 +18,7 @@ COPY infra ./infra
 COPY orchestrator ./orchestrator
 COPY workers ./workers
 COPY sagactl ./sagactl
+COPY client ./client
 
 RUN pip install --no-cache-dir -c constraints.txt . \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin saga

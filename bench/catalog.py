@@ -26,8 +26,8 @@ def orders(prefix: str, count: int) -> list[OrderRequested]:
 
 async def seed(service: str, store: DocumentStore) -> None:
     """Stock for the inventory service, money for the payment service, nothing for others."""
-    # Imported here: sagactl.seed pulls in the worker modules, which only workers need.
-    from sagactl.seed import add_funds, add_stock
+    # Imported here: client.seed pulls in the worker modules, which only workers need.
+    from client.seed import add_funds, add_stock
 
     if service == "inventory":
         for sku in SKUS:

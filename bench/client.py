@@ -1,7 +1,7 @@
 """The load generator: submits orders through the public contract and times their outcomes.
 
 It is the same for every system: an ``order.requested`` message published with a
-confirm (``sagactl.orders.submit``) and the outcome event read from a private queue bound
+confirm (``client.orders.submit``) and the outcome event read from a private queue bound
 to the orders exchange. Latency runs from just before the publish to the arrival of the
 outcome event. Its own CPU is not counted as the system's.
 """
@@ -13,12 +13,12 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from client.orders import submit
 from contracts.orders import OrderRequested
 from contracts.registry import ORDER_COMPLETED, ORDER_FAILED
 from contracts.topology import Topology
 from infra.rabbit import RabbitTransport
 from infra.transport import Delivery
-from sagactl.orders import submit
 
 
 @dataclass

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from bench.catalog import seed
 from catalog.plan import Platform, owners
+from client import connect
 from contracts.topology import Topology
 from harness.processes import ManagedProcess, free_port, start_standins
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, OrchestratorSettings, common_from_env
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.sagas.order import order_saga
-from sagactl import connect
 
 
 class Kind(StrEnum):
@@ -155,7 +155,7 @@ class Deployment:
         self._env |= urls | {"SAGA_MONGO_DB": self.namespace.replace("-", "_"),
                              "SAGA_TX_CONCURRENCY": "1"}
         common = common_from_env(self._env, "bench")
-        # Seeded through the stores, as the demo does (sagactl.seed).
+        # Seeded through the stores, as the demo does (client.seed).
         from orchestrator.app import definitions
 
         stores = await connect.stores(common, definitions(OrchestratorSettings(common=common)))

@@ -8,13 +8,13 @@ import sys
 
 import uvicorn
 
+from client import connect
+from client.admin import AdminClient
 from console.api import Backend
 from console.app import build
 from infra import logs
 from infra.settings import ConsoleSettings, OrchestratorSettings, SettingsError, console_from_env
 from orchestrator.app import definitions
-from sagactl import connect
-from sagactl.admin import AdminClient
 
 
 async def serve(settings: ConsoleSettings) -> None:

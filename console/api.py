@@ -13,13 +13,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from catalog.mermaid import flowchart
+from client import status
+from client.definitions import describe
 from contracts.admin import Action, AdminAction, AdminResult
 from contracts.envelope import describe as describe_error
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.state import SagaStatus
 from orchestrator.store import SagaQuery, SagaRecord, SagaStore
-from sagactl import status
-from sagactl.definitions import describe
 
 # What the buttons offer in each state; the orchestrator still decides (and may refuse:
 # a cancel that crosses the commit point, a second operator who was faster).
@@ -31,7 +31,7 @@ MAX_PAGE = 500
 
 
 class Actions(Protocol):
-    """Sends one action to the orchestrator and waits for its answer (sagactl.admin)."""
+    """Sends one action to the orchestrator and waits for its answer (client.admin)."""
 
     async def ask(self, request: AdminAction, timeout: float) -> AdminResult | None:
         """The answer, or None when none came within ``timeout``."""

@@ -31,6 +31,17 @@ from pymongo.errors import PyMongoError
 from audit.dlq import RabbitDeadLetters
 from audit.invariants import Report, audit
 from catalog.plan import Platform, owners
+from client import connect
+from client.orders import request_message
+from client.seed import (
+    Catalog,
+    add_deposit,
+    demo_accounts,
+    demo_orders,
+    demo_transfers,
+    seed,
+    transfer_message,
+)
 from contracts.envelope import WireMessage
 from contracts.reasons import is_business
 from contracts.registry import ORDER_REQUESTED
@@ -49,17 +60,6 @@ from orchestrator.sagas.order import NAME as ORDER_SAGA
 from orchestrator.sagas.transfer import NAME as TRANSFER_SAGA
 from orchestrator.start import saga_id
 from orchestrator.state import TERMINAL, SagaStatus
-from sagactl import connect
-from sagactl.orders import request_message
-from sagactl.seed import (
-    Catalog,
-    add_deposit,
-    demo_accounts,
-    demo_orders,
-    demo_transfers,
-    seed,
-    transfer_message,
-)
 from workers.locks import Lock
 
 FAULTS = ("orchestrator-kill", "worker-kill", "lock-holder-kill", "worker-crash-points",

@@ -27,6 +27,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from audit.invariants import INVARIANTS, Report, audit
 from catalog.plan import Platform, owners
+from client import connect
+from client.events import EventWatcher
+from client.orders import request_message
+from client.seed import (
+    add_deposit,
+    contention_accounts,
+    demo_accounts,
+    demo_catalog,
+    demo_orders,
+    demo_transfers,
+    seed,
+    transfer_message,
+)
 from contracts.commands import Operation
 from contracts.envelope import WireMessage
 from contracts.topology import ORDER_ENTRY, Entry, Topology, service_user
@@ -54,19 +67,6 @@ from orchestrator.service import Orchestrator
 from orchestrator.state import SagaStatus
 from orchestrator.store import SagaRecord, SagaStore
 from orchestrator.store_memory import MemorySagaStore
-from sagactl import connect
-from sagactl.events import EventWatcher
-from sagactl.orders import request_message
-from sagactl.seed import (
-    add_deposit,
-    contention_accounts,
-    demo_accounts,
-    demo_catalog,
-    demo_orders,
-    demo_transfers,
-    seed,
-    transfer_message,
-)
 from workers.app import Worker
 from workers.catalog import registered
 from workers.metrics import WorkerMetrics

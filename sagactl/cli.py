@@ -27,11 +27,21 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
+from audit.run import AuditOptions
+from audit.run import run as run_audit
+from client import connect, status
+from client import definitions as sagactl_definitions
+from client.admin import act, default_operator
+from client.cancel import cancel
+from client.deadletters import DeadLetterError
+from client.deadletters import run as dead_letters
+from client.orders import OutcomeWatcher, submit
+from client.seed import DEFAULT_CURRENCY, Catalog, add_deposit, demo_catalog, seed
 from contracts.admin import Action
 from contracts.envelope import describe
 from contracts.orders import OrderItem, OrderRequested
 from contracts.topology import Topology
-from harness import chaos
+from harness import chaos, up
 from harness.broker import BrokerDown
 from harness.demo import DemoOptions
 from harness.demo import run as run_demo
@@ -41,16 +51,6 @@ from orchestrator.app import definitions
 from orchestrator.manifests import ManifestError
 from orchestrator.registry import RegistrationError, UnknownDefinition
 from orchestrator.state import SagaStatus
-from sagactl import connect, status, up
-from sagactl import definitions as sagactl_definitions
-from sagactl.admin import act, default_operator
-from sagactl.audit import AuditOptions
-from sagactl.audit import run as run_audit
-from sagactl.cancel import cancel
-from sagactl.deadletters import DeadLetterError
-from sagactl.deadletters import run as dead_letters
-from sagactl.orders import OutcomeWatcher, submit
-from sagactl.seed import DEFAULT_CURRENCY, Catalog, add_deposit, demo_catalog, seed
 from workers.catalog import UnknownParticipant
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 import pytest
 from pydantic import SecretStr
 
+from client import connect
 from infra.settings import CommonSettings
 from orchestrator.app import definitions
 from orchestrator.store import SagaStore
 from orchestrator.store_memory import MemorySagaStore
-from sagactl import connect
 from tests.audit.world import SETTINGS, Dump, fill, run_world
 from tests.plan import PLAN
 from workers.store import DocumentStore

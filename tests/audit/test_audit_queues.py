@@ -11,6 +11,7 @@ import pytest
 
 from audit.dlq import DEAD_LETTERS_EXPLAINED, DEAD_LETTERS_INVALID, RabbitDeadLetters
 from audit.invariants import audit
+from client.orders import request_message
 from contracts.commands import Operation
 from contracts.envelope import WireMessage
 from contracts.topology import Topology, dead_letter_queue
@@ -18,7 +19,6 @@ from infra.consumer import REASON_HEADER
 from infra.memory_bus import InMemoryBroker
 from infra.rabbit import RabbitTransport
 from orchestrator.app import definitions
-from sagactl.orders import request_message
 from tests.audit.conftest import Load
 from tests.audit.test_audit import found
 from tests.audit.world import (

@@ -19,6 +19,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from client.orders import OutcomeWatcher, submit
+from client.seed import Catalog, seed
 from contracts.commands import Operation, Outcome, StepReply
 from contracts.envelope import Envelope, HeaderValue, WireMessage, encode, utcnow
 from contracts.orders import OrderItem, OrderRequested
@@ -36,8 +38,6 @@ from orchestrator.start import saga_id
 from orchestrator.state import SagaState
 from orchestrator.store import SagaRecord, SagaStore
 from orchestrator.store_memory import MemorySagaStore
-from sagactl.orders import OutcomeWatcher, submit
-from sagactl.seed import Catalog, seed
 from tests.plan import PLAN
 from workers.app import Worker
 from workers.catalog import registered

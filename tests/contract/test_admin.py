@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from client.orders import request_message
 from contracts.admin import ADMIN_ACTION, ADMIN_RESULT, Action, AdminAction
 from contracts.commands import Operation, Outcome
 from contracts.envelope import Envelope, WireMessage, encode, new_message_id, utcnow
@@ -29,7 +30,6 @@ from orchestrator.app import build, definitions
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.state import OpKey, SagaState, SagaStatus
 from orchestrator.store_memory import MemorySagaStore
-from sagactl.orders import request_message
 from tests.contract.participants import answer_commands
 from tests.contract.test_boundary import eventually
 from tests.plan import PLAN

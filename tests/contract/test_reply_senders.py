@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 from prometheus_client import CollectorRegistry
 
+from client.orders import request_message
 from contracts.commands import Operation, Outcome, StepReply
 from contracts.envelope import Envelope, WireMessage, encode, new_message_id, utcnow
 from contracts.orders import OrderItem, OrderRequested
@@ -28,7 +29,6 @@ from orchestrator.senders import ReplySenders
 from orchestrator.service import Orchestrator
 from orchestrator.state import OpStatus
 from orchestrator.store_memory import MemorySagaStore
-from sagactl.orders import request_message
 from tests.contract.test_boundary import eventually
 from tests.plan import PLAN
 

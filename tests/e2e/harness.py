@@ -13,6 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from audit.invariants import Report, audit
 from catalog.plan import Platform
+from client import connect
+from client.orders import Outcome, OutcomeWatcher, submit
+from client.seed import add_funds, add_stock
 from contracts.orders import OrderItem, OrderRequested
 from contracts.topology import Topology
 from harness.processes import Cluster, http_get
@@ -24,9 +27,6 @@ from orchestrator.start import saga_id
 from orchestrator.state import SagaStatus
 from orchestrator.store import SagaRecord
 from orchestrator.store_mongo import MongoSagaStore
-from sagactl import connect
-from sagactl.orders import Outcome, OutcomeWatcher, submit
-from sagactl.seed import add_funds, add_stock
 from workers.catalog import participant
 
 

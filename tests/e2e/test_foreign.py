@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from client.events import EventWatcher
+from client.seed import add_deposit
 from contracts.commands import Operation, Outcome, StepCommand, StepReply
 from contracts.envelope import Envelope, WireMessage, encode, read_envelope, read_payload, utcnow
 from contracts.reasons import PlatformReason
@@ -40,8 +42,6 @@ from contracts.transactions import (
 from harness.processes import ManagedProcess, free_port
 from infra.consumer import REASON_HEADER
 from infra.rabbit import RabbitTransport
-from sagactl.events import EventWatcher
-from sagactl.seed import add_deposit
 from tests.e2e.conftest import Deploy
 from tests.e2e.harness import Deployment
 from workers.account import LedgerAccount

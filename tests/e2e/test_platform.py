@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from client.events import EventWatcher
+from client.seed import add_deposit, transfer_message
 from contracts.envelope import Envelope, Model, encode, new_message_id, utcnow
 from contracts.reasons import PlatformReason
 from contracts.transactions import (
@@ -28,8 +30,6 @@ from contracts.transfers import (
     TransferRequested,
 )
 from orchestrator.state import SagaStatus
-from sagactl.events import EventWatcher
-from sagactl.seed import add_deposit, transfer_message
 from tests.e2e.conftest import Deploy
 from tests.e2e.harness import Deployment
 from tests.platform.sagas import DONE, FAILED, REQUESTED, EscrowRequested

@@ -17,12 +17,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from client.deadletters import DeadLetterError, run
 from contracts.envelope import Envelope, WireMessage, encode, utcnow
 from contracts.topology import REPLY_KEY, Topology, dead_letter_queue
 from infra.consumer import DEAD_LETTER_ID_HEADER
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, WorkerSettings
-from sagactl.deadletters import DeadLetterError, run
 from tests.contract.test_boundary import eventually
 from tests.integration.test_worker_runtime import Rig, reserve
 from workers import inventory

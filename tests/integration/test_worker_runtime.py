@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
+from client.seed import add_funds, add_stock
 from contracts.commands import Outcome, StepCommand, StepReply
 from contracts.envelope import Envelope, WireMessage, encode, read_envelope, read_payload, utcnow
 from contracts.order_steps import HoldFunds, ReserveStock, ScheduleShipment, StockLine
@@ -29,7 +30,6 @@ from infra.consumer import REASON_HEADER
 from infra.errors import StoreUnavailable
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, WorkerSettings
-from sagactl.seed import add_funds, add_stock
 from workers import inventory, payment, shipping
 from workers.app import Worker
 from workers.fence import Fence, FenceState, fence_id

@@ -16,15 +16,15 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from catalog.rabbitmq import CLIENT_USER, ORCHESTRATOR_USER
+from client import connect
+from client.orders import Outcome, OutcomeWatcher, submit
+from client.seed import add_funds, add_stock
 from contracts.orders import OrderItem, OrderRequested
 from contracts.topology import Topology, service_user
 from harness.processes import Cluster, http_get
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, OrchestratorSettings, common_from_env
 from orchestrator.app import definitions
-from sagactl import connect
-from sagactl.orders import Outcome, OutcomeWatcher, submit
-from sagactl.seed import add_funds, add_stock
 from tests.plan import PLAN
 from tests.security.broker import SecureVhost
 

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from catalog.rabbitmq import CLIENT_USER, ORCHESTRATOR_USER
+from client.orders import request_message
 from contracts.commands import Operation, Outcome, StepReply
 from contracts.envelope import Envelope, encode, new_message_id, utcnow
 from contracts.orders import OrderItem, OrderRequested
@@ -33,7 +34,6 @@ from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.service import Orchestrator
 from orchestrator.state import OpState, OpStatus
 from orchestrator.store_memory import MemorySagaStore
-from sagactl.orders import request_message
 from tests.contract.test_boundary import eventually
 from tests.plan import PLAN
 from tests.security.broker import SecureVhost, rabbitmqctl

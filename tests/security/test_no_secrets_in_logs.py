@@ -28,13 +28,13 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 
 from catalog.rabbitmq import CLIENT_USER, ORCHESTRATOR_USER
+from client import connect
 from contracts.topology import service_user
 from harness.processes import ROOT, ManagedProcess, free_port
 from harness.standin import PASSWORD_ENV
 from infra.logs import JsonFormatter
 from infra.rabbit import RabbitTransport
 from infra.settings import SettingsError, orchestrator_from_env, redact, worker_from_env
-from sagactl import connect
 from tests.plan import PLAN
 from tests.security.broker import SecureVhost, rabbitmqctl
 from tests.security.system import SecureSystem, system_env

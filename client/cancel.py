@@ -6,14 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TextIO
 
+from client import connect, status
+from client.events import EventWatcher
 from contracts.envelope import Envelope, Model, encode, new_message_id, utcnow
 from contracts.reasons import PlatformReason
 from contracts.topology import Topology
 from infra.settings import CommonSettings, OrchestratorSettings
 from orchestrator.app import definitions
 from orchestrator.start import split_saga_id
-from sagactl import connect, status
-from sagactl.events import EventWatcher
 
 
 @dataclass(frozen=True, slots=True)

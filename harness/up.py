@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TextIO
 
 from catalog.plan import Platform, owners
+from client import connect
 from harness.processes import Cluster, ManagedProcess, start_standin
 from infra.settings import CommonSettings, redact
-from sagactl import connect
 
 SUPERVISE_EVERY = 1.0  # seconds between looks at the processes
 

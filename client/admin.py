@@ -7,6 +7,8 @@ from __future__ import annotations
 import getpass
 from typing import TextIO
 
+from client import connect, status
+from client.events import Collector
 from contracts.admin import ADMIN_ACTION, ADMIN_RESULT, Action, AdminAction, AdminResult
 from contracts.envelope import (
     CodecError,
@@ -22,8 +24,6 @@ from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, OrchestratorSettings
 from infra.transport import Delivery
 from orchestrator.app import definitions
-from sagactl import connect, status
-from sagactl.events import Collector
 
 
 def default_operator() -> str:

@@ -32,6 +32,7 @@ from audit.dlq import (
     consumer_kind,
     recheck,
 )
+from client.connect import Unreachable
 from contracts.envelope import CodecError, WireMessage, utcnow
 from contracts.topology import Plan, QueueSpec, Topology, layout
 from infra.consumer import (
@@ -48,7 +49,6 @@ from infra.settings import CommonSettings, OrchestratorSettings, redact
 from orchestrator.app import definitions
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.start import StartMessage
-from sagactl.connect import Unreachable
 from workers.catalog import registered
 
 log = logging.getLogger(__name__)

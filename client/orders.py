@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from client.events import Collector
 from contracts.envelope import (
     CodecError,
     Envelope,
@@ -17,7 +18,6 @@ from contracts.orders import OrderCompleted, OrderFailed, OrderRequested
 from contracts.registry import ORDER_COMPLETED, ORDER_FAILED, ORDER_REQUESTED
 from contracts.topology import Topology
 from infra.transport import Delivery, Transport
-from sagactl.events import Collector
 
 
 def request_message(order: OrderRequested, message_id: str | None = None,

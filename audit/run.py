@@ -15,10 +15,10 @@ from typing import Any, TextIO
 from audit.dlq import DEAD_LETTERS_EXPLAINED, DEAD_LETTERS_INVALID, RabbitDeadLetters
 from audit.invariants import DEFAULT_GRACE, INVARIANTS, Report, audit
 from audit.snapshot import Violation
+from client import connect
 from contracts.topology import Topology
 from infra.settings import CommonSettings, OrchestratorSettings, redact
 from orchestrator.app import definitions
-from sagactl import connect
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_ATTENTION = 0, 1, 4
 QUEUE_INVARIANTS = (DEAD_LETTERS_EXPLAINED, DEAD_LETTERS_INVALID)
