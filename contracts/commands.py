@@ -106,6 +106,11 @@ class Outcome(StrEnum):
     WAITING = "waiting"
 
 
+# The answers a participant records with the step's fence and repeats to every later
+# attempt of the same operation: whichever attempt's copy arrives first is the answer.
+RECORDED_OUTCOMES = frozenset({Outcome.SUCCEEDED, Outcome.REJECTED})
+
+
 class StepFailure(Model):
     """Why the saga is being undone, sent with its compensations."""
 

@@ -11,7 +11,15 @@ from enum import StrEnum
 from typing import Generic
 
 from contracts.admin import Action
-from contracts.commands import LockWait, Operation, Outcome, StepCommand, run_id, saga_of
+from contracts.commands import (
+    RECORDED_OUTCOMES,
+    LockWait,
+    Operation,
+    Outcome,
+    StepCommand,
+    run_id,
+    saga_of,
+)
 from contracts.reasons import PlatformReason
 from orchestrator.definition import (
     CommandContext,
@@ -35,6 +43,7 @@ from orchestrator.state import (
     OpStatus,
     SagaState,
     SagaStatus,
+    command_id,
 )
 
 # --- events -------------------------------------------------------------------------
@@ -228,7 +237,7 @@ class _Transition(Generic[D]):
     # --- event handlers ---------------------------------------------------------------
 
     def on_reply(self, reply: ReplyReceived) -> None:
-        key = self._waiting_for(reply.command_id)
+        key = self._answered_by(reply)
         if key is None:
             self.note(NoteKind.STALE_REPLY, detail=reply.command_id)
             return
@@ -409,7 +418,7 @@ class _Transition(Generic[D]):
         current = self._op(step.name, op)
         attempt = current.attempt + 1
         run = run_id(self.state.saga_id, self.state.round)
-        message_id = f"{run}:{step.name}:{op}:{attempt}"
+        message_id = command_id(run, step.name, op, attempt)
         context = CommandContext(self.state.saga_id, step.name, self.state.data,
                                  self.state.failure)
         payload = step.command(op, context)
@@ -501,9 +510,24 @@ class _Transition(Generic[D]):
             return step.policy
         return step.settle_policy
 
-    def _waiting_for(self, command_id: str) -> OpKey | None:
+    def _answered_by(self, reply: ReplyReceived) -> OpKey | None:
+        """The operation this reply answers: the one waiting for exactly this command, or
+        one still in flight that an earlier attempt's final answer settles.
+
+        Participants fence every step and repeat its recorded answer (RECORDED_OUTCOMES) to
+        every later attempt. A success read only after its attempt timed out, behind a
+        backlog of replies say, is therefore the operation's answer; ignoring it would time
+        the step out again on every attempt whose reply waits behind the same backlog. Any
+        other answer to an earlier attempt (a retryable error, a lock wait, an injected
+        failure) says nothing about the latest one.
+        """
         for key, op in self.ops.items():
-            if op.message_id == command_id and op.status is OpStatus.WAITING:
+            attempt = op.attempt_of(reply.command_id)
+            if attempt is None or op.status not in IN_FLIGHT:
+                continue
+            if attempt == op.attempt and op.status is OpStatus.WAITING:
+                return key
+            if reply.outcome in RECORDED_OUTCOMES:
                 return key
         return None
 

@@ -104,6 +104,23 @@ class OpState:
         """Attempts counted against the retry policy."""
         return self.attempt - self.budget_from
 
+    def attempt_of(self, command_id: str) -> int | None:
+        """Which of this operation's attempts sent ``command_id`` (None: none of them)."""
+        if self.message_id is None:
+            return None
+        mine = self.message_id.rpartition(":")[0]
+        head, _, number = command_id.rpartition(":")
+        if head != mine or not number.isdigit():
+            return None
+        attempt = int(number)
+        return attempt if 1 <= attempt <= self.attempt else None
+
+
+def command_id(run: str, step: str, op: Operation, attempt: int) -> str:
+    """The message id of one attempt of one operation in one round: the attempts of an
+    operation differ only after the last colon (OpState.attempt_of)."""
+    return f"{run}:{step}:{op}:{attempt}"
+
 
 OpKey = tuple[str, Operation]
 
@@ -144,8 +161,10 @@ class SagaState(Generic[D]):
         return self.ops.get((step, op), _PENDING)
 
     def sent(self, command_id: str) -> OpKey | None:
-        """The operation whose latest command has this message id, if any."""
-        return next((key for key, op in self.ops.items() if op.message_id == command_id), None)
+        """The operation one of whose attempts (the latest or an earlier one) has this
+        message id, if any."""
+        return next((key for key, op in self.ops.items()
+                     if op.attempt_of(command_id) is not None), None)
 
     @property
     def lock_waits(self) -> tuple[tuple[str, str, tuple[str, ...]], ...]:

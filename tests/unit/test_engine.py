@@ -245,15 +245,45 @@ def test_deadline_after_the_commit_point_does_nothing() -> None:
 # --- stale and duplicate replies ------------------------------------------------------------
 
 
-def test_reply_to_an_earlier_attempt_is_ignored() -> None:
-    """After a retry, a late reply to the first attempt changes nothing."""
+@pytest.mark.parametrize("late", [Outcome.RETRYABLE_ERROR, Outcome.PERMANENT_ERROR,
+                                  Outcome.WAITING])
+def test_an_unrecorded_answer_to_an_earlier_attempt_is_ignored(late: Outcome) -> None:
+    """After a retry, a late error from the first attempt says nothing about the second."""
     s = Script()
     first = s.message_id("create_order")
-    s.retryable_error("create_order")
-    s.tick_to_wakeup()
-    s.reply("create_order", Outcome.SUCCEEDED, message_id=first)
+    s.tick_to_wakeup()  # attempt 1 times out
+    s.tick_to_wakeup()  # attempt 2 is sent
+    s.expect_op("create_order", OpStatus.WAITING, attempt=2)
+    s.reply("create_order", late, message_id=first)
     s.expect_ignored()
     s.expect_op("create_order", OpStatus.WAITING, attempt=2)
+
+
+@pytest.mark.parametrize("retried", [False, True])
+def test_a_success_read_after_its_attempt_timed_out_settles_the_step(retried: bool) -> None:
+    """Participants repeat a step's recorded answer to every attempt, so the first
+    attempt's success is the step's answer even when it is read after that attempt timed
+    out: in its backoff, or while the next attempt waits."""
+    s = Script()
+    first = s.message_id("create_order")
+    s.tick_to_wakeup()  # attempt 1 times out: backoff
+    if retried:
+        s.tick_to_wakeup()  # attempt 2 is sent
+    s.reply("create_order", Outcome.SUCCEEDED, message_id=first)
+    s.expect_op("create_order", OpStatus.SUCCEEDED)
+    s.expect_sent("reserve_stock", "hold_funds")
+
+
+def test_a_late_rejection_of_an_earlier_attempt_fails_the_saga() -> None:
+    """A business "no" is recorded with the fence like a success: any attempt's copy of
+    it is the step's answer."""
+    s = Script()
+    first = s.message_id("create_order")
+    s.tick_to_wakeup()
+    s.tick_to_wakeup()
+    s.reply("create_order", Outcome.REJECTED, OrderReason.ORDER_REFUSED, message_id=first)
+    s.expect_op("create_order", OpStatus.FAILED)
+    s.expect_status(SagaStatus.COMPENSATING)
 
 
 def test_second_reply_for_the_same_command_is_ignored() -> None:

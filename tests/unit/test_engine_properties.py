@@ -28,7 +28,7 @@ from orchestrator.engine import (
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.sagas.order import order_saga
 from orchestrator.serde import from_document, to_document
-from orchestrator.state import OpStatus, SagaState, SagaStatus
+from orchestrator.state import IN_FLIGHT, OpStatus, SagaState, SagaStatus
 from tests.unit.scripts import (
     SAGA_ID,
     ToyData,
@@ -66,6 +66,13 @@ class Stale:
 
 
 @dataclass(frozen=True)
+class Late:
+    """A success for an earlier attempt of an operation still in flight, read only now."""
+
+    index: int
+
+
+@dataclass(frozen=True)
 class Duplicate:
     """Deliver the last reply again."""
 
@@ -82,7 +89,7 @@ class Cancel:
     """Ask the saga to stop."""
 
 
-Action = Answer | Stale | Duplicate | Tick | Cancel
+Action = Answer | Stale | Late | Duplicate | Tick | Cancel
 
 # Successes are likelier than each kind of failure, and a script cancels at most once, so
 # that runs reach the commit point and every later stage often enough.
@@ -92,7 +99,8 @@ answers = st.builds(Answer, st.integers(0, 3), st.sampled_from(OUTCOMES),
                     st.none() | st.sampled_from([*OrderReason, *PlatformReason]))
 ticks = st.builds(Tick, st.floats(0.0, 40.0, allow_nan=False))
 actions: st.SearchStrategy[Action] = st.one_of(
-    *[answers] * 8, *[ticks] * 3, st.builds(Stale, st.integers(0, 40)), st.just(Duplicate()))
+    *[answers] * 8, *[ticks] * 3, st.builds(Stale, st.integers(0, 40)),
+    st.builds(Late, st.integers(0, 40)), st.just(Duplicate()))
 
 
 @st.composite
@@ -151,6 +159,10 @@ class Run:
             check_replay_is_stale(self.defn, decision.state, event)
         return decision
 
+    def _in_flight(self, command_id: str) -> bool:
+        key = self.state.sent(command_id)
+        return key is not None and self.state.ops[key].status in IN_FLIGHT
+
     def check_serde(self) -> None:
         """The state survives a trip through its stored JSON document unchanged."""
         document = json.loads(json.dumps(to_document(self.state)))
@@ -164,11 +176,20 @@ class Run:
                 if waiting:
                     self.apply(ReplyReceived(waiting[index % len(waiting)], outcome, self.now, code))
             case Stale(index):
-                awaited = set(self.waiting())
-                ids = [m.message_id for m in self.sent if m.message_id not in awaited]
+                # Commands of operations no longer in flight: their answer came, or they
+                # were abandoned or given up on.
+                ids = [m.message_id for m in self.sent if not self._in_flight(m.message_id)]
                 ids.append(f"{SAGA_ID}:ghost:forward:1")
                 expect_ignored(self.apply(ReplyReceived(ids[index % len(ids)], Outcome.SUCCEEDED,
                                                         self.now)))
+            case Late(index):
+                awaited = set(self.waiting())
+                late = [m for m in self.sent
+                        if self._in_flight(m.message_id) and m.message_id not in awaited]
+                if late:
+                    command = late[index % len(late)]
+                    self.apply(ReplyReceived(command.message_id, Outcome.SUCCEEDED, self.now))
+                    assert self.state.op(command.step, command.op).status is OpStatus.SUCCEEDED
             case Duplicate():
                 if self.last_reply is not None:
                     again = self.last_reply
