@@ -63,9 +63,14 @@ class ReplyReceived:
 
 @dataclass(frozen=True, slots=True)
 class TimerFired:
-    """Time has passed: fire reply timeouts, retries and the saga deadline that are due."""
+    """Time has passed: fire reply timeouts, retries and the saga deadline that are due.
+
+    They are due by ``heard_until`` when given (orchestrator.heard): the orchestrator has
+    read every reply that arrived before then, so a step not answered by then was not.
+    """
 
     now: float
+    heard_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +192,8 @@ def decide(defn: SagaDefinition[D], state: SagaState[D], event: Event) -> Decisi
             case ReplyReceived():
                 t.on_reply(event)
             case TimerFired():
-                t.on_timer()
+                t.on_timer(event.now if event.heard_until is None
+                           else min(event.now, event.heard_until))
             case CancelRequested():
                 t.on_cancel(event.reason)
             case DeadlockFound():
@@ -258,13 +264,14 @@ class _Transition(Generic[D]):
             self._attempt_failed(step, key[1], code, reply.detail, reply.outcome, retryable)
         self.advance()
 
-    def on_timer(self) -> None:
+    def on_timer(self, at: float) -> None:
+        """Fire what is due at ``at``."""
         # The deadline first: a saga out of time must not send one more retry.
-        if self.state.status is SagaStatus.RUNNING and self.now >= self.state.deadline_at:
+        if self.state.status is SagaStatus.RUNNING and at >= self.state.deadline_at:
             self._fail(Failure(PlatformReason.TIMEOUT, "the saga deadline passed"))
         for key in list(self.ops):
             op = self.ops[key]
-            if op.due_at is None or op.due_at > self.now or op.status not in IN_FLIGHT:
+            if op.due_at is None or op.due_at > at or op.status not in IN_FLIGHT:
                 continue
             step = self.defn.steps[key[0]]
             if op.status is OpStatus.WAITING:

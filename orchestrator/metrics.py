@@ -56,6 +56,10 @@ class OrchestratorMetrics:
         self.quarantined = Gauge("saga_quarantined",
                                  "Sagas set aside because they cannot be decoded, by reason, "
                                  "counted in the store.", ["reason"], registry=registry)
+        self.timer_lag = Gauge("saga_timer_lag_seconds",
+                               "How far this orchestrator's timers run behind the wall clock "
+                               "because replies wait unread in its reply queue "
+                               "(orchestrator.heard).", registry=registry)
         self.store_scrape = Gauge("saga_store_gauges_updated_timestamp_seconds",
                                   "When the store-counted gauges were last refreshed.",
                                   registry=registry)

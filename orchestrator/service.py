@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
@@ -14,6 +15,7 @@ from infra.consumer import Boundary
 from infra.errors import SagaSystemError
 from infra.transport import Transport
 from orchestrator.handlers import CHECKED, OrchestratorHandlers
+from orchestrator.heard import HeardClock
 from orchestrator.lockwatch import DeadlockWatch
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher
@@ -40,6 +42,8 @@ class Loops:
     relay_interval: float = 5.0
     gauge_interval: float = 5.0
     deadlock_interval: float = 2.0  # the backstop look at the wait-for graph
+    heard_interval: float = 1.0  # looks at the reply queue for the heard clock
+    heard_max_lag: float = 60.0  # how far timers may fall behind the wall clock
 
 
 class Orchestrator:
@@ -64,7 +68,9 @@ class Orchestrator:
         self._loops = loops
         self._declare = declare_topology
         self._tasks: list[asyncio.Task[None]] = []
-        self._timers = Timers(store, runner, clock, concurrency=loops.timer_concurrency,
+        self.heard = HeardClock(partial(transport.depth, topology.replies_queue), clock,
+                                max_lag=loops.heard_max_lag)
+        self._timers = Timers(store, runner, self.heard, concurrency=loops.timer_concurrency,
                               budget=loops.timer_budget)
         self.deadlocks = DeadlockWatch(store, runner, metrics,
                                        tuple(registry.names()))
@@ -99,7 +105,8 @@ class Orchestrator:
         self._spawn(self._run_gauge)
         self._spawn(lambda: self.deadlocks.run(self._loops.deadlock_interval))
         await self._transport.consume(self._topology.replies_queue,
-                                      boundary.wrap(handlers.on_reply), self._prefetch)
+                                      self.heard.track(boundary.wrap(handlers.on_reply)),
+                                      self._prefetch)
         if self._plan.entries:
             await self._transport.consume(self._topology.admin_queue,
                                           boundary.wrap(handlers.on_admin), self._prefetch)
@@ -130,13 +137,18 @@ class Orchestrator:
 
     async def tick_once(self) -> int:
         """Fire the due timers and wait for them; returns how many sagas were due."""
+        await self.heard.refresh()
         started = await self._timers.tick()
         await self._timers.idle()
         return started
 
     async def _run_timers(self) -> None:
         # Every tick starts what is due and moves on: a slow saga holds its own slot only.
+        looked = -math.inf
         while True:
+            if self._clock() - looked >= self._loops.heard_interval:
+                looked = self._clock()
+                await self.heard.refresh()
             try:
                 await self._timers.tick()
             except SagaSystemError as e:
@@ -151,6 +163,7 @@ class Orchestrator:
     async def refresh_gauges(self) -> None:
         """Set the gauges counted outside this process: the store's and the broker's."""
         m = self._metrics
+        m.timer_lag.set(self.heard.lag())
         try:
             now = self._clock()
             health = await self._store.health(now)

@@ -1,6 +1,7 @@
 """Firing due timers: each saga on its own task, so that one slow saga delays nobody else.
 
-A tick asks the store for the earliest due timers, skips the sagas whose timer is already
+Timers are due by the heard clock (orchestrator.heard), not the wall clock: a tick asks the
+store for the earliest timers due by then, skips the sagas whose timer is already
 being fired, and starts a task for each of the others, up to ``concurrency`` at once. The
 tick does not wait for them: a saga whose publish hangs holds one slot, not the loop. Each
 task is bounded by ``budget`` seconds; a task cut short has lost nothing, because its state
@@ -25,11 +26,11 @@ log = logging.getLogger(__name__)
 class Timers:
     """The timer dispatcher of one orchestrator process."""
 
-    def __init__(self, store: SagaStore, runner: SagaRunner, clock: Callable[[], float], *,
+    def __init__(self, store: SagaStore, runner: SagaRunner, heard: Callable[[], float], *,
                  concurrency: int, budget: float) -> None:
         self._store = store
         self._runner = runner
-        self._clock = clock
+        self._heard = heard
         self._concurrency = concurrency
         self._budget = budget
         self._firing: dict[str, asyncio.Task[None]] = {}
@@ -40,13 +41,16 @@ class Timers:
         if free <= 0:
             return 0
         # Those being fired are still due: ask for enough to find ``free`` others.
-        due = await self._store.due(self._clock(), free + len(self._firing))
+        due = await self._store.due(self._heard(), free + len(self._firing))
         fresh = [saga_id for saga_id in due if saga_id not in self._firing][:free]
         for saga_id in fresh:
             task = asyncio.create_task(self._fire(saga_id))
             self._firing[saga_id] = task
             task.add_done_callback(partial(self._done, saga_id))
         return len(fresh)
+
+    def _event(self, now: float) -> TimerFired:
+        return TimerFired(now, self._heard())
 
     def _done(self, saga_id: str, _: asyncio.Task[None]) -> None:
         self._firing.pop(saga_id, None)
@@ -65,7 +69,7 @@ class Timers:
     async def _fire(self, saga_id: str) -> None:
         try:
             async with asyncio.timeout(self._budget):
-                await self._runner.apply(saga_id, TimerFired)
+                await self._runner.apply(saga_id, self._event)
         except TimeoutError:
             log.warning("timer of saga %s took over %.0fs; it fires again while due",
                         saga_id, self._budget, extra={"saga_id": saga_id})

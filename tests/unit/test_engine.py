@@ -9,7 +9,7 @@ from contracts.orders import OrderReason
 from contracts.reasons import PlatformReason
 from contracts.registry import ORDER_COMPLETED, ORDER_FAILED
 from orchestrator.definition import RetryPolicy, Tuning
-from orchestrator.engine import NoteKind, ReplyReceived
+from orchestrator.engine import NoteKind, ReplyReceived, TimerFired
 from orchestrator.sagas.order import APPROVED_NOTICE, REJECTED_NOTICE, order_saga, order_saga_v1
 from orchestrator.state import OpStatus, SagaStatus
 from tests.unit.scripts import Script
@@ -507,3 +507,22 @@ def test_a_version_1_saga_keeps_booking_the_shipment_at_once() -> None:
     v1_undo.cancel()
     assert [c.type for c in v1_undo.last.commands if c.step == "schedule_shipment"] == [
         "shipping.schedule.undo"]
+
+
+# --- the heard clock ---------------------------------------------------------------------------
+
+
+def test_timers_are_due_by_the_heard_time_not_the_wall_clock() -> None:
+    """A step whose reply may still wait unread in the orchestrator's queue does not time
+    out, nor does the saga's deadline pass, until the orchestrator has heard that far."""
+    s = Script()
+    due = s.state.op("create_order", Operation.FORWARD).due_at
+    assert due is not None
+    s.send(TimerFired(s.state.deadline_at + 100.0, heard_until=due - 1.0))
+    s.expect_op("create_order", OpStatus.WAITING, attempt=1)
+    s.expect_status(SagaStatus.RUNNING)
+    s.send(TimerFired(s.state.deadline_at + 100.0, heard_until=due))
+    s.expect_op("create_order", OpStatus.BACKOFF, attempt=1)
+    s.expect_status(SagaStatus.RUNNING)
+    s.send(TimerFired(s.state.deadline_at + 200.0, heard_until=s.state.deadline_at))
+    s.expect_status(SagaStatus.COMPENSATING)
