@@ -16,6 +16,7 @@ COPY contracts ./contracts
 COPY harness ./harness
 COPY infra ./infra
 COPY orchestrator ./orchestrator
+COPY sagas ./sagas
 COPY workers ./workers
 COPY sagactl ./sagactl
 COPY client ./client

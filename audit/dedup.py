@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from audit.outcomes import HAS_SAGA
 from audit.snapshot import Scope, Snapshot, Violation
 from contracts.commands import Operation, Outcome, StepReply, saga_of
-from orchestrator.sagas.order import APPROVED_NOTICE, REJECTED_NOTICE
+from sagas.order import APPROVED_NOTICE, REJECTED_NOTICE
 from workers.fence import FenceState, fence_id
 
 FENCES_MATCH = "fences match effects"
@@ -114,7 +114,7 @@ def _booking(s: Snapshot, order_id: str) -> str | None:
 
 
 _SOME = frozenset({"PENDING", "APPROVED"})
-# Step names as in orchestrator/sagas/order.py (a test keeps them in step), version 1.
+# Step names as in sagas/order.py (a test keeps them in step), version 1.
 ORDER_SAGA_V1_STEPS: Mapping[str, StepRules] = {
     "create_order": StepRules(
         "order", _order_status,

@@ -14,12 +14,12 @@ from typing import Any, Literal
 
 from contracts.envelope import WireMessage
 from infra.errors import TransientError
-from orchestrator.sagas.order import NAME as ORDER_SAGA
-from orchestrator.sagas.order import OrderSagaData
-from orchestrator.sagas.transfer import TransferSagaData
 from orchestrator.start import StartMessage
 from orchestrator.state import SagaStatus
 from orchestrator.store import SagaRecord, SagaStore
+from sagas.order import NAME as ORDER_SAGA
+from sagas.order import OrderSagaData
+from sagas.transfer import TransferSagaData
 from workers.account import Entry, LedgerAccount
 from workers.fence import Fence
 from workers.inventory import Reservation, StockItem

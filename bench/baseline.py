@@ -37,7 +37,7 @@ Stage = tuple[tuple[str, str], ...]  # (service, command type) sent in parallel
 
 def happy_path() -> tuple[Stage, ...]:
     """The order saga's forward phases: what the product sends when nothing fails."""
-    from orchestrator.sagas.order import order_saga
+    from sagas.order import order_saga
 
     return tuple(tuple((step.service, step.command_type(op)) for step, op in phase.ops)
                  for phase in order_saga().forward_phases)

@@ -22,7 +22,7 @@ from harness.processes import ManagedProcess, free_port, start_standins
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, OrchestratorSettings, common_from_env
 from orchestrator.registry import DefinitionRegistry
-from orchestrator.sagas.order import order_saga
+from sagas.order import order_saga
 
 
 class Kind(StrEnum):

@@ -56,10 +56,10 @@ from infra.errors import PublishFailed, StoreFailed, StoreUnavailable, Transient
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, OrchestratorSettings, common_from_env, redact
 from orchestrator.app import definitions
-from orchestrator.sagas.order import NAME as ORDER_SAGA
-from orchestrator.sagas.transfer import NAME as TRANSFER_SAGA
 from orchestrator.start import saga_id
 from orchestrator.state import TERMINAL, SagaStatus
+from sagas.order import NAME as ORDER_SAGA
+from sagas.transfer import NAME as TRANSFER_SAGA
 from workers.locks import Lock
 
 FAULTS = ("orchestrator-kill", "worker-kill", "lock-holder-kill", "worker-crash-points",

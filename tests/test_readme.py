@@ -15,7 +15,7 @@ import pytest
 from catalog.mermaid import flowchart
 from contracts.orders import OrderRequested
 from contracts.schemas import SCHEMA_DIR
-from orchestrator.sagas.order import order_saga
+from sagas.order import order_saga
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

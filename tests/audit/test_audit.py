@@ -25,9 +25,9 @@ from audit.outcomes import (
     SAGA_FINISHED,
 )
 from contracts.commands import Operation, Outcome, StepReply
-from orchestrator.sagas.order import APPROVED_NOTICE, order_saga
 from orchestrator.start import split_saga_id
 from orchestrator.state import SagaStatus
+from sagas.order import APPROVED_NOTICE, order_saga
 from tests.audit.conftest import Load
 from tests.audit.world import COMPLETED, FAILED, Dump
 from workers.fence import Fence

@@ -11,9 +11,9 @@ from audit.held_locks import LOCKS_RELEASED, NO_PHANTOM_WAITS, check
 from audit.invariants import INVARIANTS
 from audit.snapshot import Snapshot
 from orchestrator.engine import start
-from orchestrator.sagas.transfer import TransferSagaData, transfer_saga
 from orchestrator.state import SagaStatus
 from orchestrator.store import SagaRecord
+from sagas.transfer import TransferSagaData, transfer_saga
 from workers.locks import Holder, Lock, LockMode, Waiter
 
 T0 = 1_000.0

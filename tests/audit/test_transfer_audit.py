@@ -10,9 +10,9 @@ from audit.snapshot import Snapshot, scope
 from audit.transfers import HOLD_ENDS_WITH_SAGA, TRANSFERRED_ONCE, check
 from orchestrator.definition import Failure
 from orchestrator.engine import start
-from orchestrator.sagas.transfer import TransferSagaData, transfer_saga
 from orchestrator.state import SagaStatus
 from orchestrator.store import SagaRecord
+from sagas.transfer import TransferSagaData, transfer_saga
 from workers.account import Entry, LedgerAccount
 
 T0 = 1_000.0

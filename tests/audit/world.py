@@ -33,11 +33,11 @@ from orchestrator.app import build, definitions
 from orchestrator.definition import CommandContext
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.registry import DefinitionRegistry
-from orchestrator.sagas.order import NAME as ORDER_SAGA
 from orchestrator.start import saga_id
 from orchestrator.state import SagaState
 from orchestrator.store import SagaRecord, SagaStore
 from orchestrator.store_memory import MemorySagaStore
+from sagas.order import NAME as ORDER_SAGA
 from tests.plan import PLAN
 from workers.app import Worker
 from workers.catalog import registered

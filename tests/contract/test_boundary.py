@@ -51,12 +51,12 @@ from infra.transport import Delivery, Transport
 from orchestrator import engine
 from orchestrator.app import build, definitions
 from orchestrator.metrics import OrchestratorMetrics
-from orchestrator.sagas.order import OrderSagaData, order_saga
 from orchestrator.service import Orchestrator
 from orchestrator.start import saga_id
 from orchestrator.state import OpStatus
 from orchestrator.store import OutboxMessage
 from orchestrator.store_memory import MemorySagaStore
+from sagas.order import OrderSagaData, order_saga
 from tests.contract import test_transport as contract
 from tests.contract.test_transport import SENT_AT, WAIT, Connect
 from workers.app import Worker

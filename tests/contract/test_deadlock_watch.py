@@ -20,9 +20,9 @@ from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.runner import SagaRunner
-from orchestrator.sagas.transfer import NAME, START, transfer_saga
 from orchestrator.state import SagaStatus
 from orchestrator.store_memory import MemorySagaStore
+from sagas.transfer import NAME, START, transfer_saga
 
 TOPOLOGY = Topology("deadlock-watch")
 

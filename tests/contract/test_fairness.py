@@ -21,11 +21,11 @@ from orchestrator.app import build, definitions
 from orchestrator.engine import start
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher
-from orchestrator.sagas.order import order_saga
 from orchestrator.start import split_saga_id
 from orchestrator.state import OpStatus
 from orchestrator.store import OutboxMessage
 from orchestrator.store_memory import MemorySagaStore
+from sagas.order import order_saga
 from tests.plan import PLAN
 from tests.unit.scripts import order_data
 

@@ -21,9 +21,9 @@ from orchestrator.engine import start
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import outbox_messages
 from orchestrator.registry import DefinitionRegistry
-from orchestrator.sagas.order import order_saga
 from orchestrator.state import OpStatus
 from orchestrator.store_memory import MemorySagaStore
+from sagas.order import order_saga
 from tests.plan import PLAN
 from tests.unit.scripts import order_data
 

@@ -34,10 +34,10 @@ from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.runner import SagaRunner
-from orchestrator.sagas.order import NAME as ORDER_SAGA
-from orchestrator.sagas.order import order_saga
 from orchestrator.start import read_request
 from orchestrator.store_memory import MemorySagaStore
+from sagas.order import NAME as ORDER_SAGA
+from sagas.order import order_saga
 from tests.plan import PLAN
 
 TOPOLOGY = Topology("requests")

@@ -17,12 +17,12 @@ from orchestrator.definition import Failure
 from orchestrator.engine import start
 from orchestrator.outbox import outbox_messages
 from orchestrator.registry import DefinitionRegistry
-from orchestrator.sagas.order import OrderSagaData, order_saga
 from orchestrator.serde import Undecodable
 from orchestrator.state import AttemptError, OpState, OpStatus, SagaState, SagaStatus
 from orchestrator.store import OutboxMessage, SagaQuery, SagaStore, StoreHealth
 from orchestrator.store_memory import MemorySagaStore
 from orchestrator.store_mongo import MongoSagaStore
+from sagas.order import OrderSagaData, order_saga
 
 DEFINITION = order_saga()
 TOPOLOGY = Topology("contract")

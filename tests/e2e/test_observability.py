@@ -24,7 +24,7 @@ from contracts.envelope import WireMessage
 from contracts.orders import OrderItem, OrderRequested
 from contracts.trace import trace_id_of
 from harness.processes import ManagedProcess, free_port, http_ok, start_standin
-from orchestrator.sagas.order import order_saga
+from sagas.order import order_saga
 from tests.e2e.conftest import Deploy
 from tests.e2e.harness import Deployment
 from tests.test_deploy import (

@@ -33,8 +33,8 @@ from orchestrator.engine import (
     decide,
     start,
 )
-from orchestrator.sagas.order import OrderSagaData, order_saga
 from orchestrator.state import OpStatus, SagaState, SagaStatus
+from sagas.order import OrderSagaData, order_saga
 
 SAGA_ID = "order:o-1"
 

@@ -10,8 +10,8 @@ from contracts.reasons import PlatformReason
 from contracts.registry import ORDER_COMPLETED, ORDER_FAILED
 from orchestrator.definition import RetryPolicy, Tuning
 from orchestrator.engine import NoteKind, ReplyReceived, TimerFired
-from orchestrator.sagas.order import APPROVED_NOTICE, REJECTED_NOTICE, order_saga, order_saga_v1
 from orchestrator.state import OpStatus, SagaStatus
+from sagas.order import APPROVED_NOTICE, REJECTED_NOTICE, order_saga, order_saga_v1
 from tests.unit.scripts import Script
 
 CONFIRMS = ("reserve_stock:confirm", "hold_funds:confirm", "schedule_shipment:confirm")

@@ -11,8 +11,8 @@ from contracts.reasons import PlatformReason
 from contracts.transfers import TRANSFER_FAILED
 from orchestrator.definition import Tuning
 from orchestrator.engine import DeadlockFound, NoteKind, ReplyReceived
-from orchestrator.sagas.transfer import TransferSagaData, transfer_saga
 from orchestrator.state import OpStatus, SagaStatus
+from sagas.transfer import TransferSagaData, transfer_saga
 from tests.unit.scripts import Script
 
 SAGA = "transfer:t-1"

@@ -26,9 +26,9 @@ from orchestrator.engine import (
     start,
 )
 from orchestrator.registry import DefinitionRegistry
-from orchestrator.sagas.order import order_saga
 from orchestrator.serde import from_document, to_document
 from orchestrator.state import IN_FLIGHT, OpStatus, SagaState, SagaStatus
+from sagas.order import order_saga
 from tests.unit.scripts import (
     SAGA_ID,
     ToyData,

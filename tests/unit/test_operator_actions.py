@@ -11,8 +11,8 @@ from contracts.reasons import PlatformReason
 from contracts.registry import ORDER_COMPLETED, ORDER_FAILED
 from orchestrator.definition import Tuning
 from orchestrator.engine import NoteKind
-from orchestrator.sagas.order import order_saga
 from orchestrator.state import MAX_HISTORY, OpStatus, SagaStatus
+from sagas.order import order_saga
 from tests.unit.scripts import Script
 from tests.unit.test_engine import CONFIRMS, committed
 

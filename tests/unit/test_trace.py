@@ -9,7 +9,7 @@ from contracts.topology import Topology
 from contracts.trace import child, new_trace_id, span_id, trace_id_of, traceparent
 from orchestrator.engine import start
 from orchestrator.outbox import outbox_messages
-from orchestrator.sagas.order import OrderSagaData, order_saga
+from sagas.order import OrderSagaData, order_saga
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE}-00f067aa0ba902b7-01"

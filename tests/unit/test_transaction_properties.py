@@ -16,14 +16,14 @@ from hypothesis import strategies as st
 from contracts.commands import Operation, OperationKind, Outcome
 from contracts.transactions import MAX_OPERATIONS, TRANSACTION_ABORTED, TRANSACTION_COMMITTED
 from orchestrator.definition import Tuning
-from orchestrator.sagas.transaction import (
+from orchestrator.state import OpStatus, SagaStatus
+from sagas.transaction import (
     PlannedOperation,
     TransactionData,
     build,
     result,
     step_name,
 )
-from orchestrator.state import OpStatus, SagaStatus
 from tests.unit.test_engine_properties import Action, Run, run_script, scripts
 
 POLICY, SETTLE = Tuning(deadline=60.0, settle_attempts=4).policies()

@@ -1,1 +1,0 @@
-"""The saga definitions this orchestrator can run, every registered version of each."""
