@@ -60,12 +60,3 @@ async def queue_depth(url: str, queue: str) -> int:
         return int(declared.declaration_result.message_count or 0)
     finally:
         await connection.close()
-
-
-async def queues_named(prefix: str) -> list[str]:
-    """Every queue on the broker whose name starts with ``prefix`` (rabbitmqctl)."""
-    process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, _ = await process.communicate()
-    return [line.strip() for line in out.decode().splitlines() if line.strip().startswith(prefix)]

@@ -213,7 +213,6 @@ class Phase(Generic[D]):
     """Operations that run in parallel; the next phase starts when all have settled."""
 
     ops: tuple[tuple[Step[D], Operation], ...]
-    commit: bool = False
 
 
 @dataclass(frozen=True)
@@ -248,7 +247,7 @@ class SagaDefinition(Generic[D]):
                          if s.two_phase)
         phases = [Phase(tuple((s, Operation.FORWARD) for s in st)) for st in self.before_commit]
         if confirms:
-            phases.append(Phase(confirms, commit=True))
+            phases.append(Phase(confirms))
         phases += [Phase(tuple((s, Operation.FORWARD) for s in st)) for st in self.after_commit]
         object.__setattr__(self, "forward_phases", tuple(phases))
         object.__setattr__(self, "steps", {s.name: s for s in self.all_steps()})

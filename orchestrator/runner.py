@@ -15,9 +15,9 @@ from contracts.envelope import Model
 from contracts.topology import Topology
 from contracts.trace import new_trace_id, trace_id_of
 from infra.errors import InvalidMessage, SagaQuarantined, UnknownSaga, VersionConflict
-from infra.keyed_lock import KeyedLock
 from orchestrator import engine
 from orchestrator.engine import Decision, Event, NoteKind
+from orchestrator.keyed_lock import KeyedLock
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher, outbox_messages
 from orchestrator.registry import AnyDefinition, DefinitionRegistry, UnknownDefinition
