@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from infra.rabbit import amqp_user
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,6 +221,14 @@ class Cluster:
     def stop(self) -> dict[str, int | None]:
         """SIGTERM everything; returns exit codes."""
         return {name: p.stop() for name, p in self.processes.items()}
+
+    async def metric(self, process: str, name: str, **labels: str) -> float:
+        """The sum of a metric's samples (matching ``labels``) scraped from a process."""
+        text = await http_get(self.processes[process].port, "/metrics")
+        return sum(sample.value for family in text_string_to_metric_families(text)
+                   for sample in family.samples
+                   if sample.name == name and all(sample.labels.get(k) == v
+                                                  for k, v in labels.items()))
 
     def logs(self) -> str:
         """Every log, for a failure message."""

@@ -221,11 +221,11 @@ async def test_system_runs_under_least_privilege(broker: SecureVhost, mongo_env:
                                                  tag: str, tmp_path: Path) -> None:
     """The orchestrator and the five workers, each with only its own user and declaring
     nothing, complete an order the client placed."""
-    system = SecureSystem(broker, system_env(broker, mongo_env, f"sec_{tag}"), tmp_path / "logs")
+    system = SecureSystem(system_env(broker, mongo_env, f"sec_{tag}"), tmp_path / "logs", broker)
     try:
         await system.start()
         await system.seed({"apple": 5}, {"alice": 10_000})
-        await system.order("lp-1", "alice", "apple", 2, "3.50")
+        await system.order("lp-1", "alice", ("apple", 2, "3.50"))
         outcome = (await system.outcomes({"lp-1"}))["lp-1"]
         assert outcome.label == "completed", system.cluster.logs()
     finally:

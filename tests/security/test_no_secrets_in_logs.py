@@ -135,14 +135,14 @@ async def test_full_run_logs_no_credentials(broker: SecureVhost, mongo_auth: Mon
     """Orders that complete and fail, two poison messages, sagactl's commands and every
     connection dropped: no password in any log or output."""
     env = system_env(broker, mongo_auth.env, f"sec_{tag}", log_level="DEBUG")
-    system = SecureSystem(broker, env, tmp_path / "logs")
+    system = SecureSystem(env, tmp_path / "logs", broker)
     outputs: list[tuple[str, str]] = []
     try:
         await system.start()
         await system.seed({"apple": 10}, {"alice": 10_000, "bob": 100})
-        await system.order("s-1", "alice", "apple", 2, "3.50")
-        await system.order("s-2", "bob", "apple", 1, "50.00")
-        await system.order("s-3", "alice", "pear", 1, "1.00")
+        await system.order("s-1", "alice", ("apple", 2, "3.50"))
+        await system.order("s-2", "bob", ("apple", 1, "50.00"))
+        await system.order("s-3", "alice", ("pear", 1, "1.00"))
         await poison(broker, CLIENT_USER, "orders", "order.requested")
         await poison(broker, ORCHESTRATOR_USER, "saga.commands", "inventory")
         labels = {i: o.label for i, o in (await system.outcomes({"s-1", "s-2", "s-3"})).items()}
