@@ -9,21 +9,16 @@ from pathlib import Path
 import pytest
 
 from audit.invariants import Report
-from contracts.topology import Topology
-from harness.chaos import ChaosOptions, ChaosRun, print_table
-from infra.settings import CommonSettings
+from harness.chaos.plan import ChaosOptions
+from harness.chaos.report import Findings, Outcomes, print_table
 
 
 def _run(tmp_path: Path, outcomes: dict[str, int], business: int) -> tuple[int, str]:
     out = io.StringIO()
-    run = ChaosRun(CommonSettings(), ChaosOptions(), out, mongo_configured=False)
-    run.topology = Topology("chaos-test")
-    run.log_dir = tmp_path
-    run.outcomes = Counter(outcomes)
-    run.business_rejections = business
-    code = print_table(run, began=0.0, healed=1.0, drained=2.0, missing=set(), report=Report(),
-                       dead={})
-    return code, out.getvalue()
+    findings = Findings(ChaosOptions(), "chaos-test", tmp_path,
+                        Outcomes(Counter(outcomes), business), Counter(), set(), Report(), {},
+                        set(), began=0.0, healed=1.0, drained=2.0)
+    return print_table(findings, out), out.getvalue()
 
 
 @pytest.mark.parametrize(("completed", "timed_out", "passes"), [(60, 30, True), (40, 50, False)])
