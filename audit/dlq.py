@@ -39,6 +39,7 @@ from contracts.envelope import (
     read_envelope,
     read_payload,
 )
+from contracts.errors import SagaSystemError
 from contracts.registry import STEP_REPLY
 from contracts.topology import Plan, Topology, layout
 from infra.consumer import BROKER_REASON_HEADER, DEAD_LETTER_ID_HEADER, REASON_HEADER
@@ -63,7 +64,7 @@ DESCRIPTIONS = {
 MAX_MESSAGES = 10_000
 
 
-class TooManyDeadLetters(Exception):
+class TooManyDeadLetters(SagaSystemError):
     """A dead-letter queue too large to audit in memory."""
 
 

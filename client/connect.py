@@ -11,6 +11,7 @@ from pymongo.errors import PyMongoError
 
 from catalog.plan import Platform
 from catalog.plan import owners as owners_of
+from contracts.errors import SagaSystemError
 from infra import mongo
 from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, redact
@@ -20,7 +21,7 @@ from workers.store import DocumentStore
 from workers.store_mongo import MongoDocumentStore
 
 
-class Unreachable(RuntimeError):
+class Unreachable(SagaSystemError, RuntimeError):
     """The broker or the database did not answer; the message is safe to print."""
 
 

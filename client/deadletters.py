@@ -34,6 +34,7 @@ from audit.dlq import (
 )
 from client.connect import Unreachable
 from contracts.envelope import CodecError, WireMessage, utcnow
+from contracts.errors import SagaSystemError
 from contracts.topology import Plan, QueueSpec, Topology, layout
 from infra.consumer import (
     BROKER_REASON_HEADER,
@@ -63,7 +64,7 @@ DEAD_LETTER_HEADERS = frozenset({REASON_HEADER, ERROR_KIND_HEADER, QUEUE_HEADER,
                                  "x-last-death-reason", "x-last-death-exchange"})
 
 
-class DeadLetterError(LookupError):
+class DeadLetterError(SagaSystemError, LookupError):
     """A dead letter or queue that does not exist; the message says which."""
 
 

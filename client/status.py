@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from contracts.errors import SagaSystemError
 from orchestrator.serde import Undecodable
 from orchestrator.start import saga_id
 from orchestrator.store import Quarantined, SagaRecord, SagaStore
@@ -88,7 +89,7 @@ def row(record: SagaRecord) -> str:
             f"{_time(state.created_at)}")
 
 
-class NotFound(LookupError):
+class NotFound(SagaSystemError, LookupError):
     """No saga (or more than one) answers to an id; the message says which."""
 
 

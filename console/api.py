@@ -17,6 +17,7 @@ from client import status
 from client.definitions import describe
 from contracts.admin import Action, AdminAction, AdminResult
 from contracts.envelope import describe as describe_error
+from contracts.errors import SagaSystemError
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.state import SagaStatus
 from orchestrator.store import SagaQuery, SagaRecord, SagaStore
@@ -49,7 +50,7 @@ class Backend:
     page_size: int
 
 
-class BadQuery(ValueError):
+class BadQuery(SagaSystemError, ValueError):
     """A query parameter or body that cannot be used; the message says which and why."""
 
 

@@ -24,6 +24,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from contracts.errors import SagaSystemError
+
 SCHEMA_VERSION = 1
 MAX_BODY_BYTES = 64 * 1024
 # What the broker accepts at all (rabbitmq.conf max_message_size): a publisher of anything
@@ -75,7 +77,7 @@ class WireMessage:
     user_id: str | None = None
 
 
-class CodecError(ValueError):
+class CodecError(SagaSystemError, ValueError):
     """A message that cannot be decoded; ``reason`` is one readable line for the DLQ."""
 
     def __init__(self, reason: str) -> None:

@@ -15,6 +15,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+from contracts.errors import SagaSystemError
+
 log = logging.getLogger(__name__)
 
 
@@ -55,7 +57,7 @@ class LocalBroker:
         raise BrokerDown("the local RabbitMQ did not come back after a hard restart")
 
 
-class BrokerDown(RuntimeError):
+class BrokerDown(SagaSystemError, RuntimeError):
     """The local node could not be brought back."""
 
 

@@ -18,6 +18,7 @@ from typing import IO
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from contracts.errors import SagaSystemError
 from infra.rabbit import amqp_user
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -239,7 +240,7 @@ class Cluster:
         return "\n".join(parts)
 
 
-class LocalExtraMissing(RuntimeError):
+class LocalExtraMissing(SagaSystemError, RuntimeError):
     """The stand-in's server (mongoeco) is not installed: it comes with the ``local`` extra."""
 
 

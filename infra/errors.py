@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from contracts.errors import SagaSystemError
 
-
-class SagaSystemError(Exception):
-    """Base of every error this system raises on purpose."""
-
-    retryable: ClassVar[bool] = False
+__all__ = ["SagaSystemError"]  # the root, defined with the contracts; the rest is below
 
 
 class InvalidMessage(SagaSystemError):

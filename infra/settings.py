@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from contracts.envelope import describe
+from contracts.errors import SagaSystemError
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_MONGO_URL = "mongodb://127.0.0.1:27017/?directConnection=true"
@@ -21,7 +22,7 @@ ORCHESTRATOR_METRICS_PORT = 9400
 MONGO_URL_PREFIX = "SAGA_MONGO_URL_"
 
 
-class SettingsError(ValueError):
+class SettingsError(SagaSystemError, ValueError):
     """The environment holds a bad value; the message says which variable and why."""
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from contracts.commands import Operation, OperationKind, StepCommand, StepFailure, command_type
 from contracts.envelope import Model
+from contracts.errors import SagaSystemError
 
 if TYPE_CHECKING:
     from orchestrator.start import StartMessage
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 D = TypeVar("D", bound=Model)
 
 
-class DefinitionError(ValueError):
+class DefinitionError(SagaSystemError, ValueError):
     """A saga definition that cannot run."""
 
 

@@ -20,9 +20,10 @@ from pydantic import Field, ValidationError
 
 from contracts.commands import Name, OperationKind, command_type, phases
 from contracts.envelope import Model, describe
+from contracts.errors import SagaSystemError
 
 
-class ManifestError(ValueError):
+class ManifestError(SagaSystemError, ValueError):
     """A manifest that cannot be read, or a definition that does not fit the manifests."""
 
 

@@ -21,6 +21,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from contracts.commands import OperationKind
+from contracts.errors import SagaSystemError
 from contracts.topology import Entry, Plan
 from orchestrator.definition import DEFAULT_TUNING, DynamicDefinition, SagaDefinition, Tuning
 from orchestrator.manifests import Manifest
@@ -40,11 +41,11 @@ class Setup:
 Source = Callable[[Setup], Iterable[AnyDefinition]]
 
 
-class UnknownDefinition(LookupError):
+class UnknownDefinition(SagaSystemError, LookupError):
     """A saga names a definition version this orchestrator does not have."""
 
 
-class RegistrationError(ValueError):
+class RegistrationError(SagaSystemError, ValueError):
     """A configured definition source cannot be loaded; the message says which and why."""
 
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contracts.commands import Operation, Outcome
+from contracts.errors import SagaSystemError
 from orchestrator.definition import Failure
 from orchestrator.registry import DefinitionRegistry, UnknownDefinition
 from orchestrator.state import (
@@ -110,7 +111,7 @@ def to_document(state: SagaState[Any], outbox: tuple[OutboxMessage, ...] = ()) -
     return doc
 
 
-class Undecodable(Exception):
+class Undecodable(SagaSystemError):
     """A stored saga that cannot be rebuilt; ``reason`` is a bounded label."""
 
     def __init__(self, saga_id: str, reason: str, detail: str) -> None:

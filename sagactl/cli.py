@@ -39,6 +39,7 @@ from client.orders import OutcomeWatcher, submit
 from client.seed import DEFAULT_CURRENCY, Catalog, add_deposit, demo_catalog, seed
 from contracts.admin import Action
 from contracts.envelope import describe
+from contracts.errors import SagaSystemError
 from contracts.orders import OrderItem, OrderRequested
 from contracts.topology import Topology
 from harness import chaos, up
@@ -56,7 +57,7 @@ from workers.catalog import UnknownParticipant
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
 
 
-class UsageError(Exception):
+class UsageError(SagaSystemError):
     """A bad argument; the message is the one line to print."""
 
 

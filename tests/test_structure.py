@@ -7,6 +7,7 @@ one inside a function, except those under ``if TYPE_CHECKING:``, which never run
 from __future__ import annotations
 
 import ast
+import builtins
 from collections.abc import Iterator
 from functools import cache
 from graphlib import CycleError, TopologicalSorter
@@ -178,3 +179,34 @@ def test_no_room_holds_more_than_a_quarter_of_the_code() -> None:
     total = sum(sizes.values())
     for package, size in sizes.items():
         assert size / total <= MAX_SHARE, f"{package}: {size} of {total} lines"
+
+
+def _classes() -> dict[str, list[str]]:
+    """Every class of the product and its tools by name, with its bases' names."""
+    found: dict[str, list[str]] = {}
+    for path in modules().values():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                found[node.name] = [ast.unparse(b).rpartition(".")[2] for b in node.bases]
+    return found
+
+
+def _derives(name: str, root: str, classes: dict[str, list[str]]) -> bool:
+    if name == root:
+        return True
+    return any(_derives(base, root, classes) for base in classes.get(name, ()))
+
+
+def test_every_exception_joins_the_one_error_tree() -> None:
+    """One root (contracts.errors.SagaSystemError) lets a caller tell the system's own
+    errors from bugs, and carries ``retryable`` everywhere."""
+    classes = _classes()
+    builtin = {name for name in dir(builtins)
+               if isinstance(getattr(builtins, name), type)
+               and issubclass(getattr(builtins, name), BaseException)}
+    exceptions = [name for name, bases in classes.items()
+                  if any(b in builtin or _derives(b, "SagaSystemError", classes) for b in bases)]
+    assert "CodecError" in exceptions
+    assert "Rejected" in exceptions
+    outside = sorted(name for name in exceptions if not _derives(name, "SagaSystemError", classes))
+    assert outside == []

@@ -14,12 +14,13 @@ from functools import cache
 from importlib.metadata import entry_points
 from types import MappingProxyType
 
+from contracts.errors import SagaSystemError
 from workers.sdk import Participant
 
 ENTRY_POINT_GROUP = "saga_orchestrator.participants"
 
 
-class UnknownParticipant(LookupError):
+class UnknownParticipant(SagaSystemError, LookupError):
     """No participant by that name or path; the message says which and why."""
 
 

@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Generic, TypeVar
 
 from contracts.envelope import Model
+from contracts.errors import SagaSystemError
 from contracts.reasons import PlatformReason
 from workers.store import Doc, Tx
 
@@ -102,7 +103,7 @@ class Locks(Generic[P]):
     wait_timeout: float = 30.0  # seconds a ``wait`` prepare may wait before LOCK_TIMEOUT
 
 
-class InvalidLockRequest(ValueError):
+class InvalidLockRequest(SagaSystemError, ValueError):
     """The keys cannot be locked (none, too many, or an empty key); the message says why."""
 
 
@@ -147,7 +148,7 @@ def lock_id(kind: str, key: str) -> str:
     return f"{kind}:{key}"
 
 
-class KeyLocked(Exception):
+class KeyLocked(SagaSystemError):
     """A key is held in a conflicting mode."""
 
     def __init__(self, kind: str, key: str, holders: tuple[Holder, ...]) -> None:

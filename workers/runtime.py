@@ -45,6 +45,7 @@ from contracts.envelope import (
     read_payload,
     utcnow,
 )
+from contracts.errors import SagaSystemError
 from contracts.reasons import PlatformReason
 from contracts.registry import STEP_REPLY
 from contracts.topology import REPLY_KEY, Topology
@@ -83,7 +84,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 
 
-class MustWait(Exception):
+class MustWait(SagaSystemError):
     """The step's lock policy is ``wait`` and one of its keys is held: park the command."""
 
     def __init__(self, locked: KeyLocked, timeout: float) -> None:
@@ -92,7 +93,7 @@ class MustWait(Exception):
         self.timeout = timeout
 
 
-class EffectExists(Exception):
+class EffectExists(SagaSystemError):
     """The handler's write found its natural key taken while the fence says the step never
     ran here: an effect without its record (a manual repair, or a write from outside)."""
 

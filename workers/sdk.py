@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from contracts.commands import Operation, OperationKind, StepFailure, command_type, phases
 from contracts.envelope import Model
+from contracts.errors import SagaSystemError
 from workers.locks import LOCKED, LockPolicy, Locks
 from workers.store import Doc, Tx
 
@@ -43,7 +44,7 @@ class StepContext:
 Handler = Callable[[Tx, P, StepContext], Awaitable[str]]
 
 
-class Rejected(Exception):
+class Rejected(SagaSystemError):
     """A business refusal (insufficient stock, payment declined); never retried."""
 
     def __init__(self, code: str, detail: str) -> None:
@@ -52,7 +53,7 @@ class Rejected(Exception):
         self.detail = detail
 
 
-class Impossible(Exception):
+class Impossible(SagaSystemError):
     """The handler can never carry the command out (its data is not there)."""
 
 
