@@ -17,8 +17,9 @@ from audit.invariants import DEFAULT_GRACE, INVARIANTS, Report, audit
 from audit.snapshot import Violation
 from client import connect
 from contracts.topology import Topology
-from infra.settings import CommonSettings, OrchestratorSettings, redact
+from infra.settings import CommonSettings, redact
 from orchestrator.app import definitions
+from orchestrator.settings import OrchestratorSettings
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_ATTENTION = 0, 1, 4
 QUEUE_INVARIANTS = (DEAD_LETTERS_EXPLAINED, DEAD_LETTERS_INVALID)

@@ -20,8 +20,9 @@ from client import connect
 from contracts.topology import Topology
 from harness.processes import ManagedProcess, free_port, start_standins
 from infra.rabbit import RabbitTransport
-from infra.settings import CommonSettings, OrchestratorSettings, common_from_env
+from infra.settings import CommonSettings, common_from_env
 from orchestrator.registry import DefinitionRegistry
+from orchestrator.settings import OrchestratorSettings
 from sagas.order import order_saga
 
 

@@ -13,9 +13,10 @@ import sys
 from bench.catalog import seed
 from infra import logs
 from infra.process import run_process
-from infra.settings import SettingsError, worker_from_env
+from infra.settings import SettingsError
 from workers.app import WorkerProcess
 from workers.catalog import registered
+from workers.settings import worker_from_env
 
 
 def main(argv: list[str]) -> int:

@@ -5,7 +5,8 @@ them and fails on any difference."""
 from __future__ import annotations
 
 from catalog.plan import Platform, owners
-from infra.settings import ORCHESTRATOR_METRICS_PORT, CommonSettings
+from infra.settings import CommonSettings
+from orchestrator.settings import ORCHESTRATOR_METRICS_PORT
 
 # RabbitMQ's own metrics (the rabbitmq_prometheus plugin, deploy/rabbitmq/enabled_plugins).
 RABBITMQ_PROMETHEUS_PORT = 15692

@@ -21,9 +21,10 @@ from contracts.envelope import (
 )
 from contracts.topology import Topology
 from infra.rabbit import RabbitTransport
-from infra.settings import CommonSettings, OrchestratorSettings
+from infra.settings import CommonSettings
 from infra.transport import Delivery
 from orchestrator.app import definitions
+from orchestrator.settings import OrchestratorSettings
 
 
 def default_operator() -> str:

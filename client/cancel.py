@@ -11,8 +11,9 @@ from client.events import EventWatcher
 from contracts.envelope import Envelope, Model, encode, new_message_id, utcnow
 from contracts.reasons import PlatformReason
 from contracts.topology import Topology
-from infra.settings import CommonSettings, OrchestratorSettings
+from infra.settings import CommonSettings
 from orchestrator.app import definitions
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.start import split_saga_id
 
 

@@ -46,9 +46,10 @@ from infra.consumer import (
     TIME_HEADER,
 )
 from infra.errors import InvalidMessage
-from infra.settings import CommonSettings, OrchestratorSettings, redact
+from infra.settings import CommonSettings, redact
 from orchestrator.app import definitions
 from orchestrator.registry import DefinitionRegistry
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.start import StartMessage
 from workers.catalog import registered
 

@@ -12,9 +12,11 @@ from client import connect
 from client.admin import AdminClient
 from console.api import Backend
 from console.app import build
+from console.settings import ConsoleSettings, console_from_env
 from infra import logs
-from infra.settings import ConsoleSettings, OrchestratorSettings, SettingsError, console_from_env
+from infra.settings import SettingsError
 from orchestrator.app import definitions
+from orchestrator.settings import OrchestratorSettings
 
 
 async def serve(settings: ConsoleSettings) -> None:

@@ -51,25 +51,20 @@ from contracts.transfers import (
 from harness.processes import Cluster, ManagedProcess, http_get, start_standins
 from harness.progress import Progress, Snapshot
 from infra.memory_bus import InMemoryBroker
-from infra.settings import (
-    CommonSettings,
-    FaultSettings,
-    OrchestratorSettings,
-    WorkerSettings,
-    common_from_env,
-    redact,
-)
+from infra.settings import CommonSettings, FaultSettings, common_from_env, redact
 from infra.transport import Transport
 from orchestrator.app import build, definitions
 from orchestrator.engine import NoteKind
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.service import Orchestrator
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.state import SagaStatus
 from orchestrator.store import SagaRecord, SagaStore
 from orchestrator.store_memory import MemorySagaStore
 from workers.app import Worker
 from workers.catalog import registered
 from workers.metrics import WorkerMetrics
+from workers.settings import WorkerSettings
 from workers.store import DocumentStore
 from workers.store_memory import MemoryDocumentStore
 

@@ -21,8 +21,9 @@ from contracts.orders import OrderItem, OrderRequested
 from contracts.topology import Topology
 from harness.processes import Cluster
 from infra.rabbit import RabbitTransport
-from infra.settings import CommonSettings, OrchestratorSettings, common_from_env
+from infra.settings import CommonSettings, common_from_env
 from orchestrator.app import definitions
+from orchestrator.settings import OrchestratorSettings
 
 # One order line: SKU, quantity, unit price as a decimal string.
 Line = tuple[str, int, str]

@@ -1,4 +1,6 @@
-"""Settings, read once from the environment into frozen objects and passed down.
+"""Settings, read once from the environment into frozen objects and passed down: what
+every process shares, and the helpers each process's own settings are read with
+(orchestrator.settings, workers.settings, console.settings).
 
 Credentials live in the URLs and are SecretStr: they never appear in a repr or a log.
 """
@@ -16,9 +18,6 @@ from contracts.errors import SagaSystemError
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_MONGO_URL = "mongodb://127.0.0.1:27017/?directConnection=true"
 
-# The orchestrator's default metrics port; each participant declares its own
-# (workers.sdk.Participant.metrics_port), so that they can all run on one host.
-ORCHESTRATOR_METRICS_PORT = 9400
 MONGO_URL_PREFIX = "SAGA_MONGO_URL_"
 
 
@@ -95,60 +94,7 @@ class FaultSettings(Frozen):
     seed: int | None = None
 
 
-class OrchestratorSettings(Frozen):
-    """Saga timing and the orchestrator's background loops."""
-
-    common: CommonSettings
-    step_timeout: float = Field(default=10.0, gt=0, le=3600)
-    step_attempts: int = Field(default=3, ge=1, le=100)
-    settle_attempts: int = Field(default=30, ge=1, le=10_000)
-    backoff: float = Field(default=0.2, gt=0, le=60)
-    deadline: float = Field(default=120.0, gt=0, le=86_400)
-    tick_interval: float = Field(default=0.2, gt=0, le=60)
-    relay_after: float = Field(default=10.0, gt=0, le=3600)
-    # Which broker user may answer each service's commands (orchestrator.senders).
-    reply_users: str = Field(default="service", max_length=2000)
-    # How long a finished saga stays in the store (a TTL index deletes it then); sagas that
-    # need attention stay until an operator retries or resolves them.
-    retention_days: float = Field(default=30.0, ge=1 / 24, le=36_500)
-    faults: FaultSettings = FaultSettings()
-
-
-class WorkerSettings(Frozen):
-    """One participant service."""
-
-    common: CommonSettings
-    service: str
-    faults: FaultSettings = FaultSettings()
-    conflict_retries: int = Field(default=20, ge=1, le=1000)
-    # Concurrent transactions per worker. MongoDB handles many; the mongoeco stand-in
-    # detects conflicts server-wide, so the test harness runs it with 1.
-    tx_concurrency: int = Field(default=16, ge=1, le=1000)
-    # How long a command waits for an unreachable database before it is answered "try
-    # again later" (the orchestrator's retry policy takes over).
-    store_patience: float = Field(default=20.0, ge=0, le=3600)
-    # How long inbox and fence entries are kept (TTL indexes). Both must outlast the longest
-    # a command can wait in its queue plus the longest a saga can run: an expired entry lets
-    # a late duplicate run again (docs/operating.md).
-    inbox_retention_days: float = Field(default=30.0, ge=1 / 24, le=36_500)
-    fence_retention_days: float = Field(default=30.0, ge=1 / 24, le=36_500)
-
-
-class ConsoleSettings(Frozen):
-    """The web console: where it listens, and the token that guards its actions."""
-
-    common: CommonSettings
-    # Loopback by default: reads from this host need no token (docs/console.md).
-    host: str = "127.0.0.1"
-    port: int = Field(default=8088, ge=1, le=65535)
-    # Every action, and every read from another address, needs it; unset, they answer 401.
-    token: SecretStr | None = None
-    # How long an action waits for the orchestrator's answer.
-    action_timeout: float = Field(default=30.0, gt=0, le=600)
-    page_size: int = Field(default=50, ge=1, le=500)
-
-
-_COMMON = {
+COMMON_ENV = {
     "SAGA_AMQP_URL": "amqp_url", "SAGA_MONGO_URL": "mongo_url", "SAGA_MONGO_DB": "mongo_db_prefix",
     "SAGA_NAMESPACE": "namespace", "SAGA_STORE": "store", "SAGA_METRICS_PORT": "metrics_port",
     "SAGA_METRICS_HOST": "metrics_host", "SAGA_PREFETCH": "prefetch", "SAGA_LOG_LEVEL": "log_level",
@@ -156,20 +102,8 @@ _COMMON = {
     "SAGA_DEFINITIONS": "saga_definitions", "SAGA_PARTICIPANTS": "saga_participants",
     "SAGA_MANIFESTS": "saga_manifests",
 }
-_LISTS = ("saga_definitions", "saga_participants", "saga_manifests")
-_ORCHESTRATOR = {
-    "SAGA_STEP_TIMEOUT": "step_timeout", "SAGA_STEP_ATTEMPTS": "step_attempts",
-    "SAGA_SETTLE_ATTEMPTS": "settle_attempts", "SAGA_BACKOFF": "backoff", "SAGA_DEADLINE": "deadline",
-    "SAGA_TICK_INTERVAL": "tick_interval", "SAGA_RELAY_AFTER": "relay_after",
-    "SAGA_REPLY_USERS": "reply_users", "SAGA_RETENTION_DAYS": "retention_days",
-}
-_WORKER = {"SAGA_CONFLICT_RETRIES": "conflict_retries", "SAGA_TX_CONCURRENCY": "tx_concurrency",
-           "SAGA_STORE_PATIENCE": "store_patience",
-           "SAGA_INBOX_RETENTION_DAYS": "inbox_retention_days",
-           "SAGA_FENCE_RETENTION_DAYS": "fence_retention_days"}
-_CONSOLE = {"SAGA_CONSOLE_HOST": "host", "SAGA_CONSOLE_PORT": "port",
-            "SAGA_CONSOLE_TOKEN": "token", "SAGA_CONSOLE_ACTION_TIMEOUT": "action_timeout"}
-_FAULTS = {
+LIST_FIELDS = ("saga_definitions", "saga_participants", "saga_manifests")
+FAULT_ENV = {
     "SAGA_FAULT_TRANSIENT": "transient_rate", "SAGA_FAULT_REJECT": "reject_rate",
     "SAGA_FAULT_LATENCY_MS": "latency_ms", "SAGA_FAULT_SLOW": "slow_rate",
     "SAGA_FAULT_SLOW_MS": "slow_ms", "SAGA_FAULT_DUPLICATE": "duplicate_rate",
@@ -180,18 +114,18 @@ _FAULTS = {
 }
 
 
-def _faults(env: Mapping[str, str]) -> FaultSettings:
-    values: dict[str, object] = dict(_pick(env, _FAULTS))
+def faults_from_env(env: Mapping[str, str]) -> FaultSettings:
+    values: dict[str, object] = dict(pick(env, FAULT_ENV))
     if "crash_points" in values:
         values["crash_points"] = tuple(p.strip() for p in str(values["crash_points"]).split(","))
-    return _build(FaultSettings, _FAULTS, values)
+    return build(FaultSettings, FAULT_ENV, values)
 
 
-def _pick(env: Mapping[str, str], names: Mapping[str, str]) -> dict[str, str]:
+def pick(env: Mapping[str, str], names: Mapping[str, str]) -> dict[str, str]:
     return {field: env[var] for var, field in names.items() if env.get(var, "") != ""}
 
 
-def _build[S: Frozen](model: type[S], env_names: Mapping[str, str], values: dict[str, object]) -> S:
+def build[S: Frozen](model: type[S], env_names: Mapping[str, str], values: dict[str, object]) -> S:
     try:
         return model.model_validate(values)
     except ValidationError as e:
@@ -205,37 +139,15 @@ def common_from_env(env: Mapping[str, str], process: str,
                     metrics_port: int | None = None) -> CommonSettings:
     """Common settings; the metrics port defaults to this process's own port."""
     values: dict[str, object] = {"metrics_port": metrics_port or 0}
-    values.update(_pick(env, _COMMON))
-    for name in _LISTS:
+    values.update(pick(env, COMMON_ENV))
+    for name in LIST_FIELDS:
         if name in values:
             values[name] = tuple(p.strip() for p in str(values[name]).split(",") if p.strip())
     # SAGA_MONGO_URL_<OWNER>: a database server of its own for one owner.
     urls = {var: var.removeprefix(MONGO_URL_PREFIX).lower() for var in env
             if var.startswith(MONGO_URL_PREFIX)}
-    values["mongo_urls"] = _pick(env, urls)
-    return _build(CommonSettings, {**_COMMON, **urls}, values)
-
-
-def orchestrator_from_env(env: Mapping[str, str]) -> OrchestratorSettings:
-    """Settings of the orchestrator process."""
-    common = common_from_env(env, "orchestrator", ORCHESTRATOR_METRICS_PORT)
-    return _build(OrchestratorSettings, _ORCHESTRATOR,
-                  {"common": common, "faults": _faults(env), **_pick(env, _ORCHESTRATOR)})
-
-
-def worker_from_env(env: Mapping[str, str], service: str,
-                    metrics_port: int | None = None) -> WorkerSettings:
-    """Settings of one worker process."""
-    common = common_from_env(env, service, metrics_port)
-    faults = _faults(env)
-    return _build(WorkerSettings, _WORKER, {"common": common, "service": service,
-                                            "faults": faults, **_pick(env, _WORKER)})
-
-
-def console_from_env(env: Mapping[str, str]) -> ConsoleSettings:
-    """Settings of the console process."""
-    common = common_from_env(env, "console")
-    return _build(ConsoleSettings, _CONSOLE, {"common": common, **_pick(env, _CONSOLE)})
+    values["mongo_urls"] = pick(env, urls)
+    return build(CommonSettings, {**COMMON_ENV, **urls}, values)
 
 
 # Query options whose values are safe to print; every other option's value is masked, since

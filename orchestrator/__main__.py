@@ -7,10 +7,11 @@ import sys
 
 from infra import logs
 from infra.process import run_process
-from infra.settings import SettingsError, orchestrator_from_env
+from infra.settings import SettingsError
 from orchestrator.app import OrchestratorProcess
 from orchestrator.manifests import ManifestError
 from orchestrator.registry import RegistrationError
+from orchestrator.settings import orchestrator_from_env
 from workers.catalog import UnknownParticipant
 
 

@@ -14,7 +14,7 @@ from infra.faults import faulty
 from infra.http import OpsServer
 from infra.process import ProcessShell
 from infra.rabbit import RabbitTransport
-from infra.settings import OrchestratorSettings, SettingsError
+from infra.settings import SettingsError
 from infra.transport import Transport
 from orchestrator.definition import Tuning
 from orchestrator.manifests import mismatches
@@ -25,6 +25,7 @@ from orchestrator.runner import SagaRunner
 from orchestrator.senders import ReplySenders
 from orchestrator.serde import DAY
 from orchestrator.service import Loops, Orchestrator
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.store import SagaStore
 from orchestrator.store_memory import MemorySagaStore
 from orchestrator.store_mongo import MongoSagaStore

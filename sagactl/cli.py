@@ -47,10 +47,11 @@ from harness.broker import BrokerDown
 from harness.demo import DemoOptions
 from harness.demo import run as run_demo
 from harness.processes import LocalExtraMissing
-from infra.settings import CommonSettings, OrchestratorSettings, SettingsError, common_from_env
+from infra.settings import CommonSettings, SettingsError, common_from_env
 from orchestrator.app import definitions
 from orchestrator.manifests import ManifestError
 from orchestrator.registry import RegistrationError, UnknownDefinition
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.state import SagaStatus
 from workers.catalog import UnknownParticipant
 

@@ -24,9 +24,11 @@ from catalog.__main__ import generated
 from catalog.deploy import RABBITMQ_PROMETHEUS_PORT, metrics_ports
 from catalog.plan import shipped
 from catalog.rabbitmq import DEFAULT_VHOST, ORCHESTRATOR_USER, definitions, render
+from console.settings import ENV as CONSOLE_ENV
 from contracts.envelope import MAX_BODY_BYTES, MAX_MESSAGE_BYTES
 from contracts.topology import service_user
-from infra.settings import _COMMON, _CONSOLE, _FAULTS, _ORCHESTRATOR, CommonSettings
+from infra.settings import COMMON_ENV, FAULT_ENV, CommonSettings
+from orchestrator.settings import ENV as ORCHESTRATOR_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -51,8 +53,8 @@ APPS = tuple(METRICS_PORTS)
 BUILT = (*APPS, "console")
 SERVICES = ("rabbitmq", "mongo", *BUILT, "prometheus", "alertmanager", "grafana")
 # Which SAGA_* variables each kind of process reads (infra/settings.py).
-READS = {"orchestrator": {*_COMMON, *_ORCHESTRATOR}, "worker": {*_COMMON, *_FAULTS},
-         "console": {*_COMMON, *_CONSOLE}}
+READS = {"orchestrator": {*COMMON_ENV, *ORCHESTRATOR_ENV}, "worker": {*COMMON_ENV, *FAULT_ENV},
+         "console": {*COMMON_ENV, *CONSOLE_ENV}}
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 # A metric or recording-rule name in a PromQL expression (not `saga-...` label values).
 NAME_IN_EXPR = re.compile(r"(?<![A-Za-z0-9_:])saga[_:][A-Za-z0-9_:]*")

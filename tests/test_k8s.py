@@ -24,16 +24,12 @@ import yaml
 from catalog.deploy import metrics_ports
 from catalog.plan import shipped
 from catalog.rabbitmq import DEFAULT_VHOST, OPERATOR_USER, ORCHESTRATOR_USER
+from console.settings import ENV as CONSOLE_ENV
+from console.settings import ConsoleSettings
 from contracts.topology import Topology, service_user
-from infra.settings import (
-    _COMMON,
-    _CONSOLE,
-    _FAULTS,
-    _ORCHESTRATOR,
-    _WORKER,
-    MONGO_URL_PREFIX,
-    ConsoleSettings,
-)
+from infra.settings import COMMON_ENV, FAULT_ENV, MONGO_URL_PREFIX
+from orchestrator.settings import ENV as ORCHESTRATOR_ENV
+from workers.settings import ENV as WORKER_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -50,8 +46,8 @@ PARTICIPANTS = tuple(sorted(shipped().participants))
 PROCESSES = (*METRICS_PORTS, "console")
 CONSOLE_PORT = ConsoleSettings.model_fields["port"].default
 # Which SAGA_* variables each kind of process reads (infra/settings.py).
-READS = {"orchestrator": {*_COMMON, *_ORCHESTRATOR, *_FAULTS},
-         "worker": {*_COMMON, *_WORKER, *_FAULTS}, "console": {*_COMMON, *_CONSOLE}}
+READS = {"orchestrator": {*COMMON_ENV, *ORCHESTRATOR_ENV, *FAULT_ENV},
+         "worker": {*COMMON_ENV, *WORKER_ENV, *FAULT_ENV}, "console": {*COMMON_ENV, *CONSOLE_ENV}}
 PROBE_PATHS = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
 # Where the code serves the probe paths: the ops endpoint of the orchestrator and the
 # workers, and the console's routes.

@@ -18,11 +18,12 @@ from infra.faults import faulty
 from infra.http import OpsServer
 from infra.process import ProcessShell, run_process
 from infra.rabbit import RabbitTransport
-from infra.settings import SettingsError, WorkerSettings, worker_from_env
+from infra.settings import SettingsError
 from infra.transport import Transport
 from workers.metrics import WorkerMetrics
 from workers.runtime import EXPIRING, Clock, WorkerRuntime
 from workers.sdk import Participant
+from workers.settings import WorkerSettings, worker_from_env
 from workers.store import DAY, DocumentStore, Retention
 from workers.store_memory import MemoryDocumentStore
 from workers.store_mongo import MongoDocumentStore

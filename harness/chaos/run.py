@@ -40,8 +40,9 @@ from harness.processes import Cluster, ManagedProcess, start_standin
 from harness.progress import Progress, Snapshot
 from infra.errors import PublishFailed, StoreFailed, StoreUnavailable
 from infra.rabbit import RabbitTransport
-from infra.settings import CommonSettings, OrchestratorSettings, common_from_env
+from infra.settings import CommonSettings, common_from_env
 from orchestrator.app import definitions
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.start import saga_id
 from orchestrator.state import TERMINAL
 from sagas.order import NAME as ORDER_SAGA

@@ -28,11 +28,12 @@ from contracts.registry import STEP_REPLY
 from contracts.topology import Topology, service_user
 from infra.consumer import ERROR_KIND_HEADER, QUEUE_HEADER, REASON_HEADER
 from infra.memory_bus import InMemoryBroker
-from infra.settings import CommonSettings, FaultSettings, OrchestratorSettings, WorkerSettings
+from infra.settings import CommonSettings, FaultSettings
 from orchestrator.app import build, definitions
 from orchestrator.definition import CommandContext
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.registry import DefinitionRegistry
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.start import saga_id
 from orchestrator.state import SagaState
 from orchestrator.store import SagaRecord, SagaStore
@@ -44,6 +45,7 @@ from workers.catalog import registered
 from workers.fence import Fence
 from workers.metrics import WorkerMetrics
 from workers.runtime import Inbox
+from workers.settings import WorkerSettings
 from workers.store import Doc, DocumentStore
 from workers.store_memory import MemoryDocumentStore
 

@@ -25,9 +25,10 @@ from contracts.registry import ORDER_FAILED, ORDER_REQUESTED, ORDER_RESOLVED
 from contracts.topology import Topology, dead_letter_queue
 from infra.consumer import REASON_HEADER
 from infra.memory_bus import InMemoryBroker, InMemoryTransport
-from infra.settings import CommonSettings, OrchestratorSettings
+from infra.settings import CommonSettings
 from orchestrator.app import build, definitions
 from orchestrator.metrics import OrchestratorMetrics
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.state import OpKey, SagaState, SagaStatus
 from orchestrator.store_memory import MemorySagaStore
 from tests.contract.participants import answer_commands

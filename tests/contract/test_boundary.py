@@ -46,12 +46,13 @@ from infra.consumer import (
     RetryLimits,
 )
 from infra.errors import InvalidMessage, TransientError
-from infra.settings import CommonSettings, OrchestratorSettings, WorkerSettings
+from infra.settings import CommonSettings
 from infra.transport import Delivery, Transport
 from orchestrator import engine
 from orchestrator.app import build, definitions
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.service import Orchestrator
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.start import saga_id
 from orchestrator.state import OpStatus
 from orchestrator.store import OutboxMessage
@@ -63,6 +64,7 @@ from workers.app import Worker
 from workers.catalog import registered
 from workers.inventory import Reservation, StockItem
 from workers.metrics import WorkerMetrics
+from workers.settings import WorkerSettings
 from workers.store_memory import MemoryDocumentStore
 
 # The same parametrised fixtures as the transport contract: every test runs on both adapters.

@@ -30,9 +30,10 @@ from contracts.registry import (
 from contracts.topology import Topology, dead_letter_queue
 from infra.consumer import REASON_HEADER
 from infra.memory_bus import InMemoryBroker, InMemoryTransport
-from infra.settings import CommonSettings, OrchestratorSettings
+from infra.settings import CommonSettings
 from orchestrator.app import build, definitions
 from orchestrator.metrics import OrchestratorMetrics
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.state import OpStatus, SagaState, SagaStatus
 from orchestrator.store_memory import MemorySagaStore
 from tests.contract.participants import answer_commands

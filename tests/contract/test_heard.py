@@ -18,10 +18,11 @@ from contracts.envelope import Envelope, encode, new_message_id, utcnow
 from contracts.registry import STEP_REPLY
 from contracts.topology import REPLY_KEY, Topology, service_user
 from infra.memory_bus import InMemoryBroker
-from infra.settings import CommonSettings, OrchestratorSettings
+from infra.settings import CommonSettings
 from orchestrator.app import build, definitions
 from orchestrator.engine import start
 from orchestrator.metrics import OrchestratorMetrics
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.state import OpStatus
 from orchestrator.store_memory import MemorySagaStore
 from tests.plan import PLAN

@@ -34,13 +34,14 @@ from infra.consumer import (
     RetryLimits,
 )
 from infra.memory_bus import InMemoryBroker, InMemoryTransport
-from infra.settings import CommonSettings, OrchestratorSettings
+from infra.settings import CommonSettings
 from infra.transport import Delivery
 from orchestrator.app import definitions
 from orchestrator.handlers import OrchestratorHandlers
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher
 from orchestrator.runner import SagaRunner
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.store_memory import MemorySagaStore
 from sagas.order import NAME as ORDER_SAGA
 from sagas.order import order_saga

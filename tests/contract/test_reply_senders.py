@@ -22,11 +22,12 @@ from contracts.registry import ORDER_REQUESTED, STEP_REPLY
 from contracts.topology import REPLY_KEY, Topology, dead_letter_queue, service_user
 from infra.consumer import ERROR_KIND_HEADER, REASON_HEADER
 from infra.memory_bus import InMemoryBroker
-from infra.settings import CommonSettings, OrchestratorSettings, SettingsError
+from infra.settings import CommonSettings, SettingsError
 from orchestrator.app import build, definitions
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.senders import ReplySenders
 from orchestrator.service import Orchestrator
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.state import OpStatus
 from orchestrator.store_memory import MemorySagaStore
 from tests.contract.test_boundary import eventually

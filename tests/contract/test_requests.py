@@ -26,7 +26,7 @@ from contracts.registry import ORDER_FAILED, ORDER_REQUESTED
 from contracts.topology import Topology, dead_letter_queue
 from infra.consumer import REASON_HEADER, Boundary, RetryLimits
 from infra.memory_bus import InMemoryBroker, InMemoryTransport
-from infra.settings import CommonSettings, OrchestratorSettings
+from infra.settings import CommonSettings
 from infra.transport import Delivery
 from orchestrator.app import definitions
 from orchestrator.handlers import OrchestratorHandlers
@@ -34,6 +34,7 @@ from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.runner import SagaRunner
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.start import read_request
 from orchestrator.store_memory import MemorySagaStore
 from sagas.order import NAME as ORDER_SAGA

@@ -20,7 +20,7 @@ from pymongo import AsyncMongoClient
 from contracts.envelope import Envelope, encode, utcnow
 from contracts.topology import Plan, Topology, service_user
 from infra.memory_bus import InMemoryBroker
-from infra.settings import CommonSettings, WorkerSettings
+from infra.settings import CommonSettings
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.state import SagaStatus
 from orchestrator.store_mongo import MongoSagaStore
@@ -32,6 +32,7 @@ from workers.app import Worker
 from workers.fence import Fence
 from workers.metrics import WorkerMetrics
 from workers.runtime import EXPIRING, Inbox
+from workers.settings import WorkerSettings
 from workers.store import DAY
 from workers.store_memory import MemoryDocumentStore
 from workers.store_mongo import MongoDocumentStore

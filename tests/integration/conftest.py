@@ -10,9 +10,10 @@ from pydantic import SecretStr
 
 from contracts.topology import Topology
 from infra.rabbit import RabbitTransport
-from infra.settings import CommonSettings, OrchestratorSettings
+from infra.settings import CommonSettings
 from orchestrator.app import build, definitions
 from orchestrator.metrics import OrchestratorMetrics
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.store_memory import MemorySagaStore
 
 

@@ -22,12 +22,13 @@ from contracts.envelope import Envelope, WireMessage, encode, utcnow
 from contracts.topology import REPLY_KEY, Topology, dead_letter_queue
 from infra.consumer import DEAD_LETTER_ID_HEADER
 from infra.rabbit import RabbitTransport
-from infra.settings import CommonSettings, WorkerSettings
+from infra.settings import CommonSettings
 from tests.contract.test_boundary import eventually
 from tests.integration.test_worker_runtime import Rig, reserve
 from workers import inventory
 from workers.app import Worker
 from workers.metrics import WorkerMetrics
+from workers.settings import WorkerSettings
 from workers.store_memory import MemoryDocumentStore
 
 DLQ = "inventory.commands.dlq"

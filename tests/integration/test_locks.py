@@ -15,7 +15,7 @@ from contracts.commands import Outcome, StepCommand
 from contracts.envelope import Model
 from contracts.topology import REPLY_KEY, Topology
 from infra.rabbit import RabbitTransport
-from infra.settings import CommonSettings, WorkerSettings
+from infra.settings import CommonSettings
 from tests.integration.test_worker_runtime import Participant as Running
 from tests.integration.test_worker_runtime import Rig
 from workers.app import Worker
@@ -31,6 +31,7 @@ from workers.locks import (
 )
 from workers.metrics import WorkerMetrics
 from workers.sdk import Participant, StepContext, TwoPhase
+from workers.settings import WorkerSettings
 from workers.store import Tx
 from workers.store_memory import MemoryDocumentStore
 

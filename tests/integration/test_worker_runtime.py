@@ -29,13 +29,14 @@ from contracts.topology import REPLY_KEY, Topology, dead_letter_queue
 from infra.consumer import REASON_HEADER
 from infra.errors import StoreUnavailable
 from infra.rabbit import RabbitTransport
-from infra.settings import CommonSettings, WorkerSettings
+from infra.settings import CommonSettings
 from workers import inventory, payment, shipping
 from workers.app import Worker
 from workers.fence import Fence, FenceState, fence_id
 from workers.inventory import Reservation, StockItem
 from workers.metrics import WorkerMetrics
 from workers.payment import Account, Hold
+from workers.settings import WorkerSettings
 from workers.shipping import Shipment
 from workers.store import Doc, DocumentStore, Tx
 from workers.store_memory import MemoryDocumentStore

@@ -34,10 +34,12 @@ from harness.processes import ROOT, ManagedProcess, free_port
 from harness.standin import PASSWORD_ENV
 from infra.logs import JsonFormatter
 from infra.rabbit import RabbitTransport
-from infra.settings import SettingsError, orchestrator_from_env, redact, worker_from_env
+from infra.settings import SettingsError, redact
+from orchestrator.settings import orchestrator_from_env
 from tests.plan import PLAN
 from tests.security.broker import SecureVhost, rabbitmqctl
 from tests.security.system import SecureSystem, system_env
+from workers.settings import worker_from_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

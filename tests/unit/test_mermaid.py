@@ -23,9 +23,10 @@ import pytest
 from catalog.mermaid import CLASSES, flowchart
 from contracts.commands import Operation
 from harness.processes import ROOT
-from infra.settings import CommonSettings, OrchestratorSettings
+from infra.settings import CommonSettings
 from orchestrator.app import definitions
 from orchestrator.registry import DefinitionRegistry
+from orchestrator.settings import OrchestratorSettings
 
 PARSER_DIR = ROOT / "tests" / "mermaid"
 NPM_CI_TIMEOUT = 540  # seconds; a cold npm cache downloads ~150 packages
