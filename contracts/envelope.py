@@ -114,20 +114,27 @@ def encode(envelope: Envelope, payload: Model) -> WireMessage:
     return to_wire(envelope, payload.model_dump_json().encode())
 
 
+def envelope_headers(causation_id: str | None, traceparent: str | None,
+                     schema_version: int = SCHEMA_VERSION) -> dict[str, HeaderValue]:
+    """The headers that carry an envelope's fields which have no AMQP property."""
+    headers: dict[str, HeaderValue] = {SCHEMA_VERSION_HEADER: schema_version}
+    if causation_id is not None:
+        headers[CAUSATION_HEADER] = causation_id
+    if traceparent is not None:
+        headers[TRACEPARENT_HEADER] = traceparent
+    return headers
+
+
 def to_wire(envelope: Envelope, body: bytes) -> WireMessage:
     """Put an already serialised body under its envelope."""
-    headers: dict[str, HeaderValue] = {SCHEMA_VERSION_HEADER: envelope.schema_version}
-    if envelope.causation_id is not None:
-        headers[CAUSATION_HEADER] = envelope.causation_id
-    if envelope.traceparent is not None:
-        headers[TRACEPARENT_HEADER] = envelope.traceparent
     return WireMessage(
         body=body,
         message_id=envelope.message_id,
         correlation_id=envelope.correlation_id,
         type=envelope.message_type,
         timestamp=envelope.timestamp,
-        headers=headers,
+        headers=envelope_headers(envelope.causation_id, envelope.traceparent,
+                                 envelope.schema_version),
     )
 
 

@@ -16,12 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contracts.envelope import (
-    CAUSATION_HEADER,
-    SCHEMA_VERSION,
-    SCHEMA_VERSION_HEADER,
-    TRACEPARENT_HEADER,
-    HeaderValue,
     WireMessage,
+    envelope_headers,
 )
 from contracts.topology import Topology
 from contracts.trace import trace_id_of
@@ -81,14 +77,10 @@ def to_wire_message(m: OutboxMessage) -> WireMessage:
     Every field was validated on the way in (the ids are derived from validated input),
     so this cannot fail: a relay or a recovery never stops on one entry.
     """
-    headers: dict[str, HeaderValue] = {SCHEMA_VERSION_HEADER: SCHEMA_VERSION}
-    if m.causation_id is not None:
-        headers[CAUSATION_HEADER] = m.causation_id
-    if m.traceparent is not None:
-        headers[TRACEPARENT_HEADER] = m.traceparent
     return WireMessage(body=m.body.encode(), message_id=m.message_id,
                        correlation_id=m.correlation_id, type=m.type,
-                       timestamp=datetime.fromtimestamp(m.created_at, UTC), headers=headers)
+                       timestamp=datetime.fromtimestamp(m.created_at, UTC),
+                       headers=envelope_headers(m.causation_id, m.traceparent))
 
 
 class OutboxPublisher:
