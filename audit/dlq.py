@@ -42,9 +42,9 @@ from contracts.envelope import (
 from contracts.errors import SagaSystemError
 from contracts.registry import STEP_REPLY
 from contracts.topology import Plan, Topology, layout
+from infra.adapters.rabbit import from_amqp
 from infra.consumer import BROKER_REASON_HEADER, DEAD_LETTER_ID_HEADER, REASON_HEADER
 from infra.errors import InvalidMessage, PublishFailed
-from infra.rabbit import from_amqp
 from infra.transport import Transport
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.start import StartMessage, read_cancel, read_request

@@ -17,7 +17,7 @@ from client.orders import submit
 from contracts.orders import OrderRequested
 from contracts.registry import ORDER_COMPLETED, ORDER_FAILED
 from contracts.topology import Topology
-from infra.rabbit import RabbitTransport
+from infra.adapters.rabbit import RabbitTransport
 from infra.transport import Delivery
 
 

@@ -18,7 +18,7 @@ from bench.measure import broker_pid, cpu_seconds, delta, percentile, rss_bytes,
 from bench.profile import Profiler
 from bench.systems import Deployment, Kind, System
 from contracts.orders import OrderRequested
-from infra.rabbit import RabbitTransport
+from infra.adapters.rabbit import RabbitTransport
 
 DB_METRIC = "saga_db_commands_total"
 Say = Callable[[str], None]

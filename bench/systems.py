@@ -19,7 +19,7 @@ from catalog.plan import Platform, owners
 from client import connect
 from contracts.topology import Topology
 from harness.processes import ManagedProcess, free_port, start_standins
-from infra.rabbit import RabbitTransport
+from infra.adapters.rabbit import RabbitTransport
 from infra.settings import CommonSettings, common_from_env
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.settings import OrchestratorSettings

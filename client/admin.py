@@ -20,7 +20,7 @@ from contracts.envelope import (
     utcnow,
 )
 from contracts.topology import Topology
-from infra.rabbit import RabbitTransport
+from infra.adapters.rabbit import RabbitTransport
 from infra.settings import CommonSettings
 from infra.transport import Delivery
 from orchestrator.app import definitions

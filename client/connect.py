@@ -12,8 +12,8 @@ from pymongo.errors import PyMongoError
 from catalog.plan import Platform
 from catalog.plan import owners as owners_of
 from contracts.errors import SagaSystemError
-from infra import mongo
-from infra.rabbit import RabbitTransport
+from infra.adapters import mongo
+from infra.adapters.rabbit import RabbitTransport
 from infra.settings import CommonSettings, redact
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.store_mongo import MongoSagaStore

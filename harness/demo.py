@@ -50,7 +50,7 @@ from contracts.transfers import (
 )
 from harness.processes import Cluster, ManagedProcess, http_get, start_standins
 from harness.progress import Progress, Snapshot
-from infra.memory_bus import InMemoryBroker
+from infra.adapters.memory_bus import InMemoryBroker
 from infra.settings import CommonSettings, FaultSettings, common_from_env, redact
 from infra.transport import Transport
 from orchestrator.app import build, definitions

@@ -19,7 +19,7 @@ from typing import IO
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.errors import SagaSystemError
-from infra.rabbit import amqp_user
+from infra.adapters.rabbit import amqp_user
 
 ROOT = Path(__file__).resolve().parent.parent
 

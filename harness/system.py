@@ -20,7 +20,7 @@ from client.seed import add_funds, add_stock
 from contracts.orders import OrderItem, OrderRequested
 from contracts.topology import Topology
 from harness.processes import Cluster
-from infra.rabbit import RabbitTransport
+from infra.adapters.rabbit import RabbitTransport
 from infra.settings import CommonSettings, common_from_env
 from orchestrator.app import definitions
 from orchestrator.settings import OrchestratorSettings

@@ -11,9 +11,9 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from infra import mongo
+from infra.adapters import mongo
+from infra.adapters.rabbit import RabbitTransport
 from infra.http import OpsServer
-from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings
 
 log = logging.getLogger(__name__)

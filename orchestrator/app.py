@@ -9,11 +9,11 @@ from prometheus_client import CollectorRegistry
 
 from catalog.plan import manifests as participant_manifests
 from contracts.topology import Plan, Topology
-from infra import mongo
+from infra.adapters import mongo
+from infra.adapters.rabbit import RabbitTransport
 from infra.faults import faulty
 from infra.http import OpsServer
 from infra.process import ProcessShell
-from infra.rabbit import RabbitTransport
 from infra.settings import SettingsError
 from infra.transport import Transport
 from orchestrator.definition import Tuning

@@ -12,8 +12,8 @@ from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from infra.adapters.mongo import translated
 from infra.errors import DuplicateKey, VersionConflict
-from infra.mongo import translated
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.serde import (
     DAY,

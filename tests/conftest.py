@@ -26,7 +26,7 @@ from pymongo import AsyncMongoClient
 
 from contracts.topology import Topology
 from harness.processes import ManagedProcess, start_standins
-from infra.rabbit import RabbitTransport
+from infra.adapters.rabbit import RabbitTransport
 from tests import containers
 from tests.plan import PLAN
 

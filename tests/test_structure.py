@@ -27,9 +27,9 @@ PURE = ("orchestrator.engine", "orchestrator.definition", "orchestrator.state",
 IO_LIBRARIES = ("asyncio", "aio_pika", "aiormq", "pymongo", "bson", "socket", "http",
                 "urllib", "starlette", "uvicorn", "prometheus_client", "subprocess", "os",
                 "logging", "time")
-IO_MODULES = ("infra.rabbit", "infra.mongo", "infra.memory_bus", "infra.process",
-              "infra.http", "infra.consumer", "orchestrator.store_mongo", "workers.store_mongo",
-              "orchestrator.runner", "workers.runtime")
+IO_MODULES = ("infra.adapters.rabbit", "infra.adapters.mongo", "infra.adapters.memory_bus",
+              "infra.process", "infra.http", "infra.consumer", "orchestrator.store_mongo",
+              "workers.store_mongo", "orchestrator.runner", "workers.runtime")
 # No room holds more than this share of the code.
 MAX_SHARE = 0.25
 

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from contracts.topology import Plan, Topology
-from infra import logs, mongo
+from infra import logs
+from infra.adapters import mongo
+from infra.adapters.rabbit import RabbitTransport
 from infra.consumer import Boundary
 from infra.faults import faulty
 from infra.http import OpsServer
 from infra.process import ProcessShell, run_process
-from infra.rabbit import RabbitTransport
 from infra.settings import SettingsError
 from infra.transport import Transport
 from workers.metrics import WorkerMetrics

@@ -11,8 +11,8 @@ from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from infra.adapters.mongo import translated
 from infra.errors import VersionConflict
-from infra.mongo import translated
 from workers.store import Doc
 
 Document = dict[str, Any]

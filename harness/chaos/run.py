@@ -38,8 +38,8 @@ from harness.chaos.plan import TRANSFER_SHARE, ChaosOptions, process_env
 from harness.chaos.report import Findings, Outcomes, dead_letters, drain, print_table
 from harness.processes import Cluster, ManagedProcess, start_standin
 from harness.progress import Progress, Snapshot
+from infra.adapters.rabbit import RabbitTransport
 from infra.errors import PublishFailed, StoreFailed, StoreUnavailable
-from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings, common_from_env
 from orchestrator.app import definitions
 from orchestrator.settings import OrchestratorSettings

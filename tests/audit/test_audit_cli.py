@@ -14,7 +14,7 @@ import pytest
 from contracts.commands import Operation
 from contracts.topology import Topology
 from harness.processes import ROOT
-from infra.rabbit import RabbitTransport
+from infra.adapters.rabbit import RabbitTransport
 from orchestrator.app import definitions
 from orchestrator.state import SagaStatus
 from tests.audit.conftest import Load

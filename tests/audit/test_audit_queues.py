@@ -15,9 +15,9 @@ from client.orders import request_message
 from contracts.commands import Operation
 from contracts.envelope import WireMessage
 from contracts.topology import Topology, dead_letter_queue
+from infra.adapters.memory_bus import InMemoryBroker
+from infra.adapters.rabbit import RabbitTransport
 from infra.consumer import REASON_HEADER
-from infra.memory_bus import InMemoryBroker
-from infra.rabbit import RabbitTransport
 from orchestrator.app import definitions
 from tests.audit.conftest import Load
 from tests.audit.test_audit import found

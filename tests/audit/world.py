@@ -26,8 +26,8 @@ from contracts.envelope import Envelope, HeaderValue, WireMessage, encode, utcno
 from contracts.orders import OrderItem, OrderRequested
 from contracts.registry import STEP_REPLY
 from contracts.topology import Topology, service_user
+from infra.adapters.memory_bus import InMemoryBroker
 from infra.consumer import ERROR_KIND_HEADER, QUEUE_HEADER, REASON_HEADER
-from infra.memory_bus import InMemoryBroker
 from infra.settings import CommonSettings, FaultSettings
 from orchestrator.app import build, definitions
 from orchestrator.definition import CommandContext

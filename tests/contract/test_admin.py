@@ -23,8 +23,8 @@ from contracts.envelope import Envelope, WireMessage, encode, new_message_id, ut
 from contracts.orders import OrderItem, OrderRequested
 from contracts.registry import ORDER_FAILED, ORDER_REQUESTED, ORDER_RESOLVED
 from contracts.topology import Topology, dead_letter_queue
+from infra.adapters.memory_bus import InMemoryBroker, InMemoryTransport
 from infra.consumer import REASON_HEADER
-from infra.memory_bus import InMemoryBroker, InMemoryTransport
 from infra.settings import CommonSettings
 from orchestrator.app import build, definitions
 from orchestrator.metrics import OrchestratorMetrics

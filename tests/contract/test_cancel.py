@@ -28,8 +28,8 @@ from contracts.registry import (
     ORDER_REQUESTED,
 )
 from contracts.topology import Topology, dead_letter_queue
+from infra.adapters.memory_bus import InMemoryBroker, InMemoryTransport
 from infra.consumer import REASON_HEADER
-from infra.memory_bus import InMemoryBroker, InMemoryTransport
 from infra.settings import CommonSettings
 from orchestrator.app import build, definitions
 from orchestrator.metrics import OrchestratorMetrics

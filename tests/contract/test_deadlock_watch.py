@@ -13,7 +13,7 @@ from contracts.commands import LockWait, Operation, Outcome
 from contracts.reasons import PlatformReason
 from contracts.topology import Topology
 from contracts.transfers import TransferRequested
-from infra.memory_bus import InMemoryTransport
+from infra.adapters.memory_bus import InMemoryTransport
 from orchestrator.engine import Event, ReplyReceived
 from orchestrator.lockwatch import DeadlockWatch
 from orchestrator.metrics import OrchestratorMetrics

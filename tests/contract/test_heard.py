@@ -17,7 +17,7 @@ from contracts.commands import Operation, Outcome, StepReply
 from contracts.envelope import Envelope, encode, new_message_id, utcnow
 from contracts.registry import STEP_REPLY
 from contracts.topology import REPLY_KEY, Topology, service_user
-from infra.memory_bus import InMemoryBroker
+from infra.adapters.memory_bus import InMemoryBroker
 from infra.settings import CommonSettings
 from orchestrator.app import build, definitions
 from orchestrator.engine import start

@@ -13,8 +13,8 @@ from pydantic import Field
 from contracts.commands import Operation, Outcome, StepCommand, StepReply
 from contracts.envelope import Envelope, Model, WireMessage, encode, read_payload, utcnow
 from contracts.topology import REPLY_KEY, Plan, Topology
+from infra.adapters.memory_bus import InMemoryBroker, InMemoryTransport
 from infra.errors import PublishFailed
-from infra.memory_bus import InMemoryBroker, InMemoryTransport
 from infra.settings import FaultSettings
 from workers.locks import LockPolicy, Locks, Waiter
 from workers.metrics import WorkerMetrics

@@ -25,6 +25,7 @@ from contracts.envelope import CAUSATION_HEADER, MAX_BODY_BYTES, WireMessage, ne
 from contracts.reasons import PlatformReason
 from contracts.registry import ORDER_FAILED, ORDER_REQUESTED
 from contracts.topology import Topology, dead_letter_queue
+from infra.adapters.memory_bus import InMemoryBroker, InMemoryTransport
 from infra.consumer import (
     ERROR_KIND_HEADER,
     ORIGINAL_SIZE_HEADER,
@@ -33,7 +34,6 @@ from infra.consumer import (
     Boundary,
     RetryLimits,
 )
-from infra.memory_bus import InMemoryBroker, InMemoryTransport
 from infra.settings import CommonSettings
 from infra.transport import Delivery
 from orchestrator.app import definitions

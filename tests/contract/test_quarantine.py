@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from contracts.commands import Operation
 from contracts.topology import Topology
-from infra.memory_bus import InMemoryBroker
+from infra.adapters.memory_bus import InMemoryBroker
 from infra.settings import CommonSettings
 from orchestrator.app import build, definitions
 from orchestrator.engine import start

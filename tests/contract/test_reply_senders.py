@@ -20,8 +20,8 @@ from contracts.envelope import Envelope, WireMessage, encode, new_message_id, ut
 from contracts.orders import OrderItem, OrderRequested
 from contracts.registry import ORDER_REQUESTED, STEP_REPLY
 from contracts.topology import REPLY_KEY, Topology, dead_letter_queue, service_user
+from infra.adapters.memory_bus import InMemoryBroker
 from infra.consumer import ERROR_KIND_HEADER, REASON_HEADER
-from infra.memory_bus import InMemoryBroker
 from infra.settings import CommonSettings, SettingsError
 from orchestrator.app import build, definitions
 from orchestrator.metrics import OrchestratorMetrics

@@ -24,8 +24,8 @@ from contracts.orders import OrderReason
 from contracts.reasons import PlatformReason
 from contracts.registry import ORDER_FAILED, ORDER_REQUESTED
 from contracts.topology import Topology, dead_letter_queue
+from infra.adapters.memory_bus import InMemoryBroker, InMemoryTransport
 from infra.consumer import REASON_HEADER, Boundary, RetryLimits
-from infra.memory_bus import InMemoryBroker, InMemoryTransport
 from infra.settings import CommonSettings
 from infra.transport import Delivery
 from orchestrator.app import definitions

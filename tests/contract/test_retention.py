@@ -19,7 +19,7 @@ from pymongo import AsyncMongoClient
 
 from contracts.envelope import Envelope, encode, utcnow
 from contracts.topology import Plan, Topology, service_user
-from infra.memory_bus import InMemoryBroker
+from infra.adapters.memory_bus import InMemoryBroker
 from infra.settings import CommonSettings
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.state import SagaStatus

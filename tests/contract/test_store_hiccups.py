@@ -19,8 +19,8 @@ from pymongo.errors import (
     WriteConcernError,
 )
 
+from infra.adapters.mongo import translated
 from infra.errors import StoreFailed, StoreUnavailable, VersionConflict
-from infra.mongo import translated
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.state import SagaState
 from orchestrator.store import OutboxMessage

@@ -15,9 +15,9 @@ import pytest
 from contracts.envelope import HeaderValue, WireMessage, new_message_id
 from contracts.registry import ORDER_COMPLETED, ORDER_FAILED, ORDER_REQUESTED
 from contracts.topology import REPLY_KEY, Topology
+from infra.adapters.memory_bus import InMemoryBroker, InMemoryTransport
+from infra.adapters.rabbit import RabbitTransport
 from infra.errors import PublishFailed
-from infra.memory_bus import InMemoryBroker, InMemoryTransport
-from infra.rabbit import RabbitTransport
 from infra.transport import Delivery, Transport
 from tests.plan import PLAN
 

@@ -40,8 +40,8 @@ from contracts.transactions import (
     TransactionRequested,
 )
 from harness.processes import ManagedProcess, free_port
+from infra.adapters.rabbit import RabbitTransport
 from infra.consumer import REASON_HEADER
-from infra.rabbit import RabbitTransport
 from tests.e2e.conftest import Deploy
 from tests.e2e.harness import Deployment
 from workers.account import LedgerAccount

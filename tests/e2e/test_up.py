@@ -16,7 +16,7 @@ import pytest
 
 from contracts.topology import Topology
 from harness.processes import ROOT, free_port
-from infra.rabbit import RabbitTransport
+from infra.adapters.rabbit import RabbitTransport
 from tests.contract.test_boundary import eventually
 from tests.e2e.test_cli import sagactl
 

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from contracts.topology import Topology
-from infra.rabbit import RabbitTransport
+from infra.adapters.rabbit import RabbitTransport
 from infra.settings import CommonSettings
 from orchestrator.app import build, definitions
 from orchestrator.metrics import OrchestratorMetrics

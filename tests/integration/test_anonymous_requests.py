@@ -15,8 +15,8 @@ import pytest
 
 from contracts.registry import ORDER_REQUESTED
 from contracts.topology import Topology, dead_letter_queue
+from infra.adapters.rabbit import RabbitTransport
 from infra.consumer import REASON_HEADER
-from infra.rabbit import RabbitTransport
 from orchestrator.store_memory import MemorySagaStore
 
 pytestmark = pytest.mark.timeout(60)

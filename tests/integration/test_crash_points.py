@@ -10,7 +10,7 @@ from pathlib import Path
 
 from contracts.topology import REPLY_KEY, Topology
 from harness.processes import ManagedProcess, free_port
-from infra.rabbit import RabbitTransport
+from infra.adapters.rabbit import RabbitTransport
 from tests.contract.test_boundary import eventually
 from tests.integration.test_worker_runtime import Rig, reserve
 

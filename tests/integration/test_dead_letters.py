@@ -20,8 +20,8 @@ from pydantic import SecretStr
 from client.deadletters import DeadLetterError, run
 from contracts.envelope import Envelope, WireMessage, encode, utcnow
 from contracts.topology import REPLY_KEY, Topology, dead_letter_queue
+from infra.adapters.rabbit import RabbitTransport
 from infra.consumer import DEAD_LETTER_ID_HEADER
-from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings
 from tests.contract.test_boundary import eventually
 from tests.integration.test_worker_runtime import Rig, reserve

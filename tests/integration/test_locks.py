@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr
 from contracts.commands import Outcome, StepCommand
 from contracts.envelope import Model
 from contracts.topology import REPLY_KEY, Topology
-from infra.rabbit import RabbitTransport
+from infra.adapters.rabbit import RabbitTransport
 from infra.settings import CommonSettings
 from tests.integration.test_worker_runtime import Participant as Running
 from tests.integration.test_worker_runtime import Rig

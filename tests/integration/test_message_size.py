@@ -14,9 +14,9 @@ import pytest
 from contracts.envelope import MAX_BODY_BYTES, MAX_MESSAGE_BYTES, WireMessage, new_message_id
 from contracts.registry import ORDER_REQUESTED
 from contracts.topology import Topology, dead_letter_queue
+from infra.adapters.rabbit import RabbitTransport
 from infra.consumer import ORIGINAL_SIZE_HEADER, REASON_HEADER, TRUNCATED_BODY_BYTES
 from infra.errors import PublishFailed
-from infra.rabbit import RabbitTransport
 from orchestrator.start import saga_id
 from orchestrator.store_memory import MemorySagaStore
 from tests.contract.test_boundary import eventually

@@ -7,8 +7,8 @@ import asyncio
 from contracts.envelope import WireMessage, new_message_id
 from contracts.registry import ORDER_REQUESTED
 from contracts.topology import Topology
+from infra.adapters.rabbit import RabbitTransport
 from infra.errors import PublishFailed
-from infra.rabbit import RabbitTransport
 from infra.transport import Delivery
 from tests.security.broker import rabbitmqctl
 

@@ -26,9 +26,9 @@ from contracts.orders import OrderReason
 from contracts.reasons import PlatformReason
 from contracts.registry import STEP_REPLY
 from contracts.topology import REPLY_KEY, Topology, dead_letter_queue
+from infra.adapters.rabbit import RabbitTransport
 from infra.consumer import REASON_HEADER
 from infra.errors import StoreUnavailable
-from infra.rabbit import RabbitTransport
 from infra.settings import CommonSettings
 from workers import inventory, payment, shipping
 from workers.app import Worker

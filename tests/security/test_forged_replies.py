@@ -27,7 +27,7 @@ from contracts.envelope import Envelope, encode, new_message_id, utcnow
 from contracts.orders import OrderItem, OrderRequested
 from contracts.registry import ORDER_REQUESTED, STEP_REPLY
 from contracts.topology import REPLY_KEY, Topology, dead_letter_queue, service_user
-from infra.rabbit import RabbitTransport
+from infra.adapters.rabbit import RabbitTransport
 from infra.settings import CommonSettings
 from orchestrator.app import build, definitions
 from orchestrator.metrics import OrchestratorMetrics

@@ -32,8 +32,8 @@ from client import connect
 from contracts.topology import service_user
 from harness.processes import ROOT, ManagedProcess, free_port
 from harness.standin import PASSWORD_ENV
+from infra.adapters.rabbit import RabbitTransport
 from infra.logs import JsonFormatter
-from infra.rabbit import RabbitTransport
 from infra.settings import SettingsError, redact
 from orchestrator.settings import orchestrator_from_env
 from tests.plan import PLAN
@@ -244,7 +244,7 @@ def test_redact_masks_secrets_in_query_strings(url: str) -> None:
 
 def formatted(error: BaseException) -> str:
     """The exception as a process would log it (JSON line) and as Python would print it."""
-    record = logging.LogRecord("infra.rabbit", logging.ERROR, __file__, 0, "start failed", None,
+    record = logging.LogRecord("infra.adapters.rabbit", logging.ERROR, __file__, 0, "start failed", None,
                                (type(error), error, error.__traceback__))
     return JsonFormatter("worker").format(record) + "".join(traceback.format_exception(error))
 
