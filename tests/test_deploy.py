@@ -38,7 +38,7 @@ RUNBOOKS = ROOT / "docs" / "runbooks.md"
 ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "sagas.json"
 METRIC_SOURCES = (ROOT / "orchestrator" / "metrics.py", ROOT / "workers" / "metrics.py",
-                  ROOT / "infra" / "mongo.py")
+                  ROOT / "infra" / "adapters" / "mongo.py")
 ENV_EXAMPLE = ROOT / ".env.example"
 DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
 RABBITMQ_CONF = ROOT / "deploy" / "rabbitmq" / "rabbitmq.conf"
@@ -52,7 +52,7 @@ APPS = tuple(METRICS_PORTS)
 # Every service built from this repository: the registered processes and the console.
 BUILT = (*APPS, "console")
 SERVICES = ("rabbitmq", "mongo", *BUILT, "prometheus", "alertmanager", "grafana")
-# Which SAGA_* variables each kind of process reads (infra/settings.py).
+# Which SAGA_* variables each kind of process reads (its settings module).
 READS = {"orchestrator": {*COMMON_ENV, *ORCHESTRATOR_ENV}, "worker": {*COMMON_ENV, *FAULT_ENV},
          "console": {*COMMON_ENV, *CONSOLE_ENV}}
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
@@ -312,11 +312,11 @@ def test_build_contexts_have_a_dockerfile(services: dict[str, dict[str, Any]]) -
 
 
 def test_compose_saga_variables_are_read_by_settings(services: dict[str, dict[str, Any]]) -> None:
-    """Every SAGA_* variable in the compose file is one infra/settings.py reads for that process."""
+    """Every SAGA_* variable in the compose file is one the settings of that process read."""
     known = set().union(*READS.values())
     in_text = set(re.findall(r"\bSAGA_[A-Z0-9_]+", COMPOSE.read_text(encoding="utf-8")))
     assert in_text, "no SAGA_* variable found"
-    assert in_text <= known, f"not read by infra/settings.py: {sorted(in_text - known)}"
+    assert in_text <= known, f"read by no settings: {sorted(in_text - known)}"
     for name in BUILT:
         reads = READS[name if name in ("orchestrator", "console") else "worker"]
         used = {var for var in _environment(services[name]) if var.startswith("SAGA_")}

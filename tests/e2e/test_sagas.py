@@ -99,11 +99,12 @@ async def test_transient_failures_are_retried_until_they_succeed(deploy: Deploy)
 
 async def test_a_step_that_never_answers_in_time_fails_the_order_with_timeout(
         deploy: Deploy) -> None:
-    """Payment answers after the step timeout every time: the order fails with TIMEOUT, the
-    late holds are refused or released, and no money stays held."""
+    """Payment answers only after every attempt has timed out: the order fails with
+    TIMEOUT, the late holds are refused or released, and no money stays held. (An answer
+    that arrives while a later attempt is still awaited settles the step instead.)"""
     d = await deploy(orchestrator={"SAGA_STEP_TIMEOUT": "0.5", "SAGA_STEP_ATTEMPTS": "2",
                                    "SAGA_BACKOFF": "0.05"})
-    await d.reconfigure("payment", {"SAGA_FAULT_LATENCY_MS": "1500"})
+    await d.reconfigure("payment", {"SAGA_FAULT_LATENCY_MS": "8000"})
     await d.seed(STOCK, FUNDS)
     await d.order("slow", "alice", ("apple", 1, "1.00"))
     outcomes = await d.outcomes({"slow"}, timeout=60)
