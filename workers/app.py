@@ -21,6 +21,7 @@ from infra.http import OpsServer
 from infra.process import ProcessShell, run_process
 from infra.settings import SettingsError
 from infra.transport import Transport
+from workers.faults import InjectedFaults
 from workers.metrics import WorkerMetrics
 from workers.runtime import EXPIRING, Clock, WorkerRuntime
 from workers.sdk import Participant
@@ -45,7 +46,8 @@ class Worker:
         metrics.prepare(spec.name, spec.parks)
         self.spec = spec
         self.runtime = WorkerRuntime(spec=spec, store=store, transport=transport,
-                                     topology=self._topology, metrics=metrics, faults=faults,
+                                     topology=self._topology, metrics=metrics,
+                                     faults=InjectedFaults(spec.name, faults, metrics.faults),
                                      clock=clock, conflict_retries=settings.conflict_retries,
                                      tx_concurrency=settings.tx_concurrency,
                                      store_patience=settings.store_patience,

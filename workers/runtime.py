@@ -59,9 +59,8 @@ from infra.errors import (
     TransientError,
     VersionConflict,
 )
-from infra.faults import Dice, added_latency, crash_now, latency_ms
-from infra.settings import FaultSettings
 from infra.transport import Transport
+from workers.faults import InjectedFaults
 from workers.fence import AFTER_RUN, Fence, FenceState, Verdict, fence_id, verdict
 from workers.locks import (
     LOCK_TIMEOUT,
@@ -143,7 +142,7 @@ class WorkerRuntime:
     """Runs one service's handlers against its store and the transport."""
 
     def __init__(self, *, spec: Participant, store: DocumentStore, transport: Transport,
-                 topology: Topology, metrics: WorkerMetrics, faults: FaultSettings, clock: Clock,
+                 topology: Topology, metrics: WorkerMetrics, faults: InjectedFaults, clock: Clock,
                  conflict_retries: int = 20, tx_concurrency: int = 16,
                  store_patience: float = 20.0, retention: Retention = DEFAULT_RETENTION) -> None:
         self._spec = spec
@@ -152,7 +151,6 @@ class WorkerRuntime:
         self._topology = topology
         self._metrics = metrics
         self._faults = faults
-        self._dice = Dice(faults.seed)
         self._clock = clock
         self._conflict_retries = conflict_retries
         self._store_patience = store_patience
@@ -166,21 +164,16 @@ class WorkerRuntime:
         envelope = read_envelope(message)
         command = decode_command(self._spec, envelope, message)
         started = self._clock()
-        # Crash points fire on first deliveries only: a command redelivered after a crash
-        # tests the recovery, and rolling again on it would multiply the crash rate by the
-        # backlog each crash leaves, into a crash loop (a chaos run showed 9 restarts in 55 s).
         first = not message.headers.get(DELIVERY_COUNT_HEADER)
-        delay = latency_ms(self._faults, self._dice)
-        if delay > self._faults.latency_ms:
-            self._injected("late_reply")
-        await added_latency(delay)
-        reply = self._injected_failure(command)
-        if reply is None:
+        await self._faults.delay()
+        if (injected := self._faults.instead(command.op)) is not None:
+            reply = _reply(command, injected[0], None, injected[1])
+        else:
             async with self._tx_slots:
                 reply = await self._execute(envelope, command)
-            self._maybe_crash("after_commit", first)
+            self._faults.crash("after_commit", first)
         await self._publish(envelope, reply)
-        self._maybe_crash("after_publish", first)
+        self._faults.crash("after_publish", first)
         kind = envelope.message_type
         self._metrics.commands.labels(self._spec.name, kind, reply.outcome.value).inc()
         self._metrics.latency.labels(self._spec.name, kind).observe(self._clock() - started)
@@ -188,31 +181,6 @@ class WorkerRuntime:
             "saga_id": command.saga_id, "message_id": envelope.message_id, "step": command.step,
             "operation": command.op.value, "outcome": reply.outcome.value,
             "detail": reply.detail or None, "trace_id": trace_id_of(envelope.traceparent)})
-
-    def _injected_failure(self, command: Command) -> StepReply | None:
-        """A configured fault instead of running the command, or None."""
-        if self._dice.roll(self._faults.transient_rate):
-            self._injected("transient")
-            return _reply(command, Outcome.RETRYABLE_ERROR, None, "injected transient failure")
-        if (command.op is Operation.COMPENSATE
-                and self._dice.roll(self._faults.compensation_failure_rate)):
-            self._injected("compensation_failure")
-            return _reply(command, Outcome.PERMANENT_ERROR, None,
-                          "injected permanent compensation failure")
-        return None
-
-    def _maybe_crash(self, point: str, first: bool) -> None:
-        # The two moments a worker crash is most interesting: the change is committed
-        # but nobody knows yet, and the reply is out but the command not acknowledged.
-        if (first and point in self._faults.crash_points
-                and self._dice.roll(self._faults.crash_rate)):
-            self._injected(f"crash_{point}")
-            crash_now()
-
-    def _injected(self, kind: str) -> None:
-        # Logged as well as counted: a chaos run counts faults across restarts from the logs.
-        self._metrics.faults.labels(self._spec.name, kind).inc()
-        log.warning("injected fault %s", kind, extra={"fault": kind})
 
     async def _execute(self, envelope: Envelope, command: Command) -> StepReply:
         """Run the command's transaction; wait out a database that does not answer for a
@@ -335,10 +303,8 @@ class WorkerRuntime:
 
     async def _run(self, tx: Tx, command: Command, now: float) -> str:
         """The business handler, with injected rejections in front of it."""
-        if (command.op is Operation.FORWARD and command.route.operation.rejectable
-                and self._dice.roll_for(fence_id(command.saga_id, command.step),
-                                       self._faults.reject_rate)):
-            self._injected("rejection")
+        if self._faults.rejects(command.op, command.route.operation.rejectable,
+                                fence_id(command.saga_id, command.step)):
             raise Rejected(self._spec.rejection, "injected business rejection")
         context = StepContext(command.saga_id, command.step, now, command.body.failure)
         locks = command.route.operation.locks

@@ -16,6 +16,7 @@ from contracts.topology import REPLY_KEY, Plan, Topology
 from infra.adapters.memory_bus import InMemoryBroker, InMemoryTransport
 from infra.errors import PublishFailed
 from infra.settings import FaultSettings
+from workers.faults import InjectedFaults
 from workers.locks import LockPolicy, Locks, Waiter
 from workers.metrics import WorkerMetrics
 from workers.runtime import WorkerRuntime
@@ -24,6 +25,11 @@ from workers.store import Tx
 from workers.store_memory import MemoryDocumentStore
 
 TOPOLOGY = Topology("resume")
+
+
+def no_faults() -> InjectedFaults:
+    """A fault plan that injects nothing."""
+    return InjectedFaults("gate", FaultSettings(), WorkerMetrics(CollectorRegistry()).faults)
 
 
 class Keys(Model):
@@ -69,7 +75,7 @@ async def test_an_answer_the_broker_refused_is_sent_on_the_next_look() -> None:
     replies = await transport.temporary_queue(TOPOLOGY.replies_exchange, (REPLY_KEY,))
     store = MemoryDocumentStore()
     runtime = WorkerRuntime(spec=GATE, store=store, transport=transport, topology=TOPOLOGY,
-                            metrics=WorkerMetrics(CollectorRegistry()), faults=FaultSettings(),
+                            metrics=WorkerMetrics(CollectorRegistry()), faults=no_faults(),
                             clock=time.time)
 
     async def answers() -> list[tuple[object, StepReply]]:
@@ -94,7 +100,7 @@ async def test_an_answer_the_broker_refused_is_sent_on_the_next_look() -> None:
     # The process dies before it could send it; the next one, on the same database, does.
     restarted = WorkerRuntime(spec=GATE, store=store, transport=transport, topology=TOPOLOGY,
                               metrics=WorkerMetrics(CollectorRegistry()),
-                              faults=FaultSettings(), clock=time.time)
+                              faults=no_faults(), clock=time.time)
     assert await restarted.look_at_waits() == 1
     [(cause, reply)] = await answers()
     assert (cause, reply.outcome, reply.detail) == ("b-1", Outcome.SUCCEEDED, "s ran")
