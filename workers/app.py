@@ -43,10 +43,10 @@ class Worker:
         self._prefetch = settings.common.prefetch
         self._declare = settings.common.declare_topology
         self._metrics = metrics
-        metrics.prepare(spec.name, spec.parks)
         self.spec = spec
         self.runtime = WorkerRuntime(spec=spec, store=store, transport=transport,
-                                     topology=self._topology, metrics=metrics,
+                                     topology=self._topology,
+                                     metrics=metrics.service(spec.name, spec.parks),
                                      faults=InjectedFaults(spec.name, faults, metrics.faults),
                                      clock=clock, conflict_retries=settings.conflict_retries,
                                      tx_concurrency=settings.tx_concurrency,

@@ -54,18 +54,69 @@ class WorkerMetrics:
                                      "Messages moved to a dead-letter queue.", ["queue", "error"],
                                      registry=registry)
 
-    def prepare(self, service: str, parks: bool = False) -> None:
-        """Create this service's label sets at zero, so that dashboards show 0 rather than
-        "no data" for what has not happened yet."""
-        self.duplicates.labels(service)
-        self.conflicts.labels(service)
-        self.exhausted.labels(service)
-        self.orphaned.labels(service)
-        self.locked.labels(service)
-        self.waits.labels(service)
-        self.waiting.labels(service)
+    def service(self, name: str, parks: bool = False) -> ServiceMetrics:
+        """What one service's runtime reports, with its label sets created at zero, so that
+        dashboards show 0 rather than "no data" for what has not happened yet."""
+        return ServiceMetrics(self, name, parks)
+
+
+class ServiceMetrics:
+    """The events the worker runtime reports about one service; Prometheus stays behind
+    these methods, and the service label is bound once."""
+
+    def __init__(self, metrics: WorkerMetrics, service: str, parks: bool) -> None:
+        self._metrics = metrics
+        self._service = service
+        self.faults = metrics.faults  # the fault plan counts what it injects itself
+        self._duplicates = metrics.duplicates.labels(service)
+        self._conflicts = metrics.conflicts.labels(service)
+        self._exhausted = metrics.exhausted.labels(service)
+        self._orphaned = metrics.orphaned.labels(service)
+        self._locked = metrics.locked.labels(service)
+        self._waits = metrics.waits.labels(service)
+        self._waiting = metrics.waiting.labels(service)
         if parks:  # the wait time by end, for a service whose prepares may wait at all
             for end in WAIT_ENDS:
-                self.wait_time.labels(service, end)
-        for kind in FENCE_KINDS:
-            self.fence.labels(service, kind)
+                metrics.wait_time.labels(service, end)
+        self._fence = {kind: metrics.fence.labels(service, kind) for kind in FENCE_KINDS}
+
+    def handled(self, command: str, outcome: str, seconds: float) -> None:
+        """A command answered, from receipt to confirmed reply."""
+        self._metrics.commands.labels(self._service, command, outcome).inc()
+        self._metrics.latency.labels(self._service, command).observe(seconds)
+
+    def duplicate(self) -> None:
+        """A command seen before: its recorded reply is sent again."""
+        self._duplicates.inc()
+
+    def conflict(self) -> None:
+        """An optimistic-lock conflict; the transaction is retried."""
+        self._conflicts.inc()
+
+    def gave_up(self) -> None:
+        """A command conflicted on every attempt."""
+        self._exhausted.inc()
+
+    def orphaned(self) -> None:
+        """A step's effect exists without its fence."""
+        self._orphaned.inc()
+
+    def fence(self, kind: str) -> None:
+        """An empty rollback or a refused late action (one of FENCE_KINDS)."""
+        self._fence[kind].inc()
+
+    def refused_locked(self) -> None:
+        """A prepare refused because another saga holds a key."""
+        self._locked.inc()
+
+    def parked(self) -> None:
+        """A prepare parked to wait for a key."""
+        self._waits.inc()
+
+    def wait_ended(self, end: str, seconds: float) -> None:
+        """A parked prepare's wait is over (one of WAIT_ENDS)."""
+        self._metrics.wait_time.labels(self._service, end).observe(max(0.0, seconds))
+
+    def waiting(self, parked: int) -> None:
+        """Prepares parked now."""
+        self._waiting.set(parked)

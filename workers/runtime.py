@@ -74,7 +74,7 @@ from workers.locks import (
     release,
     take,
 )
-from workers.metrics import FENCE_KINDS, WorkerMetrics
+from workers.metrics import FENCE_KINDS, ServiceMetrics
 from workers.sdk import Impossible, Participant, Rejected, Route, StepContext
 from workers.store import DEFAULT_RETENTION, Doc, DocumentStore, Retention, Tx, expiry
 
@@ -142,7 +142,7 @@ class WorkerRuntime:
     """Runs one service's handlers against its store and the transport."""
 
     def __init__(self, *, spec: Participant, store: DocumentStore, transport: Transport,
-                 topology: Topology, metrics: WorkerMetrics, faults: InjectedFaults, clock: Clock,
+                 topology: Topology, metrics: ServiceMetrics, faults: InjectedFaults, clock: Clock,
                  conflict_retries: int = 20, tx_concurrency: int = 16,
                  store_patience: float = 20.0, retention: Retention = DEFAULT_RETENTION) -> None:
         self._spec = spec
@@ -175,8 +175,7 @@ class WorkerRuntime:
         await self._publish(envelope, reply)
         self._faults.crash("after_publish", first)
         kind = envelope.message_type
-        self._metrics.commands.labels(self._spec.name, kind, reply.outcome.value).inc()
-        self._metrics.latency.labels(self._spec.name, kind).observe(self._clock() - started)
+        self._metrics.handled(kind, reply.outcome.value, self._clock() - started)
         log.info("handled %s: %s", kind, reply.outcome.value, extra={
             "saga_id": command.saga_id, "message_id": envelope.message_id, "step": command.step,
             "operation": command.op.value, "outcome": reply.outcome.value,
@@ -219,7 +218,7 @@ class WorkerRuntime:
                 last = e
             except (VersionConflict, DuplicateKey) as e:
                 last = e
-                self._metrics.conflicts.labels(self._spec.name).inc()
+                self._metrics.conflict()
                 log.debug("conflict on attempt %d: %s", attempt + 1, e)
                 await asyncio.sleep(_backoff(attempt))
             except Impossible as e:
@@ -230,7 +229,7 @@ class WorkerRuntime:
                 log.error("database error: %s", e, extra={"saga_id": command.saga_id})
                 return _reply(command, Outcome.RETRYABLE_ERROR, None, "database error; try again")
         # Conflicts on every attempt are not load: something holds the key. Say which.
-        self._metrics.exhausted.labels(self._spec.name).inc()
+        self._metrics.gave_up()
         log.error("gave up after %d conflicts: %s", self._conflict_retries, last, extra={
             "saga_id": command.saga_id, "step": command.step})
         return _reply(command, Outcome.RETRYABLE_ERROR, None,
@@ -239,7 +238,7 @@ class WorkerRuntime:
     def _orphaned(self, command: Command, e: EffectExists) -> StepReply:
         """Fail the step for good and visibly: applying the effect twice, or claiming it as
         this step's without knowing, could both be wrong; an operator decides."""
-        self._metrics.orphaned.labels(self._spec.name).inc()
+        self._metrics.orphaned()
         log.error("effect exists without its fence: %s", e, extra={
             "saga_id": command.saga_id, "step": command.step})
         return _reply(command, Outcome.PERMANENT_ERROR, None,
@@ -269,7 +268,7 @@ class WorkerRuntime:
             seen = await tx.get(Inbox, message_id)
         if seen is None:
             return None
-        self._metrics.duplicates.labels(self._spec.name).inc()
+        self._metrics.duplicate()
         return StepReply.model_validate_json(seen.reply)
 
     async def _judge(self, tx: Tx, command: Command, fence: Fence | None,
@@ -287,13 +286,13 @@ class WorkerRuntime:
                     return _reply(command, Outcome.REJECTED, fence.reason_code, fence.detail)
                 return _reply(command, Outcome.SUCCEEDED, None, f"already {fence.state}")
             case Verdict.EMPTY_ROLLBACK:
-                self._metrics.fence.labels(self._spec.name, FENCE_KINDS[0]).inc()
+                self._metrics.fence(FENCE_KINDS[0])
                 await self._unpark(tx, command, now, "cancelled")
                 await _write_fence(tx, command, fence, FenceState.COMPENSATED, now,
                                    self._retention.fence)
                 return _reply(command, Outcome.SUCCEEDED, None, "nothing to undo")
             case Verdict.SUSPENDED:
-                self._metrics.fence.labels(self._spec.name, FENCE_KINDS[1]).inc()
+                self._metrics.fence(FENCE_KINDS[1])
                 return _reply(command, Outcome.REJECTED, PlatformReason.CANCELLED,
                               "the step was undone before this command arrived")
             case _:
@@ -314,7 +313,7 @@ class WorkerRuntime:
             except KeyLocked as e:
                 if locks.policy is LockPolicy.WAIT:
                     raise MustWait(e, locks.wait_timeout) from e
-                self._metrics.locked.labels(self._spec.name).inc()
+                self._metrics.refused_locked()
                 raise Rejected(LOCKED, str(e)) from e
             except InvalidLockRequest as e:
                 raise Impossible(str(e)) from e
@@ -346,7 +345,7 @@ class WorkerRuntime:
             await tx.delete(waiter)
         else:
             await tx.update(waiter.model_copy(update={"answered": True}))
-        self._metrics.wait_time.labels(self._spec.name, end).observe(max(0.0, now - waiter.since))
+        self._metrics.wait_ended(end, now - waiter.since)
 
     async def _park(self, envelope: Envelope, command: Command, wait: MustWait) -> StepReply:
         """Record that the step waits (keeping its command, the latest attempt's), and say
@@ -371,7 +370,7 @@ class WorkerRuntime:
             else:
                 await tx.update(waiter)
         if before is None:
-            self._metrics.waits.labels(self._spec.name).inc()
+            self._metrics.parked()
         return StepReply(saga_id=command.saga_id, step=command.step, operation=command.op,
                          outcome=Outcome.WAITING, detail=str(wait)[:500],
                          waiting=LockWait(key=waiter.lock, holders=list(waiter.holders),
@@ -397,7 +396,7 @@ class WorkerRuntime:
     async def look_at_waits(self) -> int:
         """One look at every parked prepare; how many were answered."""
         waiters = sorted(await self._store.all(Waiter), key=lambda w: (w.since, w.id))
-        self._metrics.waiting.labels(self._spec.name).set(sum(not w.answered for w in waiters))
+        self._metrics.waiting(sum(not w.answered for w in waiters))
         answered = 0
         for waiter in waiters:
             try:

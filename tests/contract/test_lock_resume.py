@@ -27,9 +27,13 @@ from workers.store_memory import MemoryDocumentStore
 TOPOLOGY = Topology("resume")
 
 
-def no_faults() -> InjectedFaults:
-    """A fault plan that injects nothing."""
-    return InjectedFaults("gate", FaultSettings(), WorkerMetrics(CollectorRegistry()).faults)
+def gate_runtime(store: MemoryDocumentStore, transport: InMemoryTransport) -> WorkerRuntime:
+    """The gate's runtime, with fresh metrics and no faults."""
+    metrics = WorkerMetrics(CollectorRegistry())
+    return WorkerRuntime(spec=GATE, store=store, transport=transport, topology=TOPOLOGY,
+                         metrics=metrics.service("gate", parks=True),
+                         faults=InjectedFaults("gate", FaultSettings(), metrics.faults),
+                         clock=time.time)
 
 
 class Keys(Model):
@@ -74,9 +78,7 @@ async def test_an_answer_the_broker_refused_is_sent_on_the_next_look() -> None:
     await transport.declare(TOPOLOGY, Plan((), ("gate",)))
     replies = await transport.temporary_queue(TOPOLOGY.replies_exchange, (REPLY_KEY,))
     store = MemoryDocumentStore()
-    runtime = WorkerRuntime(spec=GATE, store=store, transport=transport, topology=TOPOLOGY,
-                            metrics=WorkerMetrics(CollectorRegistry()), faults=no_faults(),
-                            clock=time.time)
+    runtime = gate_runtime(store, transport)
 
     async def answers() -> list[tuple[object, StepReply]]:
         out: list[tuple[object, StepReply]] = []
@@ -98,9 +100,7 @@ async def test_an_answer_the_broker_refused_is_sent_on_the_next_look() -> None:
     assert await answers() == []
 
     # The process dies before it could send it; the next one, on the same database, does.
-    restarted = WorkerRuntime(spec=GATE, store=store, transport=transport, topology=TOPOLOGY,
-                              metrics=WorkerMetrics(CollectorRegistry()),
-                              faults=no_faults(), clock=time.time)
+    restarted = gate_runtime(store, transport)
     assert await restarted.look_at_waits() == 1
     [(cause, reply)] = await answers()
     assert (cause, reply.outcome, reply.detail) == ("b-1", Outcome.SUCCEEDED, "s ran")
