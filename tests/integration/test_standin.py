@@ -222,3 +222,36 @@ async def test_writes_leave_no_change_log_and_take_no_dispatch_lease(tmp_path: P
     finally:
         process.stop()
     assert logged == dict.fromkeys(logged, 0)
+
+
+async def test_acknowledged_writes_survive_a_sigkill_without_change_dispatch(
+        tmp_path: Path) -> None:
+    """mongoeco's change dispatch committed on its own; without it, every acknowledged
+    write must still be committed to the file: plain writes, updates and transactions."""
+    process, url = await start_standin(tmp_path, sqlite_path=tmp_path / "db.sqlite")
+    try:
+        client = await _client(url)
+        try:
+            coll = client["atomic"]["durable"]
+            for n in range(20):
+                await coll.insert_one({"_id": f"plain-{n}", "v": 0})
+                await coll.update_one({"_id": f"plain-{n}"}, {"$set": {"v": 1}})
+                async with client.start_session() as session, await session.start_transaction():
+                    await coll.insert_one({"_id": f"tx-{n}", "v": 1}, session=session)
+                    await coll.update_one({"_id": f"plain-{n}"}, {"$inc": {"v": 1}},
+                                          session=session)
+        finally:
+            await client.close()
+        process.kill()
+        process.start()
+        await process.wait_ready(30.0)
+        client = await _client(url)
+        try:
+            coll = client["atomic"]["durable"]
+            assert await coll.count_documents({}) == 40
+            assert await coll.count_documents({"v": 2}) == 20  # every plain doc, both updates
+            assert await coll.count_documents({"_id": {"$regex": "^tx-"}, "v": 1}) == 20
+        finally:
+            await client.close()
+    finally:
+        process.stop()
