@@ -266,33 +266,6 @@ def _roll_back_orphans() -> None:
     SQLiteSessionRuntime.start_session_transaction = start_clean  # type: ignore[method-assign]
 
 
-def _without_change_streams() -> None:
-    """Record no change events and run no change dispatch: the stand-in serves no change
-    streams, and the product reads none.
-
-    mongoeco copies every written document into a change log and, after every write and
-    every commit, takes a dispatch lease on a second SQLite connection, from the event
-    loop's thread. While another session's transaction held the write lock, that lease
-    waited on SQLite's busy timeout, and the whole server stopped answering for seconds
-    (a ping took 14 s in a one-hour soak).
-    """
-    from mongoeco.core.operation_context import ChangePublicationPolicy, OperationContext
-    from mongoeco.engines.adapter import EngineSpiAdapter
-
-    create = OperationContext.create.__func__  # type: ignore[attr-defined]
-
-    def create_unpublished(cls: Any, **kwargs: Any) -> Any:
-        kwargs["publication"] = ChangePublicationPolicy.DISABLED
-        return create(cls, **kwargs)
-
-    def nothing(self: Any, sink: object | None) -> None:
-        return None
-
-    OperationContext.create = classmethod(create_unpublished)  # type: ignore[method-assign,assignment,arg-type]
-    EngineSpiAdapter.prepare_change_delivery = nothing  # type: ignore[method-assign]
-    EngineSpiAdapter.dispatch_committed_changes = nothing  # type: ignore[method-assign]
-
-
 async def serve(host: str, port: int, sqlite_path: str | None, user: str | None = None,
                 transaction_lifetime: float = 10.0) -> None:
     """Run the server until SIGTERM/SIGINT; print its URL once listening."""
@@ -306,7 +279,6 @@ async def serve(host: str, port: int, sqlite_path: str | None, user: str | None 
         raise SystemExit(2) from None
     _roll_back_orphans()
     _guard_sqlite_transactions()
-    _without_change_streams()
     # One engine thread: mongoeco runs SQLite work on a pool of threads sharing one
     # connection, and under chaos runs that left its connection inside a transaction no
     # session owned, refusing every later one ("cannot start a transaction within a

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
@@ -197,37 +196,9 @@ async def test_writes_outside_transactions_still_work(reaping_standin: str) -> N
 
 
 
-async def test_writes_leave_no_change_log_and_take_no_dispatch_lease(tmp_path: Path) -> None:
-    """The stand-in serves no change streams. mongoeco's change log recorded every write and
-    took a dispatch lease on a second SQLite connection after each write and commit, from
-    the event loop's thread: the source of the server-wide stalls under load."""
-    db = tmp_path / "changes.sqlite"
-    process, url = await start_standin(tmp_path, sqlite_path=db)
-    try:
-        client = await _client(url)
-        try:
-            coll = client["atomic"]["logged"]
-            await coll.insert_one({"_id": "plain"})
-            await coll.update_one({"_id": "plain"}, {"$set": {"n": 1}})
-            async with client.start_session() as session, await session.start_transaction():
-                await coll.insert_one({"_id": "in-transaction"}, session=session)
-            assert await coll.count_documents({}) == 2
-            # Read while the server runs: it drops its dispatch consumer when it stops.
-            with contextlib.closing(sqlite3.connect(db)) as conn:
-                logged = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                          for t in ("change_outbox", "change_outbox_identities",
-                                    "change_outbox_consumers")}
-        finally:
-            await client.close()
-    finally:
-        process.stop()
-    assert logged == dict.fromkeys(logged, 0)
-
-
-async def test_acknowledged_writes_survive_a_sigkill_without_change_dispatch(
-        tmp_path: Path) -> None:
-    """mongoeco's change dispatch committed on its own; without it, every acknowledged
-    write must still be committed to the file: plain writes, updates and transactions."""
+async def test_acknowledged_writes_survive_a_sigkill(tmp_path: Path) -> None:
+    """Every acknowledged write is in the file when the server is killed: plain writes,
+    updates and transactions."""
     process, url = await start_standin(tmp_path, sqlite_path=tmp_path / "db.sqlite")
     try:
         client = await _client(url)
