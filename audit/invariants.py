@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from audit import dedup, dlq, held_locks, ledger, outcomes, transfers
-from audit.dlq import DeadLetterReader
 from audit.snapshot import Snapshot, Violation, load, scope
+from client.dlq import DeadLetterReader
 from contracts.topology import Topology
 from infra.transport import Transport
 from orchestrator.store import SagaStore

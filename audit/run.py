@@ -12,10 +12,11 @@ import json
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from audit.dlq import DEAD_LETTERS_EXPLAINED, DEAD_LETTERS_INVALID, RabbitDeadLetters
+from audit.dlq import DEAD_LETTERS_EXPLAINED, DEAD_LETTERS_INVALID
 from audit.invariants import DEFAULT_GRACE, INVARIANTS, Report, audit
 from audit.snapshot import Violation
 from client import connect
+from client.dlq import RabbitDeadLetters
 from contracts.topology import Topology
 from infra.settings import CommonSettings, redact
 from orchestrator.app import definitions

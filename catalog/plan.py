@@ -15,7 +15,7 @@ from typing import Any
 
 from contracts.topology import Plan
 from infra.settings import CommonSettings, common_from_env
-from orchestrator.manifests import Manifest, by_service, parse, read
+from orchestrator.manifests import Manifest, participant_manifests
 from orchestrator.registry import DefinitionRegistry, Setup, load
 from workers.catalog import registered
 from workers.sdk import Participant
@@ -35,7 +35,7 @@ class Platform:
     def load(cls, common: CommonSettings | None = None) -> Platform:
         """What the configuration (and the entry points) register."""
         common = common or common_from_env(os.environ, "catalog")
-        found = manifests(common)
+        found = participant_manifests(common)
         return cls(load(common.saga_definitions, Setup(manifests=found)),
                    registered(common.saga_participants), found)
 
@@ -51,14 +51,6 @@ class Platform:
         return {name: (self.participants[name].manifest() if name in self.participants
                        else manifest.model_dump(mode="json"))
                 for name, manifest in sorted(self.known.items())}
-
-
-def manifests(common: CommonSettings) -> dict[str, Manifest]:
-    """The manifest of every registered Python participant and of every file named in
-    SAGA_MANIFESTS, by service."""
-    participants = registered(common.saga_participants)
-    return by_service([*(parse(p.manifest(), p.name) for p in participants.values()),
-                       *read(common.saga_manifests)])
 
 
 def registered_plan() -> Plan:

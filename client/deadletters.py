@@ -24,7 +24,8 @@ from typing import Any, TextIO
 
 import aiormq
 
-from audit.dlq import (
+from client.connect import Unreachable
+from client.dlq import (
     Choice,
     Fate,
     Move,
@@ -32,7 +33,6 @@ from audit.dlq import (
     consumer_kind,
     recheck,
 )
-from client.connect import Unreachable
 from contracts.envelope import CodecError, WireMessage, utcnow
 from contracts.errors import SagaSystemError
 from contracts.topology import Plan, QueueSpec, Topology, layout
@@ -75,7 +75,7 @@ class Source:
 
     dlq: QueueSpec
     queue: QueueSpec
-    kind: str  # what the queue receives (audit.dlq.consumer_kind)
+    kind: str  # what the queue receives (client.dlq.consumer_kind)
     start: StartMessage[Any] | None
 
     @property

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from catalog.plan import manifests as participant_manifests
 from contracts.topology import Plan, Topology
 from infra.adapters import mongo
 from infra.adapters.rabbit import RabbitTransport
@@ -17,7 +16,7 @@ from infra.process import ProcessShell
 from infra.settings import SettingsError
 from infra.transport import Transport
 from orchestrator.definition import Tuning
-from orchestrator.manifests import mismatches
+from orchestrator.manifests import mismatches, participant_manifests
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import Clock, OutboxPublisher
 from orchestrator.registry import DefinitionRegistry, RegistrationError, Setup, load

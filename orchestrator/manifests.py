@@ -21,6 +21,8 @@ from pydantic import Field, ValidationError
 from contracts.commands import Name, OperationKind, command_type, phases
 from contracts.envelope import Model, describe
 from contracts.errors import SagaSystemError
+from infra.settings import CommonSettings
+from workers.catalog import registered
 
 
 class ManifestError(SagaSystemError, ValueError):
@@ -96,6 +98,14 @@ def by_service(manifests: Iterable[Manifest]) -> dict[str, Manifest]:
             raise ManifestError(f"two different manifests for service {m.service!r}")
         out[m.service] = m
     return out
+
+
+def participant_manifests(common: CommonSettings) -> dict[str, Manifest]:
+    """The manifest of every registered Python participant and of every file named in
+    SAGA_MANIFESTS, by service."""
+    participants = registered(common.saga_participants)
+    return by_service([*(parse(p.manifest(), p.name) for p in participants.values()),
+                       *read(common.saga_manifests)])
 
 
 def params_problem(op: OperationManifest, params: Mapping[str, Any]) -> str | None:

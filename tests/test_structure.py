@@ -124,6 +124,18 @@ def test_no_module_imports_itself_in_a_circle() -> None:
         pytest.fail(f"import circle: {' -> '.join(e.args[1])}")
 
 
+def test_no_room_imports_itself_in_a_circle() -> None:
+    """The rooms (top-level packages) form layers too: a room that needs another which
+    needs it back cannot be read, shipped or replaced on its own."""
+    rooms: dict[str, set[str]] = {}
+    for module, targets in graph().items():
+        rooms.setdefault(_top(module), set()).update(_top(t) for t in targets)
+    try:
+        tuple(TopologicalSorter({r: t - {r} for r, t in rooms.items()}).static_order())
+    except CycleError as e:
+        pytest.fail(f"rooms in a circle: {' -> '.join(e.args[1])}")
+
+
 def test_the_contracts_depend_on_nothing_of_ours() -> None:
     """The wire contract is what every other part and every client builds on."""
     for module in modules():

@@ -15,10 +15,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
-from audit.dlq import RabbitDeadLetters
 from audit.invariants import Report, audit
 from catalog.plan import Platform, owners
 from client import connect
+from client.dlq import RabbitDeadLetters
 from client.orders import request_message
 from client.seed import (
     Catalog,

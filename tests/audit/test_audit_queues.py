@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 
-from audit.dlq import DEAD_LETTERS_EXPLAINED, DEAD_LETTERS_INVALID, RabbitDeadLetters
+from audit.dlq import DEAD_LETTERS_EXPLAINED, DEAD_LETTERS_INVALID
 from audit.invariants import audit
+from client.dlq import RabbitDeadLetters
 from client.orders import request_message
 from contracts.commands import Operation
 from contracts.envelope import WireMessage
