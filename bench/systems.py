@@ -8,7 +8,6 @@ the MongoDB stand-in also has one stand-in server per database owner, as the dem
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -18,7 +17,7 @@ from bench.catalog import seed
 from catalog.plan import Platform, owners
 from client import connect
 from contracts.topology import Topology
-from harness.processes import ManagedProcess, free_port, start_standins
+from harness.processes import Cluster, ManagedProcess, start_standins
 from infra.adapters.rabbit import RabbitTransport
 from infra.settings import CommonSettings, common_from_env
 from orchestrator.registry import DefinitionRegistry
@@ -95,18 +94,16 @@ def order_services() -> list[str]:
     return DefinitionRegistry([order_saga()]).services()
 
 
-def _argv(kind: Kind, role: str, uvloop: bool) -> list[str]:
+def _module(kind: Kind, role: str) -> tuple[str, tuple[str, ...]]:
+    """The module a role of a system runs, and its arguments."""
     if kind is Kind.BASELINE:
-        module, args = "bench.baseline", ["orchestrator"] if role == "orchestrator" else ["worker", role]
-    elif role == "orchestrator":
-        module, args = "orchestrator", []
-    elif kind is Kind.MEMORY:
+        return "bench.baseline", ("orchestrator",) if role == "orchestrator" else ("worker", role)
+    if role == "orchestrator":
+        return "orchestrator", ()
+    if kind is Kind.MEMORY:
         # In-memory workers need their stock and money seeded in-process.
-        module, args = "bench.worker", [role]
-    else:
-        module, args = "workers", [role]
-    launcher = ["-m", "bench.uvrun"] if uvloop else ["-m"]
-    return [sys.executable, *launcher, module, *args]
+        return "bench.worker", (role,)
+    return "workers", (role,)
 
 
 @dataclass
@@ -119,7 +116,7 @@ class Deployment:
     log_dir: Path
     extra_env: Mapping[str, str] = field(default_factory=dict)
     uvloop: bool = False
-    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    cluster: Cluster = field(init=False)
     standins: list[ManagedProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -132,6 +129,7 @@ class Deployment:
         self._env |= {"SAGA_AMQP_URL": self.amqp_url, "SAGA_NAMESPACE": self.namespace,
                       "SAGA_METRICS_HOST": "127.0.0.1",
                       "SAGA_STORE": "memory" if self.kind is Kind.MEMORY else "mongo"}
+        self.cluster = Cluster({}, self.log_dir, inherited={})
 
     async def start(self, transport: RabbitTransport, *, workers: bool = True) -> None:
         """Declare the topology (the product's own declaration, for every system), start the
@@ -140,16 +138,17 @@ class Deployment:
         if self.kind is Kind.STANDIN:
             await self._start_standins()
         self._env |= dict(self.extra_env)
-        roles = ["orchestrator", *(order_services() if workers else ())]
-        for role in roles:
-            port = free_port()
-            env = {**self._env, "SAGA_METRICS_PORT": str(port)}
-            self.processes[role] = ManagedProcess(role, _argv(self.kind, role, self.uvloop), env,
-                                                  self.log_dir / f"{role}.log", port)
-        for process in self.processes.values():
-            process.start()
-        for process in self.processes.values():
-            await process.wait_ready(60.0)
+        self.cluster.env = self._env  # complete now: stand-in URLs and extra settings
+        for role in ["orchestrator", *(order_services() if workers else ())]:
+            module, args = _module(self.kind, role)
+            self.cluster.add(role, module, args=args,
+                             launcher="bench.uvrun" if self.uvloop else None)
+        await self.cluster.start()
+
+    @property
+    def processes(self) -> dict[str, ManagedProcess]:
+        """The system's processes by role (never the stand-ins)."""
+        return self.cluster.processes
 
     async def _start_standins(self) -> None:
         self.standins, urls = await start_standins(owners(self.plan.services), self.log_dir)

@@ -181,18 +181,23 @@ class Cluster:
     log_dir: Path
     worker_env: Mapping[str, str] = field(default_factory=dict)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    # What every process inherits before ``env``: this process's environment, unless the
+    # caller keeps its own settings out (the benchmark does).
+    inherited: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
     def add(self, name: str, module: str, extra_env: Mapping[str, str] | None = None,
-            args: tuple[str, ...] = ()) -> None:
-        """Register a process running ``python -m module args`` with its own metrics port."""
+            args: tuple[str, ...] = (), launcher: str | None = None) -> None:
+        """Register a process running ``python -m module args`` (or ``python -m launcher
+        module args``) with its own metrics port."""
         port = free_port()
-        env = {**os.environ, **self.env, **(extra_env or {}), "SAGA_METRICS_PORT": str(port),
+        env = {**self.inherited, **self.env, **(extra_env or {}), "SAGA_METRICS_PORT": str(port),
                "SAGA_METRICS_HOST": "127.0.0.1"}
         if module == "orchestrator" and not env.get("SAGA_REPLY_USERS"):
             # Every process of this cluster logs in with the same broker URL unless told
             # otherwise: replies are accepted from that user only.
             env["SAGA_REPLY_USERS"] = f"*={amqp_user(env.get('SAGA_AMQP_URL', ''))}"
-        self.processes[name] = ManagedProcess(name, [sys.executable, "-m", module, *args], env,
+        argv = [sys.executable, "-m", *((launcher,) if launcher else ()), module, *args]
+        self.processes[name] = ManagedProcess(name, argv, env,
                                               self.log_dir / f"{name}.log", port)
 
     def add_worker(self, service: str, extra_env: Mapping[str, str] | None = None,
