@@ -172,7 +172,7 @@ class Transactions:
         if context is None or self._running.get(key, 0) or not context.session.transaction_active:
             return
         context.session.abort_transaction()
-        print(f"standin: aborted a transaction: {why}", file=sys.stderr)
+        _say(f"aborted a transaction: {why}")
 
     async def run_reaper(self, interval: float = 1.0) -> None:
         """Abort transactions idle longer than the lifetime limit, checked every second."""
@@ -189,6 +189,12 @@ class Transactions:
             for key in list(self._store._sessions):
                 if now - self._last_used.get(key, now) > self._lifetime:
                     self._abort_idle(key, f"idle for more than {self._lifetime:g}s")
+
+
+def _say(message: str) -> None:
+    """One line on stderr, timestamped so it can be set beside a chaos run's fault log."""
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} standin: {message}", file=sys.stderr,
+          flush=True)
 
 
 def _no_such_transaction(number: object) -> Exception:
@@ -236,34 +242,81 @@ def _lost(runtime: Any, session: Any) -> NoReturn:
     """Release the engine from a session whose SQLite transaction ended, and fail."""
     runtime._engine._transaction_owner_session_id = None
     runtime._write_states.pop(runtime._engine._connection, None)
-    print("standin: a session's SQLite transaction had ended underneath it; "
-          "failing it rather than committing its writes one by one", file=sys.stderr)
+    _say("a session's SQLite transaction had ended underneath it; "
+         "failing it rather than committing its writes one by one")
     raise _no_such_transaction(session.transaction_number)
 
 
 def _roll_back_orphans() -> None:
-    """Before a transaction begins, roll back any SQLite transaction that no session owns.
+    """Roll back any SQLite transaction that no session owns, before a transaction begins
+    and before a write outside transactions.
 
     Under chaos (clients killed mid-transaction, transactions reaped) mongoeco's SQLite
-    engine can be left with its connection inside a transaction nobody owns; every later
-    ``BEGIN`` then fails with "cannot start a transaction within a transaction".
+    engine can be left with its connection inside a transaction nobody owns. Every later
+    ``BEGIN`` then fails with "cannot start a transaction within a transaction"; worse, a
+    write outside transactions runs inside it as a SAVEPOINT, is acknowledged, and is
+    committed by nobody, so a server restart loses it. No acknowledged write is ever in
+    such a transaction (each write checks first), so rolling it back loses none.
     """
     from mongoeco.engines._sqlite_session_runtime import SQLiteSessionRuntime
 
     start = SQLiteSessionRuntime.start_session_transaction
+    begin = SQLiteSessionRuntime.begin_write
 
     def start_clean(self: Any, session: Any) -> None:
-        engine = self._engine
-        with engine._lock:
-            conn = engine._connection
-            writing = self._write_states.get(conn) if conn is not None else None
-            if (conn is not None and engine._transaction_owner_session_id is None
-                    and conn.in_transaction and (writing is None or not writing.frames)):
-                print("standin: rolled back an orphaned SQLite transaction", file=sys.stderr)
-                conn.rollback()
+        with self._engine._lock:
+            _roll_back_orphan(self, self._engine._connection, "before a transaction")
         start(self, session)
 
+    def begin_clean(self: Any, conn: Any, context: Any) -> None:
+        if not self.session_owns_transaction(context):
+            _roll_back_orphan(self, conn, "before a write outside transactions")
+        begin(self, conn, context)
+
     SQLiteSessionRuntime.start_session_transaction = start_clean  # type: ignore[method-assign]
+    SQLiteSessionRuntime.begin_write = begin_clean  # type: ignore[method-assign]
+
+
+def _roll_back_orphan(runtime: Any, conn: Any, when: str) -> None:
+    writing = runtime._write_states.get(conn) if conn is not None else None
+    if (conn is not None and runtime._engine._transaction_owner_session_id is None
+            and conn.in_transaction and (writing is None or not writing.frames)):
+        _say(f"rolled back an orphaned SQLite transaction {when}")
+        conn.rollback()
+
+
+def _without_change_streams() -> None:
+    """Record no change events and run no change dispatch: the stand-in serves no change
+    streams, and the product reads none.
+
+    mongoeco copies every written document into a change log and, after every write and
+    every commit, takes a dispatch lease on a second SQLite connection, from the event
+    loop's thread. While another session's transaction held the write lock, that lease
+    waited on SQLite's busy timeout, and the whole server stopped answering for seconds
+    (a ping took 14 s in a one-hour soak).
+    """
+    from mongoeco.core.operation_context import ChangePublicationPolicy, OperationContext
+    from mongoeco.engines.adapter import EngineSpiAdapter
+
+    create = OperationContext.create.__func__  # type: ignore[attr-defined]
+
+    def create_unpublished(cls: Any, **kwargs: Any) -> Any:
+        kwargs["publication"] = ChangePublicationPolicy.DISABLED
+        return create(cls, **kwargs)
+
+    def nothing(self: Any, sink: object | None) -> None:
+        return None
+
+    OperationContext.create = classmethod(create_unpublished)  # type: ignore[method-assign,assignment,arg-type]
+    EngineSpiAdapter.prepare_change_delivery = nothing  # type: ignore[method-assign]
+    EngineSpiAdapter.dispatch_committed_changes = nothing  # type: ignore[method-assign]
+
+
+def patch_engine() -> None:
+    """Apply every patch to mongoeco's SQLite engine (in this process only)."""
+    _roll_back_orphans()
+    _guard_sqlite_transactions()
+    _without_change_streams()
 
 
 async def serve(host: str, port: int, sqlite_path: str | None, user: str | None = None,
@@ -277,8 +330,7 @@ async def serve(host: str, port: int, sqlite_path: str | None, user: str | None 
               "(pip install 'saga-orchestrator[local]'; Python 3.13+)",
               file=sys.stderr)
         raise SystemExit(2) from None
-    _roll_back_orphans()
-    _guard_sqlite_transactions()
+    patch_engine()
     # One engine thread: mongoeco runs SQLite work on a pool of threads sharing one
     # connection, and under chaos runs that left its connection inside a transaction no
     # session owned, refusing every later one ("cannot start a transaction within a

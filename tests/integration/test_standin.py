@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
@@ -21,6 +22,8 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
 from harness.processes import start_standin
+
+ROOT = Path(__file__).resolve().parents[2]
 
 Client = AsyncMongoClient[dict[str, Any]]
 
@@ -195,7 +198,6 @@ async def test_writes_outside_transactions_still_work(reaping_standin: str) -> N
         await client.close()
 
 
-
 async def test_acknowledged_writes_survive_a_sigkill(tmp_path: Path) -> None:
     """Every acknowledged write is in the file when the server is killed: plain writes,
     updates and transactions."""
@@ -226,3 +228,70 @@ async def test_acknowledged_writes_survive_a_sigkill(tmp_path: Path) -> None:
             await client.close()
     finally:
         process.stop()
+
+
+async def test_writes_leave_no_change_log_and_take_no_dispatch_lease(tmp_path: Path) -> None:
+    """The stand-in serves no change streams. mongoeco's change log recorded every write and
+    took a dispatch lease on a second SQLite connection after each write and commit, from
+    the event loop's thread: the source of the server-wide stalls under load."""
+    db = tmp_path / "changes.sqlite"
+    process, url = await start_standin(tmp_path, sqlite_path=db)
+    try:
+        client = await _client(url)
+        try:
+            coll = client["atomic"]["logged"]
+            await coll.insert_one({"_id": "plain"})
+            await coll.update_one({"_id": "plain"}, {"$set": {"n": 1}})
+            async with client.start_session() as session, await session.start_transaction():
+                await coll.insert_one({"_id": "in-transaction"}, session=session)
+            assert await coll.count_documents({}) == 2
+            # Read while the server runs: it drops its dispatch consumer when it stops.
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                logged = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                          for t in ("change_outbox", "change_outbox_identities",
+                                    "change_outbox_consumers")}
+        finally:
+            await client.close()
+    finally:
+        process.stop()
+    assert logged == dict.fromkeys(logged, 0)
+
+
+# A write outside transactions, with the engine's connection left inside a SQLite transaction
+# no session owns (here opened by a bare statement; under chaos by whatever left one), then
+# the process dies without any cleanup, as under SIGKILL.
+_STRAY_TRANSACTION = """
+import os, sys
+from mongoeco import MongoClient
+from mongoeco.engines.sqlite import SQLiteEngine
+from harness import standin
+standin.patch_engine()
+engine = SQLiteEngine(sys.argv[1], executor_workers=1)
+coll = MongoClient(engine=engine)["atomic"]["stray"]
+coll.insert_one({"_id": "before"})
+engine._connection.execute("DELETE FROM mongoeco_schema_migrations WHERE component = 'none'")
+assert engine._connection.in_transaction
+coll.insert_one({"_id": "acknowledged"})
+os._exit(0)
+"""
+
+
+async def test_a_write_is_durable_even_inside_a_stray_sqlite_transaction(
+        tmp_path: Path) -> None:
+    """mongoeco runs a write outside transactions as a SAVEPOINT when its connection is
+    already inside a transaction: acknowledged, yet committed by nobody, and lost when the
+    server dies. The stand-in rolls such a stray transaction back first."""
+    db = tmp_path / "stray.sqlite"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _STRAY_TRANSACTION, str(db), cwd=ROOT)
+    assert await child.wait() == 0
+    process, url = await start_standin(tmp_path, sqlite_path=db)
+    try:
+        client = await _client(url)
+        try:
+            found = await client["atomic"]["stray"].distinct("_id")
+        finally:
+            await client.close()
+    finally:
+        process.stop()
+    assert sorted(found) == ["acknowledged", "before"]
