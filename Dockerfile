@@ -13,6 +13,7 @@ COPY audit ./audit
 COPY catalog ./catalog
 COPY console ./console
 COPY contracts ./contracts
+COPY engine ./engine
 COPY harness ./harness
 COPY infra ./infra
 COPY orchestrator ./orchestrator

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from audit.snapshot import Snapshot, Violation
 from contracts.commands import round_of, saga_of
-from orchestrator.state import ACTIVE, SagaStatus
+from engine.state import ACTIVE, SagaStatus
 
 LOCKS_RELEASED = "no lock outlives its saga"
 NO_PHANTOM_WAITS = "no lock wait outlives its saga"

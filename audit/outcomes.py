@@ -15,8 +15,8 @@ from audit.snapshot import OrderSaga, Scope, Snapshot, Violation
 from contracts.commands import Operation
 from contracts.order_steps import StockLine
 from contracts.orders import OrderItem, to_cents
+from engine.state import OpStatus
 from orchestrator.start import split_saga_id
-from orchestrator.state import OpStatus
 from sagas.order import APPROVED_NOTICE, REJECTED_NOTICE
 from sagas.order import NAME as ORDER_SAGA
 from workers.notification import Notification

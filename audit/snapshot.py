@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from contracts.envelope import WireMessage
+from engine.state import SagaStatus
 from infra.errors import TransientError
 from orchestrator.start import StartMessage
-from orchestrator.state import SagaStatus
 from orchestrator.store import SagaRecord, SagaStore
 from sagas.order import NAME as ORDER_SAGA
 from sagas.order import OrderSagaData

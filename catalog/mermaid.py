@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from contracts.commands import Operation
-from orchestrator.definition import DynamicDefinition, SagaDefinition, Step
+from engine.definition import DynamicDefinition, SagaDefinition, Step
 
 # Node colours by operation state (the console), and the legend's class definitions.
 CLASSES = {

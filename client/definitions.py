@@ -6,7 +6,7 @@ import json
 from typing import Any, TextIO
 
 from catalog.mermaid import flowchart
-from orchestrator.definition import DynamicDefinition
+from engine.definition import DynamicDefinition
 from orchestrator.registry import AnyDefinition, DefinitionRegistry, UnknownDefinition
 
 

@@ -18,8 +18,8 @@ from client.definitions import describe
 from contracts.admin import Action, AdminAction, AdminResult
 from contracts.envelope import describe as describe_error
 from contracts.errors import SagaSystemError
+from engine.state import SagaStatus
 from orchestrator.registry import DefinitionRegistry
-from orchestrator.state import SagaStatus
 from orchestrator.store import SagaQuery, SagaRecord, SagaStore
 
 # What the buttons offer in each state; the orchestrator still decides (and may refuse:

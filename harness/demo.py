@@ -48,17 +48,17 @@ from contracts.transfers import (
     TRANSFER_FAILED,
     TRANSFER_REQUESTED,
 )
+from engine.decide import NoteKind
+from engine.state import SagaStatus
 from harness.processes import Cluster, ManagedProcess, http_get, start_standins
 from harness.progress import Progress, Snapshot
 from infra.adapters.memory_bus import InMemoryBroker
 from infra.settings import CommonSettings, FaultSettings, common_from_env, redact
 from infra.transport import Transport
 from orchestrator.app import build, definitions
-from orchestrator.engine import NoteKind
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.service import Orchestrator
 from orchestrator.settings import OrchestratorSettings
-from orchestrator.state import SagaStatus
 from orchestrator.store import SagaRecord, SagaStore
 from orchestrator.store_memory import MemorySagaStore
 from workers.app import Worker

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from contracts.topology import Plan, Topology
+from engine.definition import Tuning
 from infra.adapters import mongo
 from infra.adapters.rabbit import RabbitTransport
 from infra.faults import faulty
@@ -15,7 +16,6 @@ from infra.http import OpsServer
 from infra.process import ProcessShell
 from infra.settings import SettingsError
 from infra.transport import Transport
-from orchestrator.definition import Tuning
 from orchestrator.manifests import mismatches, participant_manifests
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import Clock, OutboxPublisher

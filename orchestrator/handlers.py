@@ -22,15 +22,15 @@ from contracts.commands import Outcome, StepReply, saga_of
 from contracts.envelope import CodecError, WireMessage, read_envelope, read_payload
 from contracts.reasons import PlatformReason
 from contracts.registry import STEP_REPLY
+from engine.decide import CancelRequested, Event, NoteKind, OperatorAction, ReplyReceived
+from engine.definition import Failure, OutcomeEvent
+from engine.state import SagaState, SagaStatus
 from infra.errors import InvalidMessage, ReplyRefused, SagaQuarantined, UnknownSaga
-from orchestrator.definition import Failure, OutcomeEvent
-from orchestrator.engine import CancelRequested, Event, NoteKind, OperatorAction, ReplyReceived
 from orchestrator.outbox import OutboxPublisher, outcome_message
 from orchestrator.registry import AnyDefinition
 from orchestrator.runner import SagaRunner, Started
 from orchestrator.senders import ReplySenders
 from orchestrator.start import StartMessage, read_cancel, read_request, saga_id
-from orchestrator.state import SagaState, SagaStatus
 
 log = logging.getLogger(__name__)
 # The default: every service answers as its own broker user.

@@ -17,9 +17,9 @@ import contextlib
 import logging
 from collections import Counter
 
+from engine.decide import DeadlockFound, Event
 from infra.errors import SagaSystemError
 from orchestrator.deadlock import Wait, deadlocked, graph, victims
-from orchestrator.engine import DeadlockFound, Event
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.runner import SagaRunner
 from orchestrator.store import SagaStore

@@ -9,9 +9,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from contracts.admin import Action
 from contracts.commands import Operation
-from orchestrator.definition import DynamicDefinition, SagaDefinition
-from orchestrator.engine import Decision, Note, NoteKind
-from orchestrator.state import SagaStatus
+from engine.decide import Decision, Note, NoteKind
+from engine.definition import DynamicDefinition, SagaDefinition
+from engine.state import SagaStatus
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)

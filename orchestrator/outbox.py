@@ -22,10 +22,10 @@ from contracts.envelope import (
 from contracts.topology import Topology
 from contracts.trace import trace_id_of
 from contracts.trace import traceparent as trace_header
+from engine.decide import Decision
+from engine.definition import OutcomeEvent
 from infra.errors import PublishFailed, SagaSystemError
 from infra.transport import Transport
-from orchestrator.definition import OutcomeEvent
-from orchestrator.engine import Decision
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.store import OutboxMessage, SagaStore
 

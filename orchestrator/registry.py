@@ -23,7 +23,7 @@ from typing import Any
 from contracts.commands import OperationKind
 from contracts.errors import SagaSystemError
 from contracts.topology import Entry, Plan
-from orchestrator.definition import DEFAULT_TUNING, DynamicDefinition, SagaDefinition, Tuning
+from engine.definition import DEFAULT_TUNING, DynamicDefinition, SagaDefinition, Tuning
 from orchestrator.manifests import Manifest
 
 AnyDefinition = SagaDefinition[Any] | DynamicDefinition[Any]

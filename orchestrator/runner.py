@@ -14,15 +14,15 @@ from typing import Any
 from contracts.envelope import Model
 from contracts.topology import Topology
 from contracts.trace import new_trace_id, trace_id_of
+from engine.decide import Decision, Event, NoteKind, decide
+from engine.decide import start as start_saga
+from engine.state import OpStatus, SagaState
 from infra.errors import InvalidMessage, SagaQuarantined, UnknownSaga, VersionConflict
-from orchestrator import engine
-from orchestrator.engine import Decision, Event, NoteKind
 from orchestrator.keyed_lock import KeyedLock
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher, outbox_messages
 from orchestrator.registry import AnyDefinition, DefinitionRegistry, UnknownDefinition
 from orchestrator.serde import Undecodable
-from orchestrator.state import OpStatus, SagaState
 from orchestrator.store import SagaStore
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class SagaRunner:
             now = self._clock()
             # The request's trace, or a new one: randomness stays out of the engine.
             trace_id = trace_id_of(traceparent) or new_trace_id()
-            decision = engine.start(definition.for_data(data), saga_id, data, now, trace_id)
+            decision = start_saga(definition.for_data(data), saga_id, data, now, trace_id)
             messages = outbox_messages(decision, self._topology, causation_id, now, traceparent,
                                        self._outcome_exchange(definition))
             if not await self._store.create(decision.state, messages):
@@ -119,7 +119,7 @@ class SagaRunner:
         if check is not None:
             check(state, definition)
         now = self._clock()
-        decision = engine.decide(definition.for_data(state.data), state, event_at(now))
+        decision = decide(definition.for_data(state.data), state, event_at(now))
         if not decision.changed:
             self._metrics.observe(definition.name, decision)
             return decision

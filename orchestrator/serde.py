@@ -7,9 +7,8 @@ from typing import Any
 
 from contracts.commands import Operation, Outcome
 from contracts.errors import SagaSystemError
-from orchestrator.definition import Failure
-from orchestrator.registry import DefinitionRegistry, UnknownDefinition
-from orchestrator.state import (
+from engine.definition import Failure
+from engine.state import (
     AttemptError,
     HistoryEntry,
     OpState,
@@ -17,6 +16,7 @@ from orchestrator.state import (
     SagaState,
     SagaStatus,
 )
+from orchestrator.registry import DefinitionRegistry, UnknownDefinition
 from orchestrator.store import OutboxMessage, Quarantined, SagaRecord
 
 Document = dict[str, Any]

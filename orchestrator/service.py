@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any
 
 from contracts.topology import Plan, Topology, layout
+from engine.state import ACTIVE, SagaStatus
 from infra.consumer import Boundary
 from infra.errors import SagaSystemError
 from infra.transport import Transport
@@ -23,7 +24,6 @@ from orchestrator.registry import DefinitionRegistry
 from orchestrator.runner import SagaRunner
 from orchestrator.senders import ReplySenders
 from orchestrator.serde import QUARANTINE_REASONS
-from orchestrator.state import ACTIVE, SagaStatus
 from orchestrator.store import SagaStore
 from orchestrator.timers import Timers
 

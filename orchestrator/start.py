@@ -28,7 +28,7 @@ from contracts.admin import resolved_key, resolved_model
 from contracts.cancels import cancel_key, cancel_models, cancel_refused_key
 from contracts.envelope import CodecError, Model, WireMessage, check_size, describe, is_identifier
 from contracts.errors import SagaSystemError
-from orchestrator.definition import D, Failure, OutcomeEvent
+from engine.definition import D, Failure, OutcomeEvent
 
 # The business keys the platform accepts: what fits in a saga id and a routing header.
 KEY_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"

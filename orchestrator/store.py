@@ -6,8 +6,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from engine.state import ACTIVE, SagaState, SagaStatus
 from orchestrator.registry import DefinitionRegistry
-from orchestrator.state import ACTIVE, SagaState, SagaStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
+from engine.state import ACTIVE, SagaState, SagaStatus
 from infra.errors import VersionConflict
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.serde import (
@@ -21,7 +22,6 @@ from orchestrator.serde import (
     quarantined_from,
     to_document,
 )
-from orchestrator.state import ACTIVE, SagaState, SagaStatus
 from orchestrator.store import (
     GAUGED,
     OutboxMessage,

@@ -12,6 +12,7 @@ from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from engine.state import ACTIVE, SagaState, SagaStatus
 from infra.adapters.mongo import translated
 from infra.errors import DuplicateKey, VersionConflict
 from orchestrator.registry import DefinitionRegistry
@@ -29,7 +30,6 @@ from orchestrator.serde import (
     state_fields,
     to_document,
 )
-from orchestrator.state import ACTIVE, SagaState, SagaStatus
 from orchestrator.store import (
     GAUGED,
     OutboxMessage,

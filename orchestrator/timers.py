@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from functools import partial
 
-from orchestrator.engine import TimerFired
+from engine.decide import TimerFired
 from orchestrator.runner import SagaRunner
 from orchestrator.store import SagaStore
 

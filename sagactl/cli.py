@@ -42,6 +42,7 @@ from contracts.envelope import describe
 from contracts.errors import SagaSystemError
 from contracts.orders import OrderItem, OrderRequested
 from contracts.topology import Topology
+from engine.state import SagaStatus
 from harness import chaos, up
 from harness.broker import BrokerDown
 from harness.demo import DemoOptions
@@ -52,7 +53,6 @@ from orchestrator.app import definitions
 from orchestrator.manifests import ManifestError
 from orchestrator.registry import RegistrationError, UnknownDefinition
 from orchestrator.settings import OrchestratorSettings
-from orchestrator.state import SagaStatus
 from workers.catalog import UnknownParticipant
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3

@@ -42,7 +42,7 @@ from contracts.orders import (
     order_total,
 )
 from contracts.registry import ORDER_COMPLETED, ORDER_FAILED, ORDER_REQUESTED
-from orchestrator.definition import (
+from engine.definition import (
     DEFAULT_TUNING,
     CommandContext,
     Failure,

@@ -34,7 +34,7 @@ from contracts.transactions import (
     TransactionId,
     TransactionRequested,
 )
-from orchestrator.definition import (
+from engine.definition import (
     CommandContext,
     DynamicDefinition,
     Failure,
@@ -46,9 +46,9 @@ from orchestrator.definition import (
     Step,
     Tuning,
 )
+from engine.state import OpState, OpStatus
 from orchestrator.manifests import Manifest, params_problem
 from orchestrator.start import InvalidRequest, StartMessage
-from orchestrator.state import OpState, OpStatus
 
 if TYPE_CHECKING:
     from orchestrator.registry import Setup

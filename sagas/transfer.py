@@ -30,7 +30,7 @@ from contracts.transfers import (
     TransferReason,
     TransferRequested,
 )
-from orchestrator.definition import (
+from engine.definition import (
     DEFAULT_TUNING,
     CommandContext,
     Failure,

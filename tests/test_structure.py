@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT = ("contracts", "infra", "orchestrator", "sagas", "workers", "catalog")
+PRODUCT = ("contracts", "engine", "infra", "orchestrator", "sagas", "workers", "catalog")
 TOOLS = ("client", "audit", "harness", "sagactl", "console", "bench")
 PACKAGES = PRODUCT + TOOLS
 # The pure core: the saga engine with the shipped definitions, and the business handlers.
-PURE = ("orchestrator.engine", "orchestrator.definition", "orchestrator.state",
-        "sagas", "workers.sdk", "workers.account", "workers.inventory",
+PURE = ("engine", "sagas", "workers.sdk", "workers.account", "workers.inventory",
         "workers.order", "workers.payment", "workers.shipping", "workers.notification")
 # Libraries and modules that do I/O, or run or observe it.
 IO_LIBRARIES = ("asyncio", "aio_pika", "aiormq", "pymongo", "bson", "socket", "http",
@@ -111,7 +110,7 @@ def _top(module: str) -> str:
 def test_the_graph_is_read() -> None:
     """The checks below see the real code: the engine imports its definitions, and the
     CLI imports the client library."""
-    assert "orchestrator.definition" in graph()["orchestrator.engine"]
+    assert "engine.definition" in graph()["engine.decide"]
     assert any(_top(t) == "client" for t in graph()["sagactl.cli"])
 
 
@@ -141,6 +140,14 @@ def test_the_contracts_depend_on_nothing_of_ours() -> None:
     for module in modules():
         if _top(module) == "contracts":
             assert {_top(t) for t in graph()[module]} <= {"contracts"}, module
+
+
+def test_the_engine_depends_only_on_the_contracts() -> None:
+    """The engine is the orchestrator's pure core, and saga definitions are written
+    against it: it knows no adapter, no process and no participant."""
+    for module in modules():
+        if _top(module) == "engine":
+            assert {_top(t) for t in graph()[module]} <= {"contracts", "engine"}, module
 
 
 def test_infra_depends_only_on_the_contracts() -> None:

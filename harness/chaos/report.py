@@ -15,10 +15,10 @@ from typing import TextIO
 from audit.invariants import Report
 from contracts.reasons import is_business
 from contracts.topology import Plan, Topology, dead_letter_queue
+from engine.state import SagaStatus
 from harness.chaos.plan import MIN_COMPLETED_SHARE, ChaosOptions
 from infra.consumer import BROKER_REASON_HEADER, REASON_HEADER
 from infra.transport import Transport
-from orchestrator.state import SagaStatus
 from orchestrator.store import SagaStore
 
 DeadLetters = dict[str, list[dict[str, object]]]

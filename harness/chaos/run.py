@@ -33,6 +33,7 @@ from contracts.envelope import WireMessage
 from contracts.registry import ORDER_REQUESTED
 from contracts.topology import Plan, Topology
 from contracts.transfers import TRANSFER_REQUESTED, TransferRequested
+from engine.state import TERMINAL
 from harness.chaos.faults import Injector
 from harness.chaos.plan import TRANSFER_SHARE, ChaosOptions, process_env
 from harness.chaos.report import Findings, Outcomes, dead_letters, drain, print_table
@@ -44,7 +45,6 @@ from infra.settings import CommonSettings, common_from_env
 from orchestrator.app import definitions
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.start import saga_id
-from orchestrator.state import TERMINAL
 from sagas.order import NAME as ORDER_SAGA
 from sagas.transfer import NAME as TRANSFER_SAGA
 

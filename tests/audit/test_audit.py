@@ -25,8 +25,8 @@ from audit.outcomes import (
     SAGA_FINISHED,
 )
 from contracts.commands import Operation, Outcome, StepReply
+from engine.state import SagaStatus
 from orchestrator.start import split_saga_id
-from orchestrator.state import SagaStatus
 from sagas.order import APPROVED_NOTICE, order_saga
 from tests.audit.conftest import Load
 from tests.audit.world import COMPLETED, FAILED, Dump

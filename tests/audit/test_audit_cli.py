@@ -13,10 +13,10 @@ import pytest
 
 from contracts.commands import Operation
 from contracts.topology import Topology
+from engine.state import SagaStatus
 from harness.processes import ROOT
 from infra.adapters.rabbit import RabbitTransport
 from orchestrator.app import definitions
-from orchestrator.state import SagaStatus
 from tests.audit.conftest import Load
 from tests.audit.world import SETTINGS, Dump, command_message, dead_lettered
 from workers.inventory import StockItem

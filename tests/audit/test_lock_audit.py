@@ -10,8 +10,8 @@ import pytest
 from audit.held_locks import LOCKS_RELEASED, NO_PHANTOM_WAITS, check
 from audit.invariants import INVARIANTS
 from audit.snapshot import Snapshot
-from orchestrator.engine import start
-from orchestrator.state import SagaStatus
+from engine.decide import start
+from engine.state import SagaStatus
 from orchestrator.store import SagaRecord
 from sagas.transfer import TransferSagaData, transfer_saga
 from workers.locks import Holder, Lock, LockMode, Waiter

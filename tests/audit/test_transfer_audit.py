@@ -8,9 +8,9 @@ from decimal import Decimal
 
 from audit.snapshot import Snapshot, scope
 from audit.transfers import HOLD_ENDS_WITH_SAGA, TRANSFERRED_ONCE, check
-from orchestrator.definition import Failure
-from orchestrator.engine import start
-from orchestrator.state import SagaStatus
+from engine.decide import start
+from engine.definition import Failure
+from engine.state import SagaStatus
 from orchestrator.store import SagaRecord
 from sagas.transfer import TransferSagaData, transfer_saga
 from workers.account import Entry, LedgerAccount

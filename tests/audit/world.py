@@ -26,16 +26,16 @@ from contracts.envelope import Envelope, HeaderValue, WireMessage, encode, utcno
 from contracts.orders import OrderItem, OrderRequested
 from contracts.registry import STEP_REPLY
 from contracts.topology import Topology, service_user
+from engine.definition import CommandContext
+from engine.state import SagaState
 from infra.adapters.memory_bus import InMemoryBroker
 from infra.consumer import ERROR_KIND_HEADER, QUEUE_HEADER, REASON_HEADER
 from infra.settings import CommonSettings, FaultSettings
 from orchestrator.app import build, definitions
-from orchestrator.definition import CommandContext
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.start import saga_id
-from orchestrator.state import SagaState
 from orchestrator.store import SagaRecord, SagaStore
 from orchestrator.store_memory import MemorySagaStore
 from sagas.order import NAME as ORDER_SAGA

@@ -9,8 +9,8 @@ from contracts.commands import Outcome, StepReply
 from contracts.envelope import Envelope, encode, new_message_id, utcnow
 from contracts.registry import STEP_REPLY
 from contracts.topology import REPLY_KEY, Topology, service_user
+from engine.state import OpKey, SagaState
 from infra.adapters.memory_bus import InMemoryBroker
-from orchestrator.state import OpKey, SagaState
 from tests.plan import PLAN
 
 Answer = Callable[[OpKey], Outcome | None]  # None: leave the command unanswered

@@ -23,13 +23,13 @@ from contracts.envelope import Envelope, WireMessage, encode, new_message_id, ut
 from contracts.orders import OrderItem, OrderRequested
 from contracts.registry import ORDER_FAILED, ORDER_REQUESTED, ORDER_RESOLVED
 from contracts.topology import Topology, dead_letter_queue
+from engine.state import OpKey, SagaState, SagaStatus
 from infra.adapters.memory_bus import InMemoryBroker, InMemoryTransport
 from infra.consumer import REASON_HEADER
 from infra.settings import CommonSettings
 from orchestrator.app import build, definitions
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.settings import OrchestratorSettings
-from orchestrator.state import OpKey, SagaState, SagaStatus
 from orchestrator.store_memory import MemorySagaStore
 from tests.contract.participants import answer_commands
 from tests.contract.test_boundary import eventually

@@ -34,6 +34,8 @@ from contracts.order_steps import ReserveStock, StockLine
 from contracts.orders import OrderItem
 from contracts.registry import ORDER_REQUESTED, STEP_REPLY
 from contracts.topology import Topology, dead_letter_queue
+from engine.decide import start
+from engine.state import OpStatus
 from infra.consumer import (
     ERROR_KIND_HEADER,
     ORIGINAL_SIZE_HEADER,
@@ -48,13 +50,11 @@ from infra.consumer import (
 from infra.errors import InvalidMessage, TransientError
 from infra.settings import CommonSettings
 from infra.transport import Delivery, Transport
-from orchestrator import engine
 from orchestrator.app import build, definitions
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.service import Orchestrator
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.start import saga_id
-from orchestrator.state import OpStatus
 from orchestrator.store import OutboxMessage
 from orchestrator.store_memory import MemorySagaStore
 from sagas.order import OrderSagaData, order_saga
@@ -776,7 +776,7 @@ async def test_an_outbox_entry_the_broker_refuses_does_not_block_a_restart(
                               ("o-kept", topology.commands_exchange)):
         data = OrderSagaData(order_id=sid, customer_id="c-1", items=(
             OrderItem(sku=SKU, quantity=1, unit_price=Decimal("1.00")),), total=Decimal("1.00"))
-        decision = engine.start(order_saga(), sid, data, now)
+        decision = start(order_saga(), sid, data, now)
         command = decision.commands[0]
         entry = OutboxMessage(command.message_id, exchange, "order", command.type,
                               command.payload.model_dump_json(), sid, None, now)

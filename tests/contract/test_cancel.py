@@ -28,13 +28,13 @@ from contracts.registry import (
     ORDER_REQUESTED,
 )
 from contracts.topology import Topology, dead_letter_queue
+from engine.state import OpStatus, SagaState, SagaStatus
 from infra.adapters.memory_bus import InMemoryBroker, InMemoryTransport
 from infra.consumer import REASON_HEADER
 from infra.settings import CommonSettings
 from orchestrator.app import build, definitions
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.settings import OrchestratorSettings
-from orchestrator.state import OpStatus, SagaState, SagaStatus
 from orchestrator.store_memory import MemorySagaStore
 from tests.contract.participants import answer_commands
 from tests.contract.test_boundary import eventually

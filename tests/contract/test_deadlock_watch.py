@@ -13,14 +13,14 @@ from contracts.commands import LockWait, Operation, Outcome
 from contracts.reasons import PlatformReason
 from contracts.topology import Topology
 from contracts.transfers import TransferRequested
+from engine.decide import Event, ReplyReceived
+from engine.state import SagaStatus
 from infra.adapters.memory_bus import InMemoryTransport
-from orchestrator.engine import Event, ReplyReceived
 from orchestrator.lockwatch import DeadlockWatch
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.runner import SagaRunner
-from orchestrator.state import SagaStatus
 from orchestrator.store_memory import MemorySagaStore
 from sagas.transfer import NAME, START, transfer_saga
 

@@ -15,15 +15,15 @@ from prometheus_client import CollectorRegistry
 from contracts.commands import Operation
 from contracts.envelope import WireMessage
 from contracts.topology import Topology
+from engine.decide import start
+from engine.state import OpStatus
 from infra.adapters.memory_bus import InMemoryBroker, InMemoryTransport
 from infra.settings import CommonSettings
 from orchestrator.app import build, definitions
-from orchestrator.engine import start
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.start import split_saga_id
-from orchestrator.state import OpStatus
 from orchestrator.store import OutboxMessage
 from orchestrator.store_memory import MemorySagaStore
 from sagas.order import order_saga

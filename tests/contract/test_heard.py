@@ -17,13 +17,13 @@ from contracts.commands import Operation, Outcome, StepReply
 from contracts.envelope import Envelope, encode, new_message_id, utcnow
 from contracts.registry import STEP_REPLY
 from contracts.topology import REPLY_KEY, Topology, service_user
+from engine.decide import start
+from engine.state import OpStatus
 from infra.adapters.memory_bus import InMemoryBroker
 from infra.settings import CommonSettings
 from orchestrator.app import build, definitions
-from orchestrator.engine import start
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.settings import OrchestratorSettings
-from orchestrator.state import OpStatus
 from orchestrator.store_memory import MemorySagaStore
 from tests.plan import PLAN
 from tests.unit.scripts import order_data

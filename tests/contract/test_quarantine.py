@@ -14,15 +14,15 @@ from prometheus_client import CollectorRegistry
 
 from contracts.commands import Operation
 from contracts.topology import Topology
+from engine.decide import start
+from engine.state import OpStatus
 from infra.adapters.memory_bus import InMemoryBroker
 from infra.settings import CommonSettings
 from orchestrator.app import build, definitions
-from orchestrator.engine import start
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import outbox_messages
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.settings import OrchestratorSettings
-from orchestrator.state import OpStatus
 from orchestrator.store_memory import MemorySagaStore
 from sagas.order import order_saga
 from tests.plan import PLAN

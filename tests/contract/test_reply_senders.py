@@ -20,6 +20,7 @@ from contracts.envelope import Envelope, WireMessage, encode, new_message_id, ut
 from contracts.orders import OrderItem, OrderRequested
 from contracts.registry import ORDER_REQUESTED, STEP_REPLY
 from contracts.topology import REPLY_KEY, Topology, dead_letter_queue, service_user
+from engine.state import OpStatus
 from infra.adapters.memory_bus import InMemoryBroker
 from infra.consumer import ERROR_KIND_HEADER, REASON_HEADER
 from infra.settings import CommonSettings, SettingsError
@@ -28,7 +29,6 @@ from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.senders import ReplySenders
 from orchestrator.service import Orchestrator
 from orchestrator.settings import OrchestratorSettings
-from orchestrator.state import OpStatus
 from orchestrator.store_memory import MemorySagaStore
 from tests.contract.test_boundary import eventually
 from tests.plan import PLAN

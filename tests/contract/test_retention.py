@@ -19,10 +19,10 @@ from pymongo import AsyncMongoClient
 
 from contracts.envelope import Envelope, encode, utcnow
 from contracts.topology import Plan, Topology, service_user
+from engine.state import SagaStatus
 from infra.adapters.memory_bus import InMemoryBroker
 from infra.settings import CommonSettings
 from orchestrator.registry import DefinitionRegistry
-from orchestrator.state import SagaStatus
 from orchestrator.store_mongo import MongoSagaStore
 from tests.contract.test_boundary import eventually
 from tests.contract.test_saga_store import DEFINITION, started

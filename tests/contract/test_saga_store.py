@@ -12,13 +12,13 @@ from pymongo import AsyncMongoClient
 from contracts.commands import Operation, Outcome
 from contracts.orders import OrderItem, OrderReason
 from contracts.topology import Topology
+from engine.decide import start
+from engine.definition import Failure
+from engine.state import AttemptError, OpState, OpStatus, SagaState, SagaStatus
 from infra.errors import VersionConflict
-from orchestrator.definition import Failure
-from orchestrator.engine import start
 from orchestrator.outbox import outbox_messages
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.serde import Undecodable
-from orchestrator.state import AttemptError, OpState, OpStatus, SagaState, SagaStatus
 from orchestrator.store import OutboxMessage, SagaQuery, SagaStore, StoreHealth
 from orchestrator.store_memory import MemorySagaStore
 from orchestrator.store_mongo import MongoSagaStore

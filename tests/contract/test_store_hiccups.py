@@ -19,10 +19,10 @@ from pymongo.errors import (
     WriteConcernError,
 )
 
+from engine.state import SagaState
 from infra.adapters.mongo import translated
 from infra.errors import StoreFailed, StoreUnavailable, VersionConflict
 from orchestrator.registry import DefinitionRegistry
-from orchestrator.state import SagaState
 from orchestrator.store import OutboxMessage
 from orchestrator.store_memory import MemorySagaStore
 from tests.contract.test_requests import LINE, TOPOLOGY, serving

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 
 from audit.invariants import Report, audit
 from catalog.plan import Platform
+from engine.state import SagaStatus
 from harness.processes import Cluster
 from harness.system import RunningSystem
 from orchestrator.registry import load
 from orchestrator.start import saga_id
-from orchestrator.state import SagaStatus
 from orchestrator.store import SagaRecord
 from orchestrator.store_mongo import MongoSagaStore
 from workers.catalog import participant

@@ -13,7 +13,7 @@ from contracts.commands import Operation
 from contracts.envelope import WireMessage, new_message_id
 from contracts.reasons import PlatformReason
 from contracts.registry import ORDER_CANCEL, ORDER_CANCEL_REFUSED, ORDER_COMPLETED, ORDER_FAILED
-from orchestrator.state import OpStatus, SagaStatus
+from engine.state import OpStatus, SagaStatus
 from tests.contract.test_boundary import eventually
 from tests.e2e.conftest import Deploy
 from tests.e2e.harness import Deployment

@@ -8,7 +8,7 @@ import pytest
 
 from contracts.commands import Operation
 from contracts.reasons import PlatformReason
-from orchestrator.state import OpStatus, SagaStatus
+from engine.state import OpStatus, SagaStatus
 from tests.contract.test_boundary import eventually
 from tests.e2e.conftest import TOKEN, Console
 from tests.e2e.harness import Deployment

@@ -9,7 +9,7 @@ import pytest
 
 from client.events import EventWatcher
 from contracts.registry import ORDER_RESOLVED
-from orchestrator.state import SagaStatus
+from engine.state import SagaStatus
 from tests.e2e.conftest import Deploy
 from tests.e2e.test_cli import sagactl
 

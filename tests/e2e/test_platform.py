@@ -29,7 +29,7 @@ from contracts.transfers import (
     TransferReason,
     TransferRequested,
 )
-from orchestrator.state import SagaStatus
+from engine.state import SagaStatus
 from tests.e2e.conftest import Deploy
 from tests.e2e.harness import Deployment
 from tests.platform.sagas import DONE, FAILED, REQUESTED, EscrowRequested

@@ -8,7 +8,7 @@ import pytest
 
 from contracts.orders import OrderReason
 from contracts.reasons import PlatformReason
-from orchestrator.state import SagaStatus
+from engine.state import SagaStatus
 from tests.e2e.conftest import Deploy
 from workers.inventory import StockItem
 from workers.order import OrderRecord

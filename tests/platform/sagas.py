@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from contracts.envelope import Model
 from contracts.orders import Money
 from contracts.transfers import AccountId, Posting
-from orchestrator.definition import (
+from engine.definition import (
     CommandContext,
     Failure,
     OutcomeContext,

@@ -27,13 +27,13 @@ from contracts.envelope import Envelope, encode, new_message_id, utcnow
 from contracts.orders import OrderItem, OrderRequested
 from contracts.registry import ORDER_REQUESTED, STEP_REPLY
 from contracts.topology import REPLY_KEY, Topology, dead_letter_queue, service_user
+from engine.state import OpState, OpStatus
 from infra.adapters.rabbit import RabbitTransport
 from infra.settings import CommonSettings
 from orchestrator.app import build, definitions
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.service import Orchestrator
 from orchestrator.settings import OrchestratorSettings
-from orchestrator.state import OpState, OpStatus
 from orchestrator.store_memory import MemorySagaStore
 from tests.contract.test_boundary import eventually
 from tests.plan import PLAN

@@ -9,19 +9,7 @@ from contracts.admin import Action
 from contracts.commands import Operation, Outcome
 from contracts.envelope import Model
 from contracts.orders import OrderItem, OrderReason
-from orchestrator.definition import (
-    CommandContext,
-    OutcomeContext,
-    OutcomeEvent,
-    SagaDefinition,
-    Stage,
-    Step,
-    Tuning,
-)
-from orchestrator.definition import action as toy_action
-from orchestrator.definition import notice as toy_notice
-from orchestrator.definition import two_phase as toy_two_phase
-from orchestrator.engine import (
+from engine.decide import (
     CancelRequested,
     CommandOut,
     Decision,
@@ -33,7 +21,19 @@ from orchestrator.engine import (
     decide,
     start,
 )
-from orchestrator.state import OpStatus, SagaState, SagaStatus
+from engine.definition import (
+    CommandContext,
+    OutcomeContext,
+    OutcomeEvent,
+    SagaDefinition,
+    Stage,
+    Step,
+    Tuning,
+)
+from engine.definition import action as toy_action
+from engine.definition import notice as toy_notice
+from engine.definition import two_phase as toy_two_phase
+from engine.state import OpStatus, SagaState, SagaStatus
 from sagas.order import OrderSagaData, order_saga
 
 SAGA_ID = "order:o-1"

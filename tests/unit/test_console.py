@@ -14,8 +14,8 @@ import pytest
 from console.api import BadQuery, parse_query
 from console.app import STATIC
 from console.auth import allowed, bearer, is_loopback
+from engine.state import SagaStatus
 from harness.processes import ROOT
-from orchestrator.state import SagaStatus
 from orchestrator.store import SagaQuery
 
 TOKEN = "s3cret"

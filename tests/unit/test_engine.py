@@ -8,9 +8,9 @@ from contracts.commands import Operation, Outcome
 from contracts.orders import OrderReason
 from contracts.reasons import PlatformReason
 from contracts.registry import ORDER_COMPLETED, ORDER_FAILED
-from orchestrator.definition import RetryPolicy, Tuning
-from orchestrator.engine import NoteKind, ReplyReceived, TimerFired
-from orchestrator.state import OpStatus, SagaStatus
+from engine.decide import NoteKind, ReplyReceived, TimerFired
+from engine.definition import RetryPolicy, Tuning
+from engine.state import OpStatus, SagaStatus
 from sagas.order import APPROVED_NOTICE, REJECTED_NOTICE, order_saga, order_saga_v1
 from tests.unit.scripts import Script
 

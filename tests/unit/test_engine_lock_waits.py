@@ -9,9 +9,9 @@ from decimal import Decimal
 from contracts.commands import LockWait, Operation, Outcome
 from contracts.reasons import PlatformReason
 from contracts.transfers import TRANSFER_FAILED
-from orchestrator.definition import Tuning
-from orchestrator.engine import DeadlockFound, NoteKind, ReplyReceived
-from orchestrator.state import OpStatus, SagaStatus
+from engine.decide import DeadlockFound, NoteKind, ReplyReceived
+from engine.definition import Tuning
+from engine.state import OpStatus, SagaStatus
 from sagas.transfer import TransferSagaData, transfer_saga
 from tests.unit.scripts import Script
 

@@ -13,8 +13,7 @@ from contracts.commands import Operation, Outcome
 from contracts.orders import OrderReason
 from contracts.reasons import PlatformReason
 from contracts.registry import ORDER_COMPLETED
-from orchestrator.definition import SagaDefinition, Tuning
-from orchestrator.engine import (
+from engine.decide import (
     CancelRequested,
     CommandOut,
     Decision,
@@ -25,9 +24,10 @@ from orchestrator.engine import (
     decide,
     start,
 )
+from engine.definition import SagaDefinition, Tuning
+from engine.state import IN_FLIGHT, OpStatus, SagaState, SagaStatus
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.serde import from_document, to_document
-from orchestrator.state import IN_FLIGHT, OpStatus, SagaState, SagaStatus
 from sagas.order import order_saga
 from tests.unit.scripts import (
     SAGA_ID,

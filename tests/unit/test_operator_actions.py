@@ -9,9 +9,9 @@ from contracts.admin import Action
 from contracts.orders import OrderReason
 from contracts.reasons import PlatformReason
 from contracts.registry import ORDER_COMPLETED, ORDER_FAILED
-from orchestrator.definition import Tuning
-from orchestrator.engine import NoteKind
-from orchestrator.state import MAX_HISTORY, OpStatus, SagaStatus
+from engine.decide import NoteKind
+from engine.definition import Tuning
+from engine.state import MAX_HISTORY, OpStatus, SagaStatus
 from sagas.order import order_saga
 from tests.unit.scripts import Script
 from tests.unit.test_engine import CONFIRMS, committed

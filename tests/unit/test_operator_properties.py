@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from contracts.admin import Action
 from contracts.commands import Operation, Outcome
-from orchestrator.engine import NoteKind, OperatorAction, ReplyReceived, TimerFired
-from orchestrator.state import OpStatus, SagaStatus
+from engine.decide import NoteKind, OperatorAction, ReplyReceived, TimerFired
+from engine.state import OpStatus, SagaStatus
 from tests.unit.scripts import order_data
 from tests.unit.test_engine_properties import ORDER, Run
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from contracts.commands import Outcome
-from orchestrator.definition import DefinitionError, SagaDefinition, Step
-from orchestrator.engine import ReplyReceived, decide, start
+from engine.decide import ReplyReceived, decide, start
+from engine.definition import DefinitionError, SagaDefinition, Step
 from orchestrator.registry import DefinitionRegistry, UnknownDefinition
 from orchestrator.serde import from_document, to_document
 from tests.unit.scripts import ToyData, action, notice, reservation, toy_saga

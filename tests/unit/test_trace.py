@@ -7,7 +7,7 @@ from decimal import Decimal
 from contracts.orders import OrderItem
 from contracts.topology import Topology
 from contracts.trace import child, new_trace_id, span_id, trace_id_of, traceparent
-from orchestrator.engine import start
+from engine.decide import start
 from orchestrator.outbox import outbox_messages
 from sagas.order import OrderSagaData, order_saga
 

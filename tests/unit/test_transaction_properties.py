@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from contracts.commands import Operation, OperationKind, Outcome
 from contracts.transactions import MAX_OPERATIONS, TRANSACTION_ABORTED, TRANSACTION_COMMITTED
-from orchestrator.definition import Tuning
-from orchestrator.state import OpStatus, SagaStatus
+from engine.definition import Tuning
+from engine.state import OpStatus, SagaStatus
 from sagas.transaction import (
     PlannedOperation,
     TransactionData,

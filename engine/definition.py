@@ -24,8 +24,8 @@ from contracts.envelope import Model
 from contracts.errors import SagaSystemError
 
 if TYPE_CHECKING:
+    from engine.state import OpState
     from orchestrator.start import StartMessage
-    from orchestrator.state import OpState
 
 D = TypeVar("D", bound=Model)
 

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Generic
 
 from contracts.commands import Operation, Outcome
-from orchestrator.definition import D, Failure
+from engine.definition import D, Failure
 
 
 class SagaStatus(StrEnum):

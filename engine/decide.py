@@ -21,7 +21,7 @@ from contracts.commands import (
     saga_of,
 )
 from contracts.reasons import PlatformReason
-from orchestrator.definition import (
+from engine.definition import (
     CommandContext,
     D,
     Failure,
@@ -32,7 +32,7 @@ from orchestrator.definition import (
     SagaDefinition,
     Step,
 )
-from orchestrator.state import (
+from engine.state import (
     IN_FLIGHT,
     MAX_ERRORS_KEPT,
     MAX_HISTORY,
