@@ -222,9 +222,7 @@ class ProcessSystem:
                             f"{redact(self.common.amqp_url.get_secret_value())}, {where}; "
                             f"logs in {self.log_dir}")
         self.cluster = Cluster(env, self.log_dir, faults)
-        self.cluster.add_system(self.plan.services)
-        for n in range(2, self.opts.orchestrators + 1):
-            self.cluster.add(f"orchestrator-{n}", "orchestrator")
+        self.cluster.add_system(self.plan.services, orchestrators=self.opts.orchestrators)
         self.transport = await connect.transport(self.settings, "sagactl-demo")
         await self.transport.declare(self.topology, self.plan)
         self.connections = await connect.stores(self.settings, definitions(

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -206,11 +206,19 @@ class Cluster:
         self.add(name or service.rpartition(":")[2], "workers",
                  {**self.worker_env, **(extra_env or {})}, (service,))
 
-    def add_system(self, services: Sequence[str]) -> None:
-        """The orchestrator and one worker per service."""
-        self.add("orchestrator", "orchestrator")
-        for service in services:
-            self.add_worker(service)
+    def add_system(self, services: Sequence[str] | Mapping[str, str], *, orchestrators: int = 1,
+                   orchestrator_env: Mapping[str, str] | None = None,
+                   worker_env: Callable[[str], Mapping[str, str]] | None = None) -> None:
+        """The orchestrator (``orchestrator``, then ``orchestrator-2`` and on when there are
+        several) and one worker per service. ``services`` maps process names to participant
+        references where they differ; ``worker_env`` gives a worker's own settings by name."""
+        for n in range(1, orchestrators + 1):
+            self.add("orchestrator" if n == 1 else f"orchestrator-{n}", "orchestrator",
+                     orchestrator_env)
+        refs = (services if isinstance(services, Mapping)
+                else {s.rpartition(":")[2]: s for s in services})
+        for name, ref in refs.items():
+            self.add_worker(ref, worker_env(name) if worker_env else None, name=name)
 
     async def start(self, timeout: float = 60.0) -> None:
         """Start every process and wait until all are ready."""

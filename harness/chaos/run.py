@@ -129,9 +129,7 @@ class ChaosRun:
                 env["SAGA_TX_CONCURRENCY"] = "1"
             orchestrator_env, worker_env = process_env(opts)
             cluster = Cluster(env, log_dir, worker_env)
-            cluster.add("orchestrator", "orchestrator", orchestrator_env)
-            for service in plan.services:
-                cluster.add_worker(service, worker_env)
+            cluster.add_system(plan.services, orchestrator_env=orchestrator_env)
             settings = common_from_env({**os.environ, **env}, "sagactl")
             transport = await connect.transport(settings, "sagactl-chaos")
         except BaseException:

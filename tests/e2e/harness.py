@@ -37,11 +37,8 @@ class Deployment(RunningSystem):
     def processes(self) -> Cluster:
         """One orchestrator (or several) and every participant of the platform."""
         cluster = Cluster(self.env, self.log_dir, self.worker_env)
-        cluster.add("orchestrator", "orchestrator", self.orchestrator_env)
-        for n in range(2, self.orchestrators + 1):
-            cluster.add(f"orchestrator-{n}", "orchestrator", self.orchestrator_env)
-        for service, ref in self.workers().items():
-            cluster.add_worker(ref, self.worker_env, name=service)
+        cluster.add_system(self.workers(), orchestrators=self.orchestrators,
+                           orchestrator_env=self.orchestrator_env)
         return cluster
 
     def workers(self) -> dict[str, str]:

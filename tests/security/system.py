@@ -40,8 +40,8 @@ class SecureSystem(RunningSystem):
         """The orchestrator and the five workers, each as its own broker user."""
         assert self.broker is not None
         cluster = Cluster(self.env, self.log_dir)
-        cluster.add("orchestrator", "orchestrator",
-                    {"SAGA_AMQP_URL": self.broker.url(ORCHESTRATOR_USER)})
-        for service in PLAN.services:
-            cluster.add_worker(service, {"SAGA_AMQP_URL": self.broker.url(service_user(service))})
+        broker = self.broker
+        cluster.add_system(PLAN.services,
+                           orchestrator_env={"SAGA_AMQP_URL": broker.url(ORCHESTRATOR_USER)},
+                           worker_env=lambda s: {"SAGA_AMQP_URL": broker.url(service_user(s))})
         return cluster

@@ -1,11 +1,12 @@
-"""Processes the harness restarts: each incarnation rolls its own fault dice."""
+"""The harness's processes: how a system is laid out, and restarts that roll their own
+fault dice."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from harness.processes import FAULT_SEED, ManagedProcess, incarnation_env
+from harness.processes import FAULT_SEED, Cluster, ManagedProcess, incarnation_env
 
 PRINT_SEED = "import os; print('seed', os.environ.get('SAGA_FAULT_SEED'))"
 
@@ -30,3 +31,24 @@ def test_a_restarted_process_gets_a_fresh_fault_seed(tmp_path: Path) -> None:
 def test_the_environment_is_left_alone_without_a_seed() -> None:
     assert incarnation_env({"A": "1"}, 5) == {"A": "1"}
     assert incarnation_env({FAULT_SEED: "3"}, 2) == {FAULT_SEED: "3002"}
+
+
+def test_a_system_is_its_orchestrators_and_one_worker_per_service(tmp_path: Path) -> None:
+    """Every way of running the system (demo, chaos, bench, tests, ``sagactl up``) lays it
+    out through ``add_system``: names, modules and each process's own settings."""
+    cluster = Cluster({"SAGA_NAMESPACE": "n"}, tmp_path, {"SHARED": "w"}, inherited={})
+    cluster.add_system({"order": "order", "team": "pkg.module:team"}, orchestrators=2,
+                       orchestrator_env={"ROLE": "orchestrator"},
+                       worker_env=lambda name: {"ROLE": f"worker {name}"})
+    processes = cluster.processes
+    assert list(processes) == ["orchestrator", "orchestrator-2", "order", "team"]
+    argv = {name: p.argv[2:] for name, p in processes.items()}
+    assert argv == {"orchestrator": ["orchestrator"], "orchestrator-2": ["orchestrator"],
+                    "order": ["workers", "order"], "team": ["workers", "pkg.module:team"]}
+    assert {name: p.env["ROLE"] for name, p in processes.items()} == {
+        "orchestrator": "orchestrator", "orchestrator-2": "orchestrator",
+        "order": "worker order", "team": "worker team"}
+    assert all(p.env["SAGA_NAMESPACE"] == "n" for p in processes.values())
+    assert processes["team"].env["SHARED"] == "w"
+    assert "SHARED" not in processes["orchestrator"].env
+    assert len({p.port for p in processes.values()}) == 4
