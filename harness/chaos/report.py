@@ -117,6 +117,7 @@ class Findings:
     began: float
     healed: float
     drained: float | None
+    diagnosis: list[str] = field(default_factory=list)  # printed if the run failed
 
 
 def print_table(f: Findings, out: TextIO) -> int:
@@ -164,5 +165,7 @@ def print_table(f: Findings, out: TextIO) -> int:
         out.write(f"    fewer than {MIN_COMPLETED_SHARE:.0%} of the orders not refused by "
                   f"business completed: the run mostly tested failure paths\n")
     ok = violations == 0 and f.drained is not None and enough
+    if not ok and f.diagnosis:
+        out.write("\n" + "\n".join(f.diagnosis) + "\n")
     out.write(f"\n{'PASS' if ok else 'FAIL'}: {violations} violation(s)\n")
     return 0 if ok else 1

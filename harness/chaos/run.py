@@ -34,6 +34,7 @@ from contracts.registry import ORDER_REQUESTED
 from contracts.topology import Plan, Topology
 from contracts.transfers import TRANSFER_REQUESTED, TransferRequested
 from engine.state import TERMINAL
+from harness.chaos.diagnose import diagnose
 from harness.chaos.faults import Injector
 from harness.chaos.plan import TRANSFER_SHARE, ChaosOptions, process_env
 from harness.chaos.report import Findings, Outcomes, dead_letters, drain, print_table
@@ -188,7 +189,8 @@ class ChaosRun:
             return print_table(Findings(
                 self.opts, self.topology.namespace, self.log_dir, outcomes,
                 self.injector.faults, self.injector.poison_sent, report, dead, missing, began,
-                healed, drained), self.out)
+                healed, drained, diagnose({p.name: p for p in [
+                    *self.cluster.processes.values(), *self.standins.values()]})), self.out)
         finally:
             # Interrupted (Ctrl-C) or failed: the fault loops and the supervisor must not
             # kill or restart anything while the processes are being stopped.
