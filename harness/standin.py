@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 # The password of --user comes from the environment, never from the command line (which
@@ -46,14 +47,23 @@ class Transactions:
       ``transactionLifetimeLimitSeconds`` does; time the server itself was frozen does not
       count as idle, or a stall would abort transactions whose next command is waiting;
     * a transaction whose client's connection closed is aborted at once (a killed client).
-      A live client that goes on over another connection gets NoSuchTransaction and retries.
+      A live client that goes on over another connection gets NoSuchTransaction and retries;
+    * a SQLite transaction that no client can end any more is rolled back once it has been
+      seen twice, a second apart: one the engine still binds to a session that no longer
+      has it open (an abort or commit that failed half-way), which makes the engine refuse
+      every other command, and one bound to no session with a write scope still open, which
+      makes it refuse every transaction and leave every other write uncommitted.
+
+    A failure of one of these repairs is logged, and the reaper goes on.
 
     Every patch here applies only inside the stand-in server process.
     """
 
-    def __init__(self, server: Any, lifetime: float) -> None:
+    def __init__(self, server: Any, lifetime: float, engine: Any = None) -> None:
         self._store = server._session_store
         self._lifetime = lifetime
+        self._engine = engine  # the SQLite engine, if the server has one
+        self._suspect: tuple[object, ...] | None = None  # a stuck engine state seen once
         self._open: dict[str, object] = {}  # session id -> txnNumber of its open transaction
         self._committed: dict[str, object] = {}  # session id -> txnNumber of its last commit
         self._last_used: dict[str, float] = {}  # wire session key -> end of its last command
@@ -171,24 +181,88 @@ class Transactions:
         context = self._store._sessions.get(key)
         if context is None or self._running.get(key, 0) or not context.session.transaction_active:
             return
-        context.session.abort_transaction()
+        try:
+            context.session.abort_transaction()
+        except Exception as e:  # the engine check below ends what this could not
+            _say(f"could not abort a transaction ({why}): {e!r}")
+            return
         _say(f"aborted a transaction: {why}")
 
     async def run_reaper(self, interval: float = 1.0) -> None:
-        """Abort transactions idle longer than the lifetime limit, checked every second."""
+        """Abort transactions idle longer than the lifetime limit, and release the engine
+        from a transaction no session holds, checked every second."""
         last = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
             stalled = now - last - interval
             last = now
-            if stalled > interval:
-                # The event loop was blocked: no command could arrive meanwhile.
-                for key in self._last_used:
-                    self._last_used[key] += stalled
-            for key in list(self._store._sessions):
-                if now - self._last_used.get(key, now) > self._lifetime:
-                    self._abort_idle(key, f"idle for more than {self._lifetime:g}s")
+            try:
+                self._reap(now, stalled, interval)
+                await self._release_abandoned_engine()
+            except Exception as e:  # a reaper that died would leave the next one for good
+                _say(f"reaper: {e!r}")
+
+    def _reap(self, now: float, stalled: float, interval: float) -> None:
+        if stalled > interval:
+            # The event loop was blocked: no command could arrive meanwhile.
+            for key in self._last_used:
+                self._last_used[key] += stalled
+        for key in list(self._store._sessions):
+            if now - self._last_used.get(key, now) > self._lifetime:
+                self._abort_idle(key, f"idle for more than {self._lifetime:g}s")
+
+    def _held(self, owner: object) -> bool:
+        """True if the session ``owner`` has its transaction open."""
+        for context in self._store._sessions.values():
+            session = context.session
+            if session.session_id == owner and session.active and session.transaction_active:
+                return True
+        return False
+
+    async def _release_abandoned_engine(self) -> None:
+        if self._engine is None:
+            return
+        owner, in_transaction, writing = await self._engine._run_blocking(
+            _engine_state, self._engine)
+        suspect = (("owner", owner) if owner is not None and not self._held(owner)
+                   else ("nobody",) if owner is None and (in_transaction or writing) else None)
+        if suspect is None or suspect != self._suspect:
+            # Seen once: a transaction being started or ended right now looks the same.
+            self._suspect = suspect
+            return
+        self._suspect = None
+        # On the engine's own thread, so that no command runs on the connection meanwhile.
+        await self._engine._run_blocking(_release_engine, self._engine, owner)
+
+
+def _engine_state(engine: Any) -> tuple[object | None, bool, bool]:
+    """The session the engine binds its SQLite transaction to, whether its connection is
+    inside a transaction, and whether a write scope is open; read between commands (every
+    write holds the engine's lock from its first statement to its last)."""
+    with engine._lock:
+        conn = engine._connection
+        if conn is None:
+            return None, False, False
+        state = engine._session_runtime._write_states.get(conn)
+        return (engine._transaction_owner_session_id, conn.in_transaction,
+                bool(state is not None and state.frames))
+
+
+def _release_engine(engine: Any, owner: object | None) -> None:
+    """Roll back the engine's SQLite transaction if ``owner`` still holds it (None: if it is
+    still one that no session holds), and forget its write scopes."""
+    with engine._lock:
+        if engine._transaction_owner_session_id != owner:
+            return
+        conn = engine._connection
+        if conn is not None:
+            if conn.in_transaction:
+                conn.rollback()
+            engine._session_runtime._write_states.pop(conn, None)
+        engine._transaction_owner_session_id = None
+    whose = "no session held" if owner is None else "whose session no longer had it open"
+    _say(f"rolled back a SQLite transaction {whose}")
 
 
 def _say(message: str) -> None:
@@ -319,9 +393,24 @@ def patch_engine() -> None:
     _without_change_streams()
 
 
-async def serve(host: str, port: int, sqlite_path: str | None, user: str | None = None,
-                transaction_lifetime: float = 10.0) -> None:
-    """Run the server until SIGTERM/SIGINT; print its URL once listening."""
+@dataclass
+class Served:
+    """A running stand-in server in this process."""
+
+    url: str
+    server: Any
+    engine: Any  # the SQLite engine, or None for an in-memory one
+    reaper: asyncio.Task[None]
+
+    async def close(self) -> None:
+        """Stop the reaper and the server."""
+        self.reaper.cancel()
+        await self.server.close()
+
+
+async def start(host: str, port: int, sqlite_path: str | None, user: str | None = None,
+                transaction_lifetime: float = 10.0) -> Served:
+    """Patch the engine and start the server (port 0: any free port)."""
     try:
         from mongoeco.engines.sqlite import SQLiteEngine
         from mongoeco.wire import AsyncMongoEcoProxyServer, WireAuthUser
@@ -338,17 +427,24 @@ async def serve(host: str, port: int, sqlite_path: str | None, user: str | None 
     engine = SQLiteEngine(sqlite_path, executor_workers=1) if sqlite_path else None
     users = (WireAuthUser(user, os.environ[PASSWORD_ENV]),) if user else ()
     server = AsyncMongoEcoProxyServer(engine=engine, host=host, port=port, auth_users=users)
-    transactions = Transactions(server, transaction_lifetime)
+    transactions = Transactions(server, transaction_lifetime, engine)
     address = await server.start()
     reaper = asyncio.create_task(transactions.run_reaper())
-    print(f"mongodb://{address.host}:{address.port}/?directConnection=true", flush=True)
+    return Served(f"mongodb://{address.host}:{address.port}/?directConnection=true", server,
+                  engine, reaper)
+
+
+async def serve(host: str, port: int, sqlite_path: str | None, user: str | None = None,
+                transaction_lifetime: float = 10.0) -> None:
+    """Run the server until SIGTERM/SIGINT; print its URL once listening."""
+    served = await start(host, port, sqlite_path, user, transaction_lifetime)
+    print(served.url, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    reaper.cancel()
-    await server.close()
+    await served.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -295,3 +295,65 @@ async def test_a_write_is_durable_even_inside_a_stray_sqlite_transaction(
     finally:
         process.stop()
     assert sorted(found) == ["acknowledged", "before"]
+
+
+# A stand-in in this child process, its engine left stuck in a SQLite transaction that
+# nobody can end: bound to a session that has none open ("owner", as an abort or commit that
+# failed half-way leaves it), or bound to no session with a write scope still open
+# ("nobody"). Either way every transaction is refused while it stays. Prints how long until
+# a transaction went through.
+_STUCK_ENGINE = """
+import asyncio, sys, time
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+from mongoeco.engines._sqlite_session_runtime import _WriteState
+from harness import standin
+
+async def main():
+    served = await standin.start("127.0.0.1", 0, sys.argv[1], transaction_lifetime=1.0)
+    client = AsyncMongoClient(served.url, serverSelectionTimeoutMS=5000)
+    coll = client["atomic"]["stuck"]
+    await coll.insert_one({"_id": "before"})
+    engine = served.engine
+    def stick():
+        engine._connection.execute("BEGIN")
+        if sys.argv[3] == "owner":
+            engine._transaction_owner_session_id = "a session that is gone"
+        else:
+            states = engine._session_runtime._write_states
+            states.setdefault(engine._connection, _WriteState()).frames.append(None)
+    await engine._run_blocking(stick)
+    began = time.monotonic()
+    while time.monotonic() - began < float(sys.argv[2]):
+        try:
+            async with client.start_session() as session, await session.start_transaction():
+                await coll.insert_one({"_id": "after"}, session=session)
+        except PyMongoError:
+            await asyncio.sleep(0.2)
+            continue
+        print(f"committed after {time.monotonic() - began:.1f}s")
+        break
+    else:
+        print("never committed")
+    await client.close()
+    await served.close()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(("bound_to", "logged"), [
+    ("owner", "rolled back a SQLite transaction whose session no longer had it open"),
+    ("nobody", "rolled back a SQLite transaction no session held"),
+])
+async def test_a_sqlite_transaction_nobody_can_end_is_rolled_back(
+        tmp_path: Path, bound_to: str, logged: str) -> None:
+    """A SQLite transaction that no client can end would refuse every transaction for good:
+    the reaper rolls it back within seconds."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _STUCK_ENGINE, str(tmp_path / "stuck.sqlite"), "20", bound_to,
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await child.communicate()
+    assert child.returncode == 0, err.decode()
+    assert out.decode().startswith("committed after"), out.decode() + err.decode()
+    assert logged in err.decode()
