@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import AsyncMongoClient
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, PyMongoError, ServerSelectionTimeoutError
 
 from catalog.plan import owners
 from contracts.envelope import WireMessage
@@ -29,16 +29,29 @@ Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 Publish = Callable[[str, str, WireMessage], Awaitable[None]]
 
 
-async def _answers(port: int, timeout_ms: int = 3000) -> bool:
-    """True if the database server on ``port`` answers a ping in time."""
+async def commits_in_time(port: int, timeout_ms: int = 3000, within: float = 5.0) -> bool:
+    """True if the database server on ``port`` commits a small transaction within
+    ``within`` seconds. A transaction, not a ping: a stand-in whose engine is stuck in a
+    transaction nobody can end answers pings but refuses every transaction. Another
+    client's transaction refuses it for milliseconds, so it is tried again until then."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         f"mongodb://127.0.0.1:{port}/?directConnection=true", serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms, socketTimeoutMS=timeout_ms)
+    probe = client["standin_probe"]["liveness"]
+    deadline = time.monotonic() + within
     try:
-        await client.admin.command("ping")
-        return True
-    except PyMongoError:
-        return False
+        while True:
+            try:
+                async with client.start_session() as session, await session.start_transaction():
+                    await probe.update_one({"_id": "probe"}, {"$inc": {"n": 1}}, upsert=True,
+                                           session=session)
+                return True
+            except (ConnectionFailure, ServerSelectionTimeoutError):
+                return False
+            except PyMongoError:
+                if time.monotonic() > deadline:
+                    return False
+                await asyncio.sleep(0.2)
     finally:
         await client.close()
 
@@ -163,15 +176,16 @@ class Injector:
     # --- the supervisor -------------------------------------------------------------------------
 
     async def watch_standins(self) -> None:
-        """Restart a stand-in that stopped answering, as a liveness probe restarts a hung
-        database server. mongoeco's SQLite engine can deadlock a stand-in for good
-        (docs/standin.md); nothing acknowledged is lost by the restart, which SQLite keeps."""
+        """Restart a stand-in that stopped committing transactions, as a liveness probe
+        restarts a hung database server. mongoeco's SQLite engine can deadlock a stand-in
+        for good (docs/standin.md); nothing acknowledged is lost by the restart, which
+        SQLite keeps."""
         misses: Counter[str] = Counter()
         while True:
             await asyncio.sleep(2.0)
             for owner, standin in self.standins.items():
                 async with self.standin_locks[owner]:
-                    if not standin.alive or await _answers(standin.port):
+                    if not standin.alive or await commits_in_time(standin.port):
                         misses[owner] = 0
                         continue
                     misses[owner] += 1
