@@ -17,6 +17,7 @@ not seen here; such a reply is in flight for milliseconds, not for a timeout.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections import deque
@@ -33,10 +34,13 @@ Depth = Callable[[], Awaitable[int]]
 class HeardClock:
     """The heard time of one orchestrator process; refreshed by its timer loop."""
 
-    def __init__(self, depth: Depth, clock: Callable[[], float], *, max_lag: float) -> None:
+    def __init__(self, depth: Depth, clock: Callable[[], float], *, max_lag: float,
+                 look_timeout: float = 5.0) -> None:
         self._depth = depth
         self._clock = clock
         self._max_lag = max_lag
+        # The timer loop waits for each look: a broker that never answers must not stop it.
+        self._look_timeout = look_timeout
         self._heard = -math.inf
         self._received = 0  # replies handed to the handler so far, numbered from 1
         self._handling: set[int] = set()
@@ -70,9 +74,10 @@ class HeardClock:
         """Look at the reply queue once, and move the heard time on as far as it may."""
         seen = self._clock()
         try:
-            depth = await self._depth()
-        except SagaSystemError as e:
-            log.debug("reply queue depth not read: %s", e)  # unheard: the clock waits
+            async with asyncio.timeout(self._look_timeout):
+                depth = await self._depth()
+        except (SagaSystemError, TimeoutError) as e:
+            log.debug("reply queue depth not read: %r", e)  # unheard: the clock waits
             depth = None
         if depth == 0:
             # Counted after the answer: whatever was delivered before it must be handled.

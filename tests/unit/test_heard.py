@@ -113,3 +113,18 @@ async def test_the_clock_lags_by_at_most_the_maximum(queue: Queue, heard: HeardC
     await heard.refresh()
     assert heard() == queue.now - MAX_LAG
     assert heard.lag() == MAX_LAG
+
+
+async def test_a_look_the_broker_never_answers_gives_up_and_the_clock_waits(
+        queue: Queue) -> None:
+    """The timer loop waits for each look at the reply queue: a broker channel that never
+    answers must not stop every timer of the process."""
+    never = asyncio.Event()
+
+    async def hanging_depth() -> int:
+        await never.wait()
+        return 0
+
+    heard = HeardClock(hanging_depth, queue.clock, max_lag=MAX_LAG, look_timeout=0.05)
+    await asyncio.wait_for(heard.refresh(), 5.0)
+    assert heard() == queue.now - MAX_LAG
