@@ -21,7 +21,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
-from harness.chaos.faults import commits_in_time
+from harness.chaos.faults import serves_in_time
 from harness.processes import start_standin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -360,21 +360,21 @@ async def test_a_sqlite_transaction_nobody_can_end_is_rolled_back(
     assert logged in err.decode()
 
 
-async def test_the_chaos_probe_fails_a_standin_that_answers_pings_but_no_transaction(
+async def test_the_chaos_probe_fails_a_standin_that_answers_pings_but_serves_nothing(
         tmp_path: Path) -> None:
     """`sagactl chaos` restarts a stand-in its probe fails three times in a row: the probe
-    commits a transaction, because a stuck engine still answers pings. (The SQLite engine,
-    as in chaos runs: it runs one transaction at a time, so one held open stands in for a
-    stuck one.)"""
+    reads, because a stuck engine still answers pings. (The SQLite engine, as in chaos
+    runs: while one transaction is open it refuses every other session's command, so one
+    held open stands in for a stuck one.)"""
     process, url = await start_standin(tmp_path, sqlite_path=tmp_path / "probe.sqlite")
     client = await _client(url)
     try:
-        assert await commits_in_time(process.port)
+        assert await serves_in_time(process.port)
         async with client.start_session() as session, await session.start_transaction():
             await client["atomic"]["held"].insert_one({"_id": "held"}, session=session)
             assert (await client.admin.command("ping"))["ok"] == 1.0
-            assert not await commits_in_time(process.port, within=1.0)
-        assert await commits_in_time(process.port)
+            assert not await serves_in_time(process.port, within=1.0)
+        assert await serves_in_time(process.port)
     finally:
         await client.close()
         process.stop()
