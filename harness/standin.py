@@ -256,13 +256,17 @@ def _release_engine(engine: Any, owner: object | None) -> None:
         if engine._transaction_owner_session_id != owner:
             return
         conn = engine._connection
-        if conn is not None:
-            if conn.in_transaction:
-                conn.rollback()
-            engine._session_runtime._write_states.pop(conn, None)
-        engine._transaction_owner_session_id = None
+        if conn is not None and conn.in_transaction:
+            conn.rollback()
+        _unbind(engine._session_runtime)
     whose = "no session held" if owner is None else "whose session no longer had it open"
     _say(f"rolled back a SQLite transaction {whose}")
+
+
+def _unbind(runtime: Any) -> None:
+    """Bind the engine to no session, and forget the write scopes of its connection."""
+    runtime._engine._transaction_owner_session_id = None
+    runtime._write_states.pop(runtime._engine._connection, None)
 
 
 def _say(message: str) -> None:
@@ -314,8 +318,7 @@ def _guard_sqlite_transactions() -> None:
 
 def _lost(runtime: Any, session: Any) -> NoReturn:
     """Release the engine from a session whose SQLite transaction ended, and fail."""
-    runtime._engine._transaction_owner_session_id = None
-    runtime._write_states.pop(runtime._engine._connection, None)
+    _unbind(runtime)
     _say("a session's SQLite transaction had ended underneath it; "
          "failing it rather than committing its writes one by one")
     raise _no_such_transaction(session.transaction_number)

@@ -117,7 +117,8 @@ class Findings:
     began: float
     healed: float
     drained: float | None
-    diagnosis: list[str] = field(default_factory=list)  # printed if the run failed
+    # Lines about the processes, read from their logs only if the run failed.
+    diagnosis: Callable[[], list[str]] = list
 
 
 def print_table(f: Findings, out: TextIO) -> int:
@@ -165,7 +166,7 @@ def print_table(f: Findings, out: TextIO) -> int:
         out.write(f"    fewer than {MIN_COMPLETED_SHARE:.0%} of the orders not refused by "
                   f"business completed: the run mostly tested failure paths\n")
     ok = violations == 0 and f.drained is not None and enough
-    if not ok and f.diagnosis:
-        out.write("\n" + "\n".join(f.diagnosis) + "\n")
+    if not ok and (diagnosis := f.diagnosis()):
+        out.write("\n" + "\n".join(diagnosis) + "\n")
     out.write(f"\n{'PASS' if ok else 'FAIL'}: {violations} violation(s)\n")
     return 0 if ok else 1

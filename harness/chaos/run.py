@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -189,7 +190,7 @@ class ChaosRun:
             return print_table(Findings(
                 self.opts, self.topology.namespace, self.log_dir, outcomes,
                 self.injector.faults, self.injector.poison_sent, report, dead, missing, began,
-                healed, drained, diagnose({p.name: p for p in [
+                healed, drained, partial(diagnose, {p.name: p for p in [
                     *self.cluster.processes.values(), *self.standins.values()]})), self.out)
         finally:
             # Interrupted (Ctrl-C) or failed: the fault loops and the supervisor must not
