@@ -19,6 +19,7 @@ from infra.transport import Transport
 from orchestrator.manifests import mismatches, participant_manifests
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import Clock, OutboxPublisher
+from orchestrator.recent import RecentStates
 from orchestrator.registry import DefinitionRegistry, RegistrationError, Setup, load
 from orchestrator.runner import SagaRunner
 from orchestrator.senders import ReplySenders
@@ -57,7 +58,7 @@ def build(settings: OrchestratorSettings, transport: Transport, store: SagaStore
     transport = faulty(transport, settings.faults)
     outbox = OutboxPublisher(transport, store, metrics, clock, relay_after=settings.relay_after)
     runner = SagaRunner(registry=registry, store=store, outbox=outbox, topology=topology,
-                        metrics=metrics, clock=clock)
+                        metrics=metrics, clock=clock, recent=RecentStates(settings.state_cache))
     # Ad-hoc transactions may call any participant with a manifest: declare its queue too.
     plan = registry.plan().merged(Plan((), tuple(participant_manifests(common))))
     try:

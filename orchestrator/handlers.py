@@ -28,7 +28,7 @@ from engine.state import SagaState, SagaStatus
 from infra.errors import InvalidMessage, ReplyRefused, SagaQuarantined, UnknownSaga
 from orchestrator.outbox import OutboxPublisher, outcome_message
 from orchestrator.registry import AnyDefinition
-from orchestrator.runner import SagaRunner, Started
+from orchestrator.runner import Check, SagaRunner, Started
 from orchestrator.senders import ReplySenders
 from orchestrator.start import StartMessage, read_cancel, read_request, saga_id
 
@@ -203,6 +203,30 @@ class OrchestratorHandlers:
             action.saga_id, self._admin_exchange, OutcomeEvent(ADMIN_RESULT, body),
             datetime.now(UTC).timestamp(), suffix=suffix, causation_id=action_id))
 
+    def _authorizer(self, reply: StepReply, command_id: str, user_id: str | None,
+                    refused_by: list[str]) -> Check:
+        """The check of a reply against its stored saga: it must name its command's step and
+        operation, and come from the broker user of that step's service. A refusal raises
+        and appends the service to ``refused_by``."""
+
+        def authorized(state: SagaState[Any], definition: AnyDefinition) -> None:
+            sent = state.sent(command_id)
+            if sent is None:
+                return  # answers no command of this saga: the engine ignores it as stale
+            step, operation = sent
+            service = definition.for_data(state.data).steps[step].service
+            problem: str | None
+            if (reply.step, reply.operation) != sent:
+                problem = (f"the reply names {reply.step} {reply.operation}, its command was "
+                           f"{step} {operation}")
+            else:
+                problem = self._senders.problem(service, user_id)
+            if problem is not None:
+                refused_by.append(service)
+                raise ReplyRefused(problem)
+
+        return authorized
+
     async def on_reply(self, message: WireMessage) -> None:
         """Feed a participant's reply to its saga."""
         envelope = read_envelope(message)
@@ -219,27 +243,19 @@ class OrchestratorHandlers:
             return ReplyReceived(command_id, reply.outcome, now, reply.reason_code, reply.detail,
                                  reply.waiting)
 
-        def authorized(state: SagaState[Any], definition: AnyDefinition) -> None:
-            sent = state.sent(command_id)
-            if sent is None:
-                return  # answers no command of this saga: the engine ignores it as stale
-            step, operation = sent
-            service = definition.for_data(state.data).steps[step].service
-            problem: str | None
-            if (reply.step, reply.operation) != sent:
-                problem = (f"the reply names {reply.step} {reply.operation}, its command was "
-                           f"{step} {operation}")
-            else:
-                problem = self._senders.problem(service, message.user_id)
-            if problem is not None:
-                self._on_refused(service)
-                log.error("reply refused: %s", problem, extra={
-                    "saga_id": reply.saga_id, "message_id": envelope.message_id})
-                raise ReplyRefused(problem)
-
-        # A retried round's participants answer under its run id (contracts.commands).
-        await self._runner.apply(saga_of(reply.saga_id), event, envelope.message_id,
-                                 envelope.traceparent, authorized)
+        refused_by: list[str] = []
+        try:
+            # A retried round's participants answer under its run id (contracts.commands).
+            await self._runner.apply(saga_of(reply.saga_id), event, envelope.message_id,
+                                     envelope.traceparent,
+                                     self._authorizer(reply, command_id, message.user_id,
+                                                      refused_by))
+        except ReplyRefused as e:
+            # Counted here, once: a refusal on a cached state is checked again on the stored.
+            self._on_refused(refused_by[-1])
+            log.error("reply refused: %s", e, extra={
+                "saga_id": reply.saga_id, "message_id": envelope.message_id})
+            raise
         if reply.outcome is Outcome.WAITING:
             self._on_wait()
 

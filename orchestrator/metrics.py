@@ -84,6 +84,11 @@ class OrchestratorMetrics:
         self.conflicts = Counter("saga_version_conflicts_total",
                                  "Optimistic-lock conflicts on saga saves (another writer was first).",
                                  registry=registry)
+        # hit: an event decided and saved on the state this process saved last; stale: that
+        # save lost the version check; rechecked: it would have dropped or refused the event.
+        self.state_cache = Counter("saga_state_cache_total",
+                                   "Events decided on the state this process saved last, by result.",
+                                   ["result"], registry=registry)
         self.dead_lettered = Counter("saga_messages_dead_lettered_total",
                                      "Messages moved to a dead-letter queue.", ["queue", "error"],
                                      registry=registry)

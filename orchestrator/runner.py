@@ -1,7 +1,8 @@
 """The I/O shell around the engine: load, decide, save with the outbox, publish.
 
 Work on one saga is serialised inside this process by a keyed lock; across processes
-the version check of every save decides, and the loser reloads and decides again.
+the version check of every save decides, and the loser reloads and decides again. The
+state this process saved last stands in for the load (``orchestrator.recent``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from infra.errors import InvalidMessage, SagaQuarantined, UnknownSaga, VersionCo
 from orchestrator.keyed_lock import KeyedLock
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher, outbox_messages
+from orchestrator.recent import RecentStates
 from orchestrator.registry import AnyDefinition, DefinitionRegistry, UnknownDefinition
 from orchestrator.serde import Undecodable
 from orchestrator.store import SagaStore
@@ -35,6 +37,10 @@ Check = Callable[[SagaState[Any], AnyDefinition], None]
 MAX_CONFLICT_RETRIES = 20
 
 
+class _Unsure(Exception):
+    """A cached state would drop or refuse the event: only the stored state may decide that."""
+
+
 class Started(StrEnum):
     """What became of a start request."""
 
@@ -47,7 +53,8 @@ class SagaRunner:
     """Runs sagas of every registered definition against one store and one transport."""
 
     def __init__(self, *, registry: DefinitionRegistry, store: SagaStore, outbox: OutboxPublisher,
-                 topology: Topology, metrics: OrchestratorMetrics, clock: Clock) -> None:
+                 topology: Topology, metrics: OrchestratorMetrics, clock: Clock,
+                 recent: RecentStates | None = None) -> None:
         self._registry = registry
         self._store = store
         self._outbox = outbox
@@ -55,6 +62,7 @@ class SagaRunner:
         self._metrics = metrics
         self._clock = clock
         self._locks = KeyedLock()
+        self._recent = RecentStates() if recent is None else recent
 
     async def start(self, name: str, saga_id: str, data: Model, causation_id: str | None,
                     traceparent: str | None = None) -> Started:
@@ -71,6 +79,7 @@ class SagaRunner:
             if not await self._store.create(decision.state, messages):
                 self._metrics.duplicate_requests.inc()
                 return await self._existing(saga_id, data, causation_id)
+            self._recent.remember(decision.state)
             self._metrics.observe(definition.name, decision)
             _log_decision(decision, "new", causation_id)
             await self._outbox.publish(saga_id, messages)
@@ -102,6 +111,21 @@ class SagaRunner:
 
     async def _try_apply(self, saga_id: str, event_at: EventAt, causation_id: str | None,
                          traceparent: str | None, check: Check | None) -> Decision[Any] | None:
+        cached = self._recent.get(saga_id)
+        if cached is not None:
+            try:
+                return await self._decide(cached, event_at, causation_id, traceparent, check,
+                                          cached=True)
+            except _Unsure:
+                # Ignoring or refusing the event saves nothing, so no version check would
+                # catch a stale entry: decide again on the stored state.
+                self._recent.forget(saga_id)
+                self._metrics.state_cache.labels("rechecked").inc()
+        state = await self._load(saga_id)
+        return await self._decide(state, event_at, causation_id, traceparent, check,
+                                  cached=False)
+
+    async def _load(self, saga_id: str) -> SagaState[Any]:
         try:
             record = await self._store.load(saga_id)
         except Undecodable as e:
@@ -111,16 +135,22 @@ class SagaRunner:
             raise SagaQuarantined(str(e)) from e
         if record is None:
             raise UnknownSaga(f"no saga with id {saga_id}")
-        state = record.state
+        return record.state
+
+    async def _decide(self, state: SagaState[Any], event_at: EventAt, causation_id: str | None,
+                      traceparent: str | None, check: Check | None,
+                      cached: bool) -> Decision[Any] | None:
+        """Decide on ``state`` and save; None after a version conflict. From a cached state,
+        a decision that would save nothing raises _Unsure instead."""
         try:
-            definition = self._registry.get(state.definition, state.definition_version)
-        except UnknownDefinition as e:
-            raise InvalidMessage(str(e)) from e
-        if check is not None:
-            check(state, definition)
-        now = self._clock()
-        decision = decide(definition.for_data(state.data), state, event_at(now))
+            definition, decision, now = self._judge(state, event_at, check)
+        except Exception as e:
+            if cached:
+                raise _Unsure from e
+            raise
         if not decision.changed:
+            if cached:
+                raise _Unsure
             self._metrics.observe(definition.name, decision)
             return decision
         messages = outbox_messages(decision, self._topology, causation_id, now, traceparent,
@@ -129,13 +159,33 @@ class SagaRunner:
             saved = await self._store.save(decision.state, state.version, messages)
         except VersionConflict:
             self._metrics.conflicts.inc()
+            self._recent.forget(state.saga_id)
+            if cached:
+                self._metrics.state_cache.labels("stale").inc()
             return None
+        except BaseException:
+            self._recent.forget(state.saga_id)  # written or not: only the store knows now
+            raise
+        self._recent.remember(saved)
+        if cached:
+            self._metrics.state_cache.labels("hit").inc()
         decision = Decision(saved, decision.commands, decision.outcome, decision.notes, True)
         self._metrics.observe(definition.name, decision)
         _log_decision(decision, state.status.value, causation_id)
-        await self._outbox.publish(saga_id, messages)
+        await self._outbox.publish(state.saga_id, messages)
         return decision
 
+    def _judge(self, state: SagaState[Any], event_at: EventAt,
+               check: Check | None) -> tuple[AnyDefinition, Decision[Any], float]:
+        """The definition, the engine's decision and the time it was made for."""
+        try:
+            definition = self._registry.get(state.definition, state.definition_version)
+        except UnknownDefinition as e:
+            raise InvalidMessage(str(e)) from e
+        if check is not None:
+            check(state, definition)
+        now = self._clock()
+        return definition, decide(definition.for_data(state.data), state, event_at(now)), now
 
     def _outcome_exchange(self, definition: AnyDefinition) -> str | None:
         start = definition.start

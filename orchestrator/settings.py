@@ -15,6 +15,7 @@ from infra.settings import (
     faults_from_env,
     pick,
 )
+from orchestrator.recent import DEFAULT_CAPACITY
 
 # Its default metrics port; each participant declares its own
 # (workers.sdk.Participant.metrics_port), so that they can all run on one host.
@@ -37,6 +38,9 @@ class OrchestratorSettings(Frozen):
     # How long a finished saga stays in the store (a TTL index deletes it then); sagas that
     # need attention stay until an operator retries or resolves them.
     retention_days: float = Field(default=30.0, ge=1 / 24, le=36_500)
+    # How many sagas' last saved states this process keeps to spare a load per event
+    # (orchestrator.recent); 0 loads the saga for every event.
+    state_cache: int = Field(default=DEFAULT_CAPACITY, ge=0, le=1_000_000)
     faults: FaultSettings = FaultSettings()
 
 
@@ -50,6 +54,7 @@ ENV = {
     "SAGA_RELAY_AFTER": "relay_after",
     "SAGA_REPLY_USERS": "reply_users",
     "SAGA_RETENTION_DAYS": "retention_days",
+    "SAGA_STATE_CACHE": "state_cache",
 }
 
 

@@ -75,7 +75,8 @@ class MemorySagaStore:
                    outbox: Sequence[OutboxMessage]) -> SagaState[Any]:
         """Compare-and-set on the version."""
         current = self._docs.get(state.saga_id)
-        if current is None or current["version"] != expected_version:
+        if (current is None or current["version"] != expected_version
+                or current["status"] == SagaStatus.QUARANTINED.value):
             raise VersionConflict(f"saga {state.saga_id} is no longer at version {expected_version}")
         saved = replace(state, version=expected_version + 1)
         doc = to_document(saved)

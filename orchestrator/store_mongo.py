@@ -123,8 +123,10 @@ class MongoSagaStore:
         if outbox:
             update["$push"] = {"outbox": {"$each": [outbox_document(m) for m in outbox]}}
         with translated():
+            # A quarantine keeps the version: a save from a state cached before it must fail.
             result = await self._sagas.update_one(
-                {"_id": state.saga_id, "version": expected_version}, update)
+                {"_id": state.saga_id, "version": expected_version,
+                 "status": {"$ne": QUARANTINED}}, update)
         if result.matched_count == 0:
             raise VersionConflict(f"saga {state.saga_id} is no longer at version {expected_version}")
         return _with_version(state, new_version)

@@ -438,3 +438,16 @@ async def test_the_relay_skips_and_quarantines_what_it_cannot_decode(store: Saga
     assert [r.state.saga_id for r in pending] == ["fine"]
     assert [q.saga_id for q in await store.quarantined(10)] == ["lost"]
     assert await store.pending_outbox(float("inf"), 10) == pending
+
+
+async def test_a_save_from_a_state_read_before_the_quarantine_fails(store: SagaStore) -> None:
+    """A quarantine keeps the version, so the version alone would let a state held from
+    before it (an orchestrator's cache) overwrite it: the save must fail instead."""
+    state, outbox = started("held")
+    assert await store.create(state, outbox)
+    record = await store.load("held")
+    assert record is not None
+    await store.quarantine("held", "unknown_definition", "set aside elsewhere", T0 + 5)
+    with pytest.raises(VersionConflict):
+        await store.save(replace(record.state, cursor=1), record.state.version, ())
+    assert [q.saga_id for q in await store.quarantined(10)] == ["held"]
