@@ -92,6 +92,10 @@ class MustWait(SagaSystemError):
         self.timeout = timeout
 
 
+class _FenceExists(SagaSystemError):
+    """The fence a first attempt wrote without reading was there already: read it."""
+
+
 class EffectExists(SagaSystemError):
     """The handler's write found its natural key taken while the fence says the step never
     ran here: an effect without its record (a manual repair, or a write from outside)."""
@@ -202,14 +206,20 @@ class WorkerRuntime:
     async def _settle(self, envelope: Envelope, command: Command) -> StepReply:
         """One command, through conflicts: the reply to send."""
         last: Exception | None = None
+        # A forward command nearly always finds no fence: the first attempt writes the one
+        # it will leave instead of reading first. If the step has a fence already, that
+        # insert fails before the handler runs, and the attempts from then on read it.
+        guess = command.op is Operation.FORWARD
         for attempt in range(self._conflict_retries):
             try:
                 try:
-                    return await self._attempt(envelope, command)
+                    return await self._attempt(envelope, command, guess)
                 except Rejected as rejection:
                     return await self._record_rejection(envelope, command, rejection)
                 except MustWait as wait:
                     return await self._park(envelope, command, wait)
+            except _FenceExists:
+                guess = False  # at once: nobody is in the way, the guess was wrong
             except EffectExists as e:
                 # Once may be a concurrent attempt of the same step that committed meanwhile:
                 # the next attempt then finds its fence. Twice, the effect has no record.
@@ -218,6 +228,7 @@ class WorkerRuntime:
                 last = e
             except (VersionConflict, DuplicateKey) as e:
                 last = e
+                guess = False
                 self._metrics.conflict()
                 log.debug("conflict on attempt %d: %s", attempt + 1, e)
                 await asyncio.sleep(_backoff(attempt))
@@ -245,15 +256,18 @@ class WorkerRuntime:
                       f"the effect of this step already exists but was not recorded as done "
                       f"here; check it by hand ({e})")
 
-    async def _attempt(self, envelope: Envelope, command: Command) -> StepReply:
+    async def _attempt(self, envelope: Envelope, command: Command, guess: bool) -> StepReply:
         # The inbox is not read first: its unique id makes the insert at the end fail for a
         # command already handled, which rolls back everything this attempt did. Duplicates
         # are rare, so this spares a read per command and costs one only for a duplicate.
         now = self._clock()
         try:
             async with self._store.transaction() as tx:
-                fence = await tx.get(Fence, fence_id(command.saga_id, command.step))
-                reply = await self._judge(tx, command, fence, now)
+                if guess:
+                    reply = await self._run_fresh(tx, command, now)
+                else:
+                    fence = await tx.get(Fence, fence_id(command.saga_id, command.step))
+                    reply = await self._judge(tx, command, fence, now)
                 await tx.insert(self._inbox(envelope, reply, now))
                 return reply
         except DuplicateKey:
@@ -270,6 +284,17 @@ class WorkerRuntime:
             return None
         self._metrics.duplicate()
         return StepReply.model_validate_json(seen.reply)
+
+    async def _run_fresh(self, tx: Tx, command: Command, now: float) -> StepReply:
+        """A forward command on a step without a fence (``verdict`` says RUN): the fence
+        first, so that a step that has one stops here (_FenceExists), then the handler."""
+        try:
+            await _write_fence(tx, command, None, AFTER_RUN[command.op], now,
+                               self._retention.fence)
+        except DuplicateKey as e:
+            raise _FenceExists(str(e)) from e
+        detail = await self._run(tx, command, now)
+        return _reply(command, Outcome.SUCCEEDED, None, detail)
 
     async def _judge(self, tx: Tx, command: Command, fence: Fence | None,
                      now: float) -> StepReply:

@@ -17,6 +17,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from pymongo import AsyncMongoClient
+from pymongo.monitoring import (
+    CommandFailedEvent,
+    CommandListener,
+    CommandStartedEvent,
+    CommandSucceededEvent,
+)
 
 from client.seed import add_funds, add_stock
 from contracts.commands import Outcome, StepCommand, StepReply
@@ -165,14 +171,39 @@ def backend(request: pytest.FixtureRequest) -> Backend:
     return Backend("mongo", urls, bool(request.getfixturevalue("uses_standin")))
 
 
+class Reads(CommandListener):
+    """The collections the workers' MongoDB clients read, in order (command monitoring)."""
+
+    def __init__(self) -> None:
+        self.collections: list[str] = []
+
+    def started(self, event: CommandStartedEvent) -> None:
+        if event.command_name == "find":
+            self.collections.append(str(event.command["find"]))
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        pass
+
+
 @pytest.fixture
-async def stores(backend: Backend, tag: str) -> AsyncIterator[dict[str, DocumentStore]]:
+def reads() -> Reads:
+    """What the workers read from MongoDB (nothing is recorded for the in-memory store)."""
+    return Reads()
+
+
+@pytest.fixture
+async def stores(backend: Backend, tag: str,
+                 reads: Reads) -> AsyncIterator[dict[str, DocumentStore]]:
     """A store per service; in MongoDB, databases of this test alone, dropped afterwards."""
     if backend.kind == "memory":
         yield {service: MemoryDocumentStore() for service in SPECS}
         return
     clients: dict[str, AsyncMongoClient[Any]] = {
-        service: AsyncMongoClient(backend.mongo_urls[service], serverSelectionTimeoutMS=5000)
+        service: AsyncMongoClient(backend.mongo_urls[service], serverSelectionTimeoutMS=5000,
+                                  event_listeners=[reads])
         for service in SPECS}
     try:
         yield {service: MongoDocumentStore(client, f"test_{tag}_{service}")
@@ -320,6 +351,26 @@ async def test_retried_prepare_with_new_message_id_reserves_once(rig: Rig) -> No
     assert (stock.on_hand, stock.reserved) == (10, 2)
     worker = rig.participants["inventory"]
     assert worker.metric("saga_worker_duplicate_commands_total", service="inventory") == 0
+
+
+async def test_a_first_prepare_writes_its_fence_without_reading_it(
+        rig: Rig, backend: Backend, reads: Reads) -> None:
+    """A forward command nearly always meets no fence, so its first attempt inserts the one
+    it leaves instead of reading first (a database read per forward command spared); a
+    later attempt of the step finds the insert refused and reads the fence. Neither counts
+    as a version conflict."""
+    if backend.kind != "mongo":
+        pytest.skip("counts MongoDB commands")
+    await add_stock(rig.inventory, SKU, 10)
+    reads.collections.clear()
+    first = await rig.call("inventory.reserve.prepare", reserve("o-1", 2), "attempt-1")
+    assert first.outcome is Outcome.SUCCEEDED
+    assert reads.collections == ["stock"]
+    again = await rig.call("inventory.reserve.prepare", reserve("o-1", 2), "attempt-2")
+    assert again.detail == "already tried"
+    assert reads.collections == ["stock", "fences"]
+    worker = rig.participants["inventory"]
+    assert worker.metric("saga_worker_version_conflicts_total", service="inventory") == 0
 
 
 # --- the fence -------------------------------------------------------------------------------
