@@ -141,6 +141,8 @@ def _db(plan: Plan, figures: Results) -> list[str]:
                 f"orchestrator {_num(orch, '.1f')}, workers {_num(total - orch, '.1f')}; "
                 f"target <= 4 per step: {'met' if per_step <= 4 else 'NOT met'}",
                 f"  by command, per saga (mean of runs): {parts}",
+                f"  saga version conflicts per 1,000 sagas: "
+                f"{_num(_m(runs, lambda f: f.conflicts_per_1000), '.1f')}",
                 f"  the stand-in servers' own CPU, not in the table: "
                 f"{_ms(_m(runs, lambda f: f.standin_cpu_per_saga))} ms/saga"]
     return out

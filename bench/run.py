@@ -21,6 +21,7 @@ from contracts.orders import OrderRequested
 from infra.adapters.rabbit import RabbitTransport
 
 DB_METRIC = "saga_db_commands_total"
+CONFLICTS_METRIC = "saga_version_conflicts_total"
 Say = Callable[[str], None]
 
 
@@ -68,6 +69,7 @@ class Figures:
     delivered_per_saga: float = math.nan
     db_per_saga: float = math.nan
     db_orchestrator_per_saga: float = math.nan
+    conflicts_per_1000: float = math.nan  # the orchestrators' saga version conflicts
     db_by_command: Counter[str] = field(default_factory=Counter)
     cpu_by_process: dict[str, float] = field(default_factory=dict)
     failed: int = 0
@@ -110,6 +112,8 @@ class Bench:
             rss: dict[System, Rss] = {}
             if self.plan.rss:
                 for system in self.plan.systems:
+                    if system.orchestrators > 1:
+                        continue  # the resident memory of one instance is the question
                     self.say(f"resident memory: {system.name}, "
                              f"{self.plan.sizes[system.kind].rss} sagas in flight")
                     rss[system] = await self._rss(system, self._namespace(system, "rss"))
@@ -130,7 +134,8 @@ class Bench:
 
     def _deployment(self, system: System, namespace: str) -> Deployment:
         return Deployment(system.kind, self.plan.amqp_url, namespace, self.plan.log_dir / namespace,
-                          {**system.env, **self.plan.extra_env}, uvloop=system.uvloop_launcher)
+                          {**system.env, **self.plan.extra_env}, uvloop=system.uvloop_launcher,
+                          orchestrators=system.orchestrators)
 
     async def _measure(self, system: System, namespace: str) -> Figures:
         sizes = self.plan.sizes[system.kind]
@@ -164,6 +169,7 @@ class Bench:
         """The saturation phase, with CPU, broker and database counters around it."""
         ports = deployment.metrics_ports
         db_before = await scrape(ports, DB_METRIC)
+        conflicts_before = await scrape(ports, CONFLICTS_METRIC)
         messages_before = await broker.counters()
         cpu_before = {role: cpu_seconds(pid) for role, pid in deployment.pids.items()}
         standin_before = total_cpu(deployment.standin_pids)
@@ -181,8 +187,13 @@ class Bench:
         await asyncio.sleep(0.5)  # the last acknowledgements reach the broker
         messages = await broker.counters() - messages_before
         db = delta(await scrape(ports, DB_METRIC), db_before)
+        conflicts = delta(await scrape(ports, CONFLICTS_METRIC), conflicts_before)
         figures = _figures(result, sum(cpu.values()), standin_cpu, messages, db,
                            bool(deployment.standins))
+        if ports:
+            figures.conflicts_per_1000 = 1000 * sum(
+                sum(c.values()) for role, c in conflicts.items()
+                if role.startswith("orchestrator")) / (result.completed or 1)
         figures.cpu_by_process = {role: c / (result.completed or 1) for role, c in cpu.items()}
         figures.broker_cpu_per_saga = broker_cpu / (result.completed or 1) if beam else math.nan
         return figures
@@ -232,5 +243,7 @@ def _figures(result: LoopResult, cpu: float, standin_cpu: float, messages: broke
             by_command.update(counts)
         figures.db_by_command = Counter({k: v / n for k, v in by_command.items() if v})
         figures.db_per_saga = sum(by_command.values()) / n
-        figures.db_orchestrator_per_saga = sum(db.get("orchestrator", Counter()).values()) / n
+        figures.db_orchestrator_per_saga = sum(
+            sum(counts.values()) for role, counts in db.items()
+            if role.startswith("orchestrator")) / n
     return figures

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -53,28 +53,40 @@ class System:
 
     kind: Kind
     loop: str = ""
+    orchestrators: int = 1
 
     @classmethod
     def parse(cls, text: str) -> System:
-        """``baseline``, ``memory``, ``standin``, each optionally ``+uvloop`` or ``+asyncio``."""
-        kind, plus, loop = text.strip().partition("+")
+        """``baseline``, ``memory``, ``standin``, each optionally ``+uvloop`` or ``+asyncio``;
+        ``standin*N`` runs N orchestrator instances on the one saga store."""
+        text, star, count = text.strip().partition("*")
+        kind, plus, loop = text.partition("+")
         if plus and loop not in LOOPS:
             raise ValueError(f"unknown variant {loop!r} in {text!r}: +uvloop or +asyncio")
         if kind not in {k.value for k in Kind}:
             raise ValueError(f"unknown system {kind!r}: baseline, memory or standin")
-        return cls(Kind(kind), loop)
+        orchestrators = 1
+        if star:
+            if kind != Kind.STANDIN or not count.isdigit() or not 1 <= int(count) <= 8:
+                raise ValueError(f"{text}*{count}: only standin runs several orchestrators "
+                                 "(they share its database), 1 to 8 of them")
+            orchestrators = int(count)
+        return cls(Kind(kind), loop, orchestrators)
 
     @property
     def name(self) -> str:
         """Short name, as given on the command line."""
-        return f"{self.kind}+{self.loop}" if self.loop else str(self.kind)
+        name = f"{self.kind}+{self.loop}" if self.loop else str(self.kind)
+        return name if self.orchestrators == 1 else f"{name}*{self.orchestrators}"
 
     @property
     def label(self) -> str:
         """Name in the table."""
-        if self.loop:
-            return f"{LABELS[self.kind]}, on {self.loop}"
-        return LABELS[self.kind] + ", asyncio"
+        label = (f"{LABELS[self.kind]}, on {self.loop}" if self.loop
+                 else LABELS[self.kind] + ", asyncio")
+        if self.orchestrators > 1:
+            label += f", {self.orchestrators} orchestrators"
+        return label
 
     @property
     def env(self) -> dict[str, str]:
@@ -98,7 +110,7 @@ def _module(kind: Kind, role: str) -> tuple[str, tuple[str, ...]]:
     """The module a role of a system runs, and its arguments."""
     if kind is Kind.BASELINE:
         return "bench.baseline", ("orchestrator",) if role == "orchestrator" else ("worker", role)
-    if role == "orchestrator":
+    if role.startswith("orchestrator"):
         return "orchestrator", ()
     if kind is Kind.MEMORY:
         # In-memory workers need their stock and money seeded in-process.
@@ -116,14 +128,17 @@ class Deployment:
     log_dir: Path
     extra_env: Mapping[str, str] = field(default_factory=dict)
     uvloop: bool = False
+    orchestrators: int = 1
     cluster: Cluster = field(init=False)
     standins: list[ManagedProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.topology = Topology(self.namespace)
         # The product's orchestrator registers every shipped definition, so its whole
-        # topology is declared; only the order saga's workers run.
-        self.plan = Platform.load(CommonSettings()).plan()
+        # topology is declared (with its partitions' queues); only the order saga's
+        # workers run.
+        self.plan = replace(Platform.load(CommonSettings()).plan(),
+                            partitions=int(self.extra_env.get("SAGA_PARTITIONS", "0")))
         # Nothing of the caller's SAGA_* settings (faults, other namespaces) leaks in.
         self._env = {k: v for k, v in os.environ.items() if not k.startswith("SAGA_")}
         self._env |= {"SAGA_AMQP_URL": self.amqp_url, "SAGA_NAMESPACE": self.namespace,
@@ -139,7 +154,8 @@ class Deployment:
             await self._start_standins()
         self._env |= dict(self.extra_env)
         self.cluster.env = self._env  # complete now: stand-in URLs and extra settings
-        for role in ["orchestrator", *(order_services() if workers else ())]:
+        instances = ["orchestrator", *(f"orchestrator-{n}" for n in range(2, self.orchestrators + 1))]
+        for role in [*instances, *(order_services() if workers else ())]:
             module, args = _module(self.kind, role)
             self.cluster.add(role, module, args=args,
                              launcher="bench.uvrun" if self.uvloop else None)

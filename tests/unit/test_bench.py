@@ -30,6 +30,16 @@ def test_system_names_parse_and_reject_unknown_ones() -> None:
             System.parse(bad)
 
 
+def test_several_orchestrators_share_only_a_database() -> None:
+    two = System.parse("standin*2")
+    assert (two.kind, two.orchestrators, two.name) == (Kind.STANDIN, 2, "standin*2")
+    assert two.label.endswith(", 2 orchestrators")
+    assert System.parse("standin").orchestrators == 1
+    for bad in ("memory*2", "baseline*2", "standin*0", "standin*x", "standin*9"):
+        with pytest.raises(ValueError, match="only standin"):
+            System.parse(bad)
+
+
 def test_medians_and_percentiles() -> None:
     assert median([3.0, 1.0, 2.0]) == 2.0
     assert percentile([float(i) for i in range(1, 101)], 99) == pytest.approx(99.0, abs=1.0)
