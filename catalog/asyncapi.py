@@ -507,7 +507,10 @@ class _Builder:
                       title=f"Replies (queue {self.topology.replies_queue})",
                       description=f"Every participant's replies: published to `{exchange}` with "
                       f"routing key `{REPLY_KEY}`, consumed by the orchestrator from "
-                      f"`{self.topology.replies_queue}`.", messages=[STEP_REPLY],
+                      f"`{self.topology.replies_queue}`; or, when the command's AMQP `reply_to` "
+                      f"names one, with that key instead (`{REPLY_KEY}.p<n>`: partition n of the "
+                      "orchestrators' work, consumed from "
+                      f"`{self.topology.partition_queue(0)[:-1]}<n>`).", messages=[STEP_REPLY],
                       queue=self._queue_of(exchange, REPLY_KEY))
         self._operation("orchestrator.receive.replies", party="orchestrator", action="receive",
                         channel=REPLIES_CHANNEL, summary="Feed a reply to its saga.")
@@ -783,7 +786,9 @@ start message.
 {_fence_table("   ")}
 
 4. The reply, `{STEP_REPLY}`, is published after the commit to exchange
-   `{t.replies_exchange}` with routing key `{REPLY_KEY}`: message id `<command id>:reply`,
+   `{t.replies_exchange}` with routing key `{REPLY_KEY}`, or with the key the command's AMQP
+   `reply_to` names (`{REPLY_KEY}.p<n>`, when the orchestrators partition their work; any
+   other `reply_to` is dead-lettered as `InvalidMessage`): message id `<command id>:reply`,
    correlation id the saga id, causation id (`{CAUSATION_HEADER}`) the command's message id,
    the same trace id, and the AMQP `user_id` of the participant's own broker user (the
    orchestrator accepts a reply only from the user of the service its command went to, and

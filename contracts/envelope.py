@@ -75,6 +75,9 @@ class WireMessage:
     # The broker user that published it. The transport sets it on every publish, and
     # RabbitMQ refuses a user_id that is not the connection's user: it cannot be forged.
     user_id: str | None = None
+    # Where a command's reply goes: a routing key of the replies exchange (the partition of
+    # the command's saga, contracts.topology.partition_key); none means the shared one.
+    reply_to: str | None = None
 
 
 class CodecError(SagaSystemError, ValueError):

@@ -10,6 +10,8 @@ service a command queue. ``Plan`` lists them; ``layout`` turns a plan into decla
 
 from __future__ import annotations
 
+import re
+import zlib
 from dataclasses import dataclass
 
 from contracts.admin import ADMIN_ACTION
@@ -23,6 +25,9 @@ from contracts.registry import (
 )
 
 REPLY_KEY = "reply"
+# The reply key of one partition of the orchestrator's work (orchestrator.partitions).
+_PARTITION_KEY = re.compile(r"reply\.p(0|[1-9][0-9]{0,3})")
+MAX_PARTITIONS = 1024
 # A message that makes its consumer crash this many times goes to the dead-letter queue,
 # even if the consumer never gets the chance to dead-letter it itself.
 DELIVERY_LIMIT = 20
@@ -45,12 +50,14 @@ class Plan:
 
     entries: tuple[Entry, ...] = ()
     services: tuple[str, ...] = ()
+    partitions: int = 0  # queues the orchestrators' work on sagas is split into (0: one)
 
     def merged(self, other: Plan) -> Plan:
-        """Both plans' entries and services, each once."""
+        """Both plans' entries and services, each once (and the larger partition count)."""
         entries = {e.definition: e for e in (*self.entries, *other.entries)}
         return Plan(tuple(entries.values()),
-                    tuple(dict.fromkeys((*self.services, *other.services))))
+                    tuple(dict.fromkeys((*self.services, *other.services))),
+                    max(self.partitions, other.partitions))
 
 
 # The order saga's public contract, shipped with the product.
@@ -120,6 +127,10 @@ class Topology:
         """The orchestrator's queue of participant replies."""
         return self._name("orchestrator.replies")
 
+    def partition_queue(self, partition: int) -> str:
+        """The orchestrators' queue of one partition's replies (orchestrator.partitions)."""
+        return self._name(f"orchestrator.replies.p{partition}")
+
     def command_queue(self, service: str) -> str:
         """The queue a participant service consumes."""
         return self._name(f"{service}.commands")
@@ -127,6 +138,22 @@ class Topology:
     def consumer_queues(self, plan: Plan) -> tuple[str, ...]:
         """Every queue some process of the system consumes."""
         return tuple(q.name for q in layout(self, plan)[1] if not q.dead_letter_queue)
+
+
+def partition_of(saga_id: str, partitions: int) -> int:
+    """The partition a saga's work belongs to: a stable hash, the same in every process."""
+    return zlib.crc32(saga_id.encode()) % partitions
+
+
+def partition_key(partition: int) -> str:
+    """The replies exchange's routing key of one partition."""
+    return f"{REPLY_KEY}.p{partition}"
+
+
+def is_reply_key(key: str) -> bool:
+    """Whether a command may ask for its reply under ``key`` (its AMQP ``reply_to``): the
+    shared reply key, or one partition's."""
+    return key == REPLY_KEY or _PARTITION_KEY.fullmatch(key) is not None
 
 
 def service_user(service: str) -> str:
@@ -155,6 +182,9 @@ class QueueSpec:
     name: str
     bindings: tuple[tuple[str, str], ...]
     dead_letter_queue: bool = False
+    # One consumer at a time, whoever subscribed: a partition is worked on by one instance
+    # even while two believe they hold its lease.
+    single_active: bool = False
 
 
 def layout(t: Topology, plan: Plan) -> tuple[tuple[ExchangeSpec, ...], tuple[QueueSpec, ...]]:
@@ -175,6 +205,8 @@ def layout(t: Topology, plan: Plan) -> tuple[tuple[ExchangeSpec, ...], tuple[Que
         *(QueueSpec(t.cancels_queue_of(e.definition), ((t.exchange(e.exchange), e.cancel),))
           for e in plan.entries if e.cancel is not None),
         QueueSpec(t.replies_queue, ((t.replies_exchange, REPLY_KEY),)),
+        *(QueueSpec(t.partition_queue(p), ((t.replies_exchange, partition_key(p)),),
+                    single_active=True) for p in range(plan.partitions)),
         *((QueueSpec(t.admin_queue, ((t.admin_exchange, ADMIN_ACTION),)),) if admin else ()),
         *(QueueSpec(t.command_queue(s), ((t.commands_exchange, s),)) for s in plan.services),
     ]
@@ -199,7 +231,7 @@ def queue_arguments(spec: QueueSpec, t: Topology) -> dict[str, str | int]:
     if spec.dead_letter_queue:
         return {"x-queue-type": "quorum"}
     # At-least-once dead-lettering (RabbitMQ 3.10+) needs reject-publish overflow.
-    return {
+    arguments: dict[str, str | int] = {
         "x-queue-type": "quorum",
         "x-delivery-limit": DELIVERY_LIMIT,
         "x-dead-letter-exchange": t.dead_letter_exchange,
@@ -207,3 +239,6 @@ def queue_arguments(spec: QueueSpec, t: Topology) -> dict[str, str | int]:
         "x-dead-letter-strategy": "at-least-once",
         "x-overflow": "reject-publish",
     }
+    if spec.single_active:
+        arguments["x-single-active-consumer"] = True
+    return arguments

@@ -88,6 +88,10 @@ class FaultyTransport:
         """Delegate."""
         await self._inner.consume(queue, handler, prefetch)
 
+    async def cancel(self, queue: str) -> None:
+        """Delegate."""
+        await self._inner.cancel(queue)
+
     async def temporary_queue(self, exchange: str, routing_keys: tuple[str, ...]) -> str:
         """Delegate."""
         return await self._inner.temporary_queue(exchange, routing_keys)

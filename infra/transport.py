@@ -63,6 +63,11 @@ class Transport(Protocol):
         """Start delivering messages of ``queue`` to ``handler``, at most ``prefetch`` unacked."""
         ...
 
+    async def cancel(self, queue: str) -> None:
+        """Stop consuming ``queue`` on this connection. Messages being handled may still be
+        acknowledged; a queue with a single active consumer moves on to its next one."""
+        ...
+
     async def temporary_queue(self, exchange: str, routing_keys: tuple[str, ...]) -> str:
         """A private queue bound to ``exchange``, deleted when this connection closes."""
         ...

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 import time
 from dataclasses import dataclass
 
@@ -16,9 +19,12 @@ from infra.http import OpsServer
 from infra.process import ProcessShell
 from infra.settings import SettingsError
 from infra.transport import Transport
+from orchestrator.leases import Leases, MemoryLeases
+from orchestrator.leases_mongo import MongoLeases
 from orchestrator.manifests import mismatches, participant_manifests
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import Clock, OutboxPublisher
+from orchestrator.partitions import PartitionKeeper, reply_key_of
 from orchestrator.recent import RecentStates
 from orchestrator.registry import DefinitionRegistry, RegistrationError, Setup, load
 from orchestrator.runner import SagaRunner
@@ -50,17 +56,25 @@ def definitions(settings: OrchestratorSettings) -> DefinitionRegistry:
 
 def build(settings: OrchestratorSettings, transport: Transport, store: SagaStore,
           registry: DefinitionRegistry, metrics: OrchestratorMetrics,
-          clock: Clock = time.time) -> Orchestrator:
-    """Assemble an orchestrator from its parts (shared by the process and embedded mode)."""
+          clock: Clock = time.time, leases: Leases | None = None) -> Orchestrator:
+    """Assemble an orchestrator from its parts (shared by the process and embedded mode).
+    ``leases`` are shared with the other instances when the work is partitioned."""
     common = settings.common
     topology = Topology(common.namespace)
     metrics.prepare(registry.all())
     transport = faulty(transport, settings.faults)
-    outbox = OutboxPublisher(transport, store, metrics, clock, relay_after=settings.relay_after)
+    outbox = OutboxPublisher(transport, store, metrics, clock, relay_after=settings.relay_after,
+                             reply_to=reply_key_of(topology, settings.partitions))
     runner = SagaRunner(registry=registry, store=store, outbox=outbox, topology=topology,
                         metrics=metrics, clock=clock, recent=RecentStates(settings.state_cache))
     # Ad-hoc transactions may call any participant with a manifest: declare its queue too.
-    plan = registry.plan().merged(Plan((), tuple(participant_manifests(common))))
+    plan = registry.plan().merged(Plan((), tuple(participant_manifests(common)),
+                                       settings.partitions))
+    keeper = None
+    if settings.partitions:
+        keeper = PartitionKeeper(leases or MemoryLeases(), member=instance_name(settings),
+                                 partitions=settings.partitions,
+                                 lease_seconds=settings.partition_lease, clock=clock)
     try:
         senders = ReplySenders.parse(settings.reply_users)
     except ValueError as e:
@@ -69,7 +83,12 @@ def build(settings: OrchestratorSettings, transport: Transport, store: SagaStore
                         topology=topology, plan=plan, registry=registry, senders=senders,
                         metrics=metrics, clock=clock, prefetch=common.prefetch,
                         loops=Loops(tick_interval=settings.tick_interval),
-                        declare_topology=common.declare_topology)
+                        declare_topology=common.declare_topology, partitions=keeper)
+
+
+def instance_name(settings: OrchestratorSettings) -> str:
+    """SAGA_INSTANCE, or one unique to this process."""
+    return settings.instance or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 @dataclass
@@ -87,14 +106,17 @@ class OrchestratorProcess:
         self.definitions = definitions(self.settings)
         client = None
         store: SagaStore = MemorySagaStore(self.definitions)
+        self.leases: Leases = MemoryLeases()
         if common.store == "mongo":
             client = mongo.client(common.mongo_url_for("orchestrator"), app_name="orchestrator",
                                   listeners=[mongo.CommandCounter(self.registry)])
-            store = MongoSagaStore(client[common.database("orchestrator")], self.definitions,
+            db = client[common.database("orchestrator")]
+            store = MongoSagaStore(db, self.definitions,
                                    retention=self.settings.retention_days * DAY)
+            self.leases = MongoLeases(db)
         self.store = store
         self.orchestrator = build(self.settings, self.transport, store, self.definitions,
-                                  self.metrics)
+                                  self.metrics, leases=self.leases)
         ops = OpsServer(self.registry, self._ready)
         self.shell = ProcessShell(common, self.transport, ops, client)
 
@@ -105,6 +127,7 @@ class OrchestratorProcess:
         """Connect (waiting for broker and database), then start."""
         await self.shell.open()
         await self.store.ensure_indexes()
+        await self.leases.ensure_indexes()
         await self.orchestrator.start()
 
     async def stop(self) -> None:

@@ -86,6 +86,10 @@ class OrchestratorMetrics:
                                  registry=registry)
         # hit: an event decided and saved on the state this process saved last; stale: that
         # save lost the version check; rechecked: it would have dropped or refused the event.
+        self.partitions_owned = Gauge("saga_partitions_owned",
+                                      "Partitions of the saga work this instance holds now "
+                                      "(0 when the work is not partitioned).",
+                                      registry=registry)
         self.state_cache = Counter("saga_state_cache_total",
                                    "Events decided on the state this process saved last, by result.",
                                    ["result"], registry=registry)

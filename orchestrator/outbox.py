@@ -71,7 +71,7 @@ def outcome_message(saga_id: str, exchange: str, event: OutcomeEvent, now: float
                          must_route=False)
 
 
-def to_wire_message(m: OutboxMessage) -> WireMessage:
+def to_wire_message(m: OutboxMessage, reply_to: str | None = None) -> WireMessage:
     """The wire form of an outbox entry, with its full envelope.
 
     Every field was validated on the way in (the ids are derived from validated input),
@@ -80,15 +80,22 @@ def to_wire_message(m: OutboxMessage) -> WireMessage:
     return WireMessage(body=m.body.encode(), message_id=m.message_id,
                        correlation_id=m.correlation_id, type=m.type,
                        timestamp=datetime.fromtimestamp(m.created_at, UTC),
-                       headers=envelope_headers(m.causation_id, m.traceparent))
+                       headers=envelope_headers(m.causation_id, m.traceparent),
+                       reply_to=reply_to)
+
+
+def _no_reply_key(_: OutboxMessage) -> str | None:
+    return None
 
 
 class OutboxPublisher:
     """Publishes outbox entries and clears the confirmed ones in batches."""
 
     def __init__(self, transport: Transport, store: SagaStore, metrics: OrchestratorMetrics,
-                 clock: Clock, *, relay_after: float = 10.0, sweep_interval: float = 0.05) -> None:
+                 clock: Clock, *, relay_after: float = 10.0, sweep_interval: float = 0.05,
+                 reply_to: Callable[[OutboxMessage], str | None] = _no_reply_key) -> None:
         self._transport = transport
+        self._reply_to = reply_to  # where a command asks for its reply (its partition's key)
         self._store = store
         self._metrics = metrics
         self._clock = clock
@@ -119,8 +126,9 @@ class OutboxPublisher:
 
     async def _publish_one(self, m: OutboxMessage) -> bool:
         try:
-            routed = await self._transport.publish(m.exchange, m.routing_key, to_wire_message(m),
-                                                   must_route=m.must_route)
+            routed = await self._transport.publish(
+                m.exchange, m.routing_key, to_wire_message(m, self._reply_to(m)),
+                must_route=m.must_route)
         except PublishFailed as e:
             self._metrics.publish_failures.inc()
             log.warning("publish of %s failed; the relay will retry: %s", m.message_id, e)

@@ -18,7 +18,13 @@ from contracts.trace import new_trace_id, trace_id_of
 from engine.decide import Decision, Event, NoteKind, decide
 from engine.decide import start as start_saga
 from engine.state import OpStatus, SagaState
-from infra.errors import InvalidMessage, SagaQuarantined, UnknownSaga, VersionConflict
+from infra.errors import (
+    InvalidMessage,
+    SagaQuarantined,
+    SagaSystemError,
+    UnknownSaga,
+    VersionConflict,
+)
 from orchestrator.keyed_lock import KeyedLock
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher, outbox_messages
@@ -37,7 +43,7 @@ Check = Callable[[SagaState[Any], AnyDefinition], None]
 MAX_CONFLICT_RETRIES = 20
 
 
-class _Unsure(Exception):
+class _Unsure(SagaSystemError):
     """A cached state would drop or refuse the event: only the stored state may decide that."""
 
 

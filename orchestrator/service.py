@@ -14,12 +14,13 @@ from contracts.topology import Plan, Topology, layout
 from engine.state import ACTIVE, SagaStatus
 from infra.consumer import Boundary
 from infra.errors import SagaSystemError
-from infra.transport import Transport
+from infra.transport import Handler, Transport
 from orchestrator.handlers import CHECKED, OrchestratorHandlers
 from orchestrator.heard import HeardClock
 from orchestrator.lockwatch import DeadlockWatch
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher
+from orchestrator.partitions import PartitionKeeper
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.runner import SagaRunner
 from orchestrator.senders import ReplySenders
@@ -53,7 +54,8 @@ class Orchestrator:
                  outbox: OutboxPublisher, topology: Topology, plan: Plan,
                  registry: DefinitionRegistry, metrics: OrchestratorMetrics, clock: Clock,
                  prefetch: int, senders: ReplySenders = CHECKED, loops: Loops = Loops(),
-                 declare_topology: bool = True) -> None:
+                 declare_topology: bool = True,
+                 partitions: PartitionKeeper | None = None) -> None:
         self._transport = transport
         self._store = store
         self._runner = runner
@@ -67,11 +69,13 @@ class Orchestrator:
         self._prefetch = prefetch
         self._loops = loops
         self._declare = declare_topology
+        self._partitions = partitions
         self._tasks: list[asyncio.Task[None]] = []
-        self.heard = HeardClock(partial(transport.depth, topology.replies_queue), clock,
-                                max_lag=loops.heard_max_lag)
+        self.heard = HeardClock(self._reply_depth, clock, max_lag=loops.heard_max_lag)
         self._timers = Timers(store, runner, self.heard, concurrency=loops.timer_concurrency,
-                              budget=loops.timer_budget)
+                              budget=loops.timer_budget,
+                              mine=None if partitions is None else partitions.mine)
+        self._on_reply: Handler | None = None
         self.deadlocks = DeadlockWatch(store, runner, metrics,
                                        tuple(registry.names()))
         self._dead_letter_queues = [q.name for q in layout(topology, plan)[1]
@@ -104,9 +108,14 @@ class Orchestrator:
         self._spawn(lambda: self._outbox.run_relay(self._loops.relay_interval))
         self._spawn(self._run_gauge)
         self._spawn(lambda: self.deadlocks.run(self._loops.deadlock_interval))
-        await self._transport.consume(self._topology.replies_queue,
-                                      self.heard.track(boundary.wrap(handlers.on_reply)),
+        # Partitioned or not, the shared replies queue is consumed: replies of commands
+        # sent before the work was partitioned, or by participants that ignore reply_to.
+        self._on_reply = self.heard.track(boundary.wrap(handlers.on_reply))
+        await self._transport.consume(self._topology.replies_queue, self._on_reply,
                                       self._prefetch)
+        if self._partitions is not None:
+            keeper = self._partitions
+            self._spawn(lambda: keeper.run(self._gained, self._lost))
         if self._plan.entries:
             await self._transport.consume(self._topology.admin_queue,
                                           boundary.wrap(handlers.on_admin), self._prefetch)
@@ -122,6 +131,8 @@ class Orchestrator:
     async def stop(self) -> None:
         """Stop consuming and the loops; flush what the sweeper still holds."""
         self.ready = False
+        if self._partitions is not None:
+            await self._partitions.stop(self._lost)
         await self._transport.close()
         for task in self._tasks:
             task.cancel()
@@ -131,6 +142,31 @@ class Orchestrator:
             await self._outbox.sweep()
         except SagaSystemError as e:
             log.warning("final outbox sweep failed (the relay will re-send): %s", e)
+
+    async def _gained(self, partition: int) -> None:
+        assert self._on_reply is not None, "partitions are kept only once started"
+        await self._transport.consume(self._topology.partition_queue(partition),
+                                      self._on_reply, self._prefetch)
+        self._count_partitions()
+
+    async def _lost(self, partition: int) -> None:
+        try:
+            await self._transport.cancel(self._topology.partition_queue(partition))
+        except SagaSystemError as e:
+            # The connection is gone, and its consumers with it.
+            log.warning("consumer of partition %d not cancelled: %s", partition, e)
+        self._count_partitions()
+
+    def _count_partitions(self) -> None:
+        owned = 0 if self._partitions is None else len(self._partitions.owned)
+        self._metrics.partitions_owned.set(owned)
+
+    async def _reply_depth(self) -> int:
+        """Replies waiting unread for this instance: the shared queue's and its partitions'."""
+        queues = [self._topology.replies_queue]
+        if self._partitions is not None:
+            queues += [self._topology.partition_queue(p) for p in sorted(self._partitions.owned)]
+        return sum([await self._transport.depth(q) for q in queues])
 
     def _spawn(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self._tasks.append(asyncio.create_task(_forever(loop)))

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from pydantic import Field
 
+from contracts.topology import MAX_PARTITIONS
 from infra.settings import (
     CommonSettings,
     FaultSettings,
@@ -41,6 +42,12 @@ class OrchestratorSettings(Frozen):
     # How many sagas' last saved states this process keeps to spare a load per event
     # (orchestrator.recent); 0 loads the saga for every event.
     state_cache: int = Field(default=DEFAULT_CAPACITY, ge=0, le=1_000_000)
+    # Partitions of the work on sagas shared by the orchestrator instances
+    # (orchestrator.partitions); 0: every instance consumes the one replies queue.
+    partitions: int = Field(default=0, ge=0, le=MAX_PARTITIONS)
+    partition_lease: float = Field(default=10.0, ge=1, le=600)
+    # This instance's name among them; empty: host, process id and a random suffix.
+    instance: str = Field(default="", max_length=200, pattern=r"^[A-Za-z0-9_.:-]*$")
     faults: FaultSettings = FaultSettings()
 
 
@@ -55,6 +62,9 @@ ENV = {
     "SAGA_REPLY_USERS": "reply_users",
     "SAGA_RETENTION_DAYS": "retention_days",
     "SAGA_STATE_CACHE": "state_cache",
+    "SAGA_PARTITIONS": "partitions",
+    "SAGA_PARTITION_LEASE": "partition_lease",
+    "SAGA_INSTANCE": "instance",
 }
 
 

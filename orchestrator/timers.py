@@ -27,8 +27,13 @@ class Timers:
     """The timer dispatcher of one orchestrator process."""
 
     def __init__(self, store: SagaStore, runner: SagaRunner, heard: Callable[[], float], *,
-                 concurrency: int, budget: float) -> None:
+                 concurrency: int, budget: float,
+                 mine: Callable[[str], bool] | None = None) -> None:
         self._store = store
+        # With partitioned work, only the sagas of this instance's partitions; the others'
+        # are due for their own instances, so a look takes a wider window to find ours.
+        self._mine = mine
+        self._window = 1 if mine is None else 8
         self._runner = runner
         self._heard = heard
         self._concurrency = concurrency
@@ -41,8 +46,9 @@ class Timers:
         if free <= 0:
             return 0
         # Those being fired are still due: ask for enough to find ``free`` others.
-        due = await self._store.due(self._heard(), free + len(self._firing))
-        fresh = [saga_id for saga_id in due if saga_id not in self._firing][:free]
+        due = await self._store.due(self._heard(), (free + len(self._firing)) * self._window)
+        fresh = [saga_id for saga_id in due if saga_id not in self._firing
+                 and (self._mine is None or self._mine(saga_id))][:free]
         for saga_id in fresh:
             task = asyncio.create_task(self._fire(saga_id))
             self._firing[saga_id] = task

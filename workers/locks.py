@@ -31,6 +31,7 @@ from typing import Generic, TypeVar
 from contracts.envelope import Model
 from contracts.errors import SagaSystemError
 from contracts.reasons import PlatformReason
+from contracts.topology import REPLY_KEY
 from workers.store import Doc, Tx
 
 P = TypeVar("P", bound=Model)
@@ -89,6 +90,7 @@ class Waiter(Doc):
     # The prepare ran or was refused: the wait is over, and its answer (in the inbox) is
     # owed until it is published.
     answered: bool = False
+    reply_to: str = REPLY_KEY  # where the command asked for its reply (its partition's key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from pydantic import ValidationError
@@ -48,7 +48,7 @@ from contracts.envelope import (
 from contracts.errors import SagaSystemError
 from contracts.reasons import PlatformReason
 from contracts.registry import STEP_REPLY
-from contracts.topology import REPLY_KEY, Topology
+from contracts.topology import REPLY_KEY, Topology, is_reply_key
 from contracts.trace import child, trace_id_of
 from infra.consumer import DELIVERY_COUNT_HEADER
 from infra.errors import (
@@ -108,6 +108,7 @@ class Command:
     route: Route
     body: StepCommand
     params: Model
+    reply_to: str = REPLY_KEY  # the replies exchange's routing key the command asked for
 
     @property
     def op(self) -> Operation:
@@ -176,7 +177,7 @@ class WorkerRuntime:
             async with self._tx_slots:
                 reply = await self._execute(envelope, command)
             self._faults.crash("after_commit", first)
-        await self._publish(envelope, reply)
+        await self._publish(envelope, reply, command.reply_to)
         self._faults.crash("after_publish", first)
         kind = envelope.message_type
         self._metrics.handled(kind, reply.outcome.value, self._clock() - started)
@@ -389,6 +390,7 @@ class WorkerRuntime:
                             command=command.body.model_dump_json(),
                             since=before.since if before else now,
                             until=before.until if before else now + wait.timeout,
+                            reply_to=command.reply_to,
                             version=before.version if before else 0)
             if before is None:
                 await tx.insert(waiter)
@@ -442,12 +444,14 @@ class WorkerRuntime:
             # Its answer was recorded with the inbox entry, and never confirmed as sent.
             recorded = await self._store.get(Inbox, envelope.message_id)
             if recorded is not None:
-                await self._answer(envelope, StepReply.model_validate_json(recorded.reply))
+                await self._answer(envelope, StepReply.model_validate_json(recorded.reply),
+                                   waiter.reply_to)
             else:
                 await self._settled(waiter.id)  # the inbox entry expired: nothing to say
             return 1
         body = StepCommand.model_validate_json(waiter.command)
-        command = decode_command(self._spec, envelope, encode(envelope, body))
+        command = decode_command(self._spec, envelope,
+                                 replace(encode(envelope, body), reply_to=waiter.reply_to))
         if self._clock() >= waiter.until:
             reply = await self._time_out(envelope, command, waiter)
         elif await self._holders(waiter, command) != waiter.holders:
@@ -461,15 +465,15 @@ class WorkerRuntime:
                 return 0  # still waiting for the same sagas: nothing new to say
         else:
             return 0
-        await self._answer(envelope, reply)
+        await self._answer(envelope, reply, waiter.reply_to)
         return 1
 
-    async def _answer(self, envelope: Envelope, reply: StepReply) -> None:
+    async def _answer(self, envelope: Envelope, reply: StepReply, reply_to: str) -> None:
         """Publish the answer to a resumed wait, then forget the wait; if the broker
         refuses it, the next look publishes it again (a resumed wait has no delivery to
         return to its queue, unlike a command)."""
         try:
-            await self._publish(envelope, reply)
+            await self._publish(envelope, reply, reply_to)
         except TransientError as e:
             log.warning("answer to a resumed wait not sent yet: %s", e, extra={
                 "saga_id": reply.saga_id, "step": reply.step})
@@ -529,13 +533,13 @@ class WorkerRuntime:
                      reply=reply.model_dump_json(), at=now,
                      expires_at=expiry(now, self._retention.inbox))
 
-    async def _publish(self, command: Envelope, reply: StepReply) -> None:
+    async def _publish(self, command: Envelope, reply: StepReply, reply_to: str) -> None:
         reply_id = derived_id(command.message_id, "reply")
         envelope = Envelope(
             message_id=reply_id, correlation_id=reply.saga_id,
             causation_id=command.message_id, message_type=STEP_REPLY,
             timestamp=utcnow(), traceparent=child(command.traceparent, reply_id))
-        await self._transport.publish(self._topology.replies_exchange, REPLY_KEY,
+        await self._transport.publish(self._topology.replies_exchange, reply_to,
                                       encode(envelope, reply))
 
 
@@ -554,7 +558,10 @@ def decode_command(spec: Participant, envelope: Envelope, message: WireMessage) 
         params = model.model_validate(body.params)
     except ValidationError as e:
         raise InvalidMessage(f"invalid {model.__name__} params: {describe(e)}") from e
-    return Command(route, body, params)
+    reply_to = message.reply_to or REPLY_KEY
+    if not is_reply_key(reply_to):
+        raise InvalidMessage(f"reply_to {reply_to[:100]!r} is no reply key of this platform")
+    return Command(route, body, params, reply_to)
 
 
 async def _write_fence(tx: Tx, command: Command, fence: Fence | None, state: FenceState,

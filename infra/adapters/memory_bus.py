@@ -30,14 +30,24 @@ class _Queue:
     dead_letter: str | None
     ready: deque[_Entry] = field(default_factory=deque)
     waiters: list[asyncio.Event] = field(default_factory=list)
+    single_active: bool = False
+    consumers: list[_Consumer] = field(default_factory=list)  # in the order they subscribed
+
+    def serves(self, consumer: _Consumer) -> bool:
+        """Whether ``consumer`` may take messages now: with a single active consumer, only
+        the earliest subscriber still there does."""
+        return not self.single_active or self.consumers[:1] == [consumer]
+
+    def wake(self) -> None:
+        for waiter in self.waiters:
+            waiter.set()
 
     def put(self, entry: _Entry, front: bool = False) -> None:
         if front:
             self.ready.appendleft(entry)
         else:
             self.ready.append(entry)
-        for waiter in self.waiters:
-            waiter.set()
+        self.wake()
 
 
 class MemoryDelivery:
@@ -107,7 +117,8 @@ class InMemoryBroker:
             self.bindings.setdefault(ex.name, [])
         for spec in queues:
             dlq = None if spec.dead_letter_queue else dead_letter_queue(spec.name)
-            self.queues.setdefault(spec.name, _Queue(spec.name, dlq))
+            self.queues.setdefault(spec.name, _Queue(spec.name, dlq,
+                                                     single_active=spec.single_active))
             for exchange, key in spec.bindings:
                 self.bind(exchange, key, spec.name)
 
@@ -176,8 +187,23 @@ class InMemoryTransport:
     async def consume(self, queue: str, handler: Handler, prefetch: int) -> None:
         """Deliver to ``handler`` concurrently, at most ``prefetch`` unacknowledged."""
         consumer = _Consumer(self.broker.queues[queue], handler, asyncio.Semaphore(prefetch))
+        consumer.queue.consumers.append(consumer)
         consumer.task = asyncio.create_task(self._pump(consumer), name=f"consume:{queue}")
         self._consumers.append(consumer)
+
+    async def cancel(self, queue: str) -> None:
+        """Stop delivering ``queue``'s messages here; those being handled finish."""
+        for consumer in [c for c in self._consumers if c.queue.name == queue]:
+            self._consumers.remove(consumer)
+            self._unsubscribe(consumer)
+
+    @staticmethod
+    def _unsubscribe(consumer: _Consumer) -> None:
+        if consumer.task is not None:
+            consumer.task.cancel()
+        if consumer in consumer.queue.consumers:
+            consumer.queue.consumers.remove(consumer)
+        consumer.queue.wake()  # the next single active consumer, if any, takes over
 
     async def temporary_queue(self, exchange: str, routing_keys: tuple[str, ...]) -> str:
         """A private queue bound to ``exchange``, deleted when this connection closes."""
@@ -200,8 +226,7 @@ class InMemoryTransport:
     async def close(self) -> None:
         """Stop this connection's consumers; their unacknowledged messages go back."""
         for consumer in self._consumers:
-            if consumer.task is not None:
-                consumer.task.cancel()
+            self._unsubscribe(consumer)
             for task in consumer.handlers:
                 task.cancel()
             await asyncio.gather(*consumer.handlers, return_exceptions=True)
@@ -221,7 +246,7 @@ class InMemoryTransport:
         try:
             while True:
                 await consumer.slots.acquire()
-                while not queue.ready:
+                while not queue.ready or not queue.serves(consumer):
                     wake.clear()
                     await wake.wait()
                 entry = queue.ready.popleft()

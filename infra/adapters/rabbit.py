@@ -12,7 +12,9 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
+    AbstractQueue,
     AbstractRobustConnection,
+    ConsumerTag,
 )
 from aio_pika.exceptions import AMQPError
 from aiormq.abc import DeliveredMessage
@@ -76,6 +78,7 @@ class RabbitTransport:
         self._publisher: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self._consumer_channels: list[AbstractChannel] = []
+        self._subscriptions: dict[str, list[tuple[AbstractQueue, ConsumerTag]]] = {}
 
     async def connect(self) -> None:
         """Connect, retrying while the broker starts (tenacity), then open the publisher."""
@@ -173,7 +176,18 @@ class RabbitTransport:
         async def on_message(incoming: AbstractIncomingMessage) -> None:
             await handler(RabbitDelivery(incoming, queue))
 
-        await source.consume(on_message, no_ack=False)
+        tag = await source.consume(on_message, no_ack=False)
+        self._subscriptions.setdefault(queue, []).append((source, tag))
+
+    async def cancel(self, queue: str) -> None:
+        """basic.cancel this connection's consumers of ``queue``. Their channels stay open,
+        so that deliveries being handled can still be acknowledged (until ``close``)."""
+        for source, tag in self._subscriptions.pop(queue, []):
+            try:
+                await source.cancel(tag)
+            except (AMQPError, ConnectionError, OSError, RuntimeError) as e:
+                # A closed channel has no consumer left to cancel: nothing more to do.
+                log.warning("cancelling the consumer of %s: %r", queue, e)
 
     async def temporary_queue(self, exchange: str, routing_keys: tuple[str, ...]) -> str:
         """An exclusive, auto-deleted queue with a server-chosen name."""
@@ -230,6 +244,7 @@ def to_amqp(message: WireMessage, user: str) -> aio_pika.Message:
         type=message.type,
         timestamp=message.timestamp,
         user_id=user,
+        reply_to=message.reply_to,
     )
 
 
@@ -243,6 +258,7 @@ def from_amqp(incoming: AbstractIncomingMessage) -> WireMessage:
         timestamp=incoming.timestamp,
         headers=_scalar_headers(incoming.headers or {}),
         user_id=incoming.user_id,
+        reply_to=incoming.reply_to,
     )
 
 

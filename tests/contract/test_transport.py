@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
 from contracts.envelope import HeaderValue, WireMessage, new_message_id
 from contracts.registry import ORDER_COMPLETED, ORDER_FAILED, ORDER_REQUESTED
-from contracts.topology import REPLY_KEY, Topology
+from contracts.topology import REPLY_KEY, Topology, partition_key
 from infra.adapters.memory_bus import InMemoryBroker, InMemoryTransport
 from infra.adapters.rabbit import RabbitTransport
 from infra.errors import PublishFailed
@@ -84,7 +85,8 @@ def message(type_: str = ORDER_REQUESTED, body: bytes = b'{"n": 1}',
     """A message with every property set, and a unique id."""
     return WireMessage(body=body, message_id=new_message_id(), correlation_id="order-1",
                        type=type_, timestamp=SENT_AT,
-                       headers={"x-schema-version": 1} if headers is None else headers)
+                       headers={"x-schema-version": 1} if headers is None else headers,
+                       reply_to=partition_key(3))
 
 
 def assert_same(received: WireMessage, sent: WireMessage) -> None:
@@ -94,6 +96,7 @@ def assert_same(received: WireMessage, sent: WireMessage) -> None:
     assert received.correlation_id == sent.correlation_id
     assert received.type == sent.type
     assert received.timestamp == sent.timestamp
+    assert received.reply_to == sent.reply_to
     missing = {k: v for k, v in sent.headers.items() if received.headers.get(k, ...) != v}
     assert not missing, f"headers changed or lost: sent {missing}, got {dict(received.headers)}"
 
@@ -386,3 +389,37 @@ async def test_a_message_no_queue_takes_is_a_failed_publish(
     assert not await transport.publish(topology.orders_exchange, "order.nobody", message(),
                                        must_route=False)
     assert await transport.publish(topology.commands_exchange, "inventory", message())
+
+
+# --- partitions ----------------------------------------------------------------------------------
+
+
+async def test_a_partition_queue_serves_one_consumer_until_it_cancels(
+        transport: Transport, topology: Topology, connect: Connect) -> None:
+    """Replies are routed by partition key; each partition queue delivers to its earliest
+    consumer only (single active consumer), and to the next one once that one cancels,
+    while the first may still acknowledge what it holds."""
+    partitioned = replace(PLAN, partitions=2)
+    await transport.declare(topology, partitioned)
+    try:
+        first, second = await connect(), await connect()
+        held, took_over = Collector(ack=False), Collector()
+        queue = topology.partition_queue(1)
+        await first.consume(queue, held.handle, prefetch=10)
+        await second.consume(queue, took_over.handle, prefetch=10)
+        before = message()
+        await transport.publish(topology.replies_exchange, partition_key(1), before)
+        await transport.publish(topology.replies_exchange, partition_key(0), message())
+        delivery = await held.next()
+        assert_same(delivery.message, before)
+        await first.cancel(queue)
+        await delivery.ack()  # still possible after the cancel
+        after = message()
+        await transport.publish(topology.replies_exchange, partition_key(1), after)
+        assert_same((await took_over.next()).message, after)
+        await asyncio.sleep(0.2)
+        assert held.deliveries.empty()
+        assert took_over.deliveries.empty()
+        assert await transport.depth(topology.partition_queue(0)) == 1
+    finally:
+        await transport.undeclare(topology, partitioned)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from audit.invariants import Report, audit
 from catalog.plan import Platform
@@ -31,7 +31,9 @@ class Deployment(RunningSystem):
     async def before_processes(self) -> None:
         """Declare this namespace's topology, as the processes would."""
         self.platform = Platform.load(self.settings)
-        self.plan = self.platform.plan()
+        # The orchestrators declare their partitions' queues too: delete them afterwards.
+        self.plan = replace(self.platform.plan(),
+                            partitions=int(self.orchestrator_env.get("SAGA_PARTITIONS", "0")))
         await self.transport.declare(self.topology, self.plan)
 
     def processes(self) -> Cluster:

@@ -10,6 +10,7 @@ from contracts.orders import OrderReason
 from contracts.reasons import PlatformReason
 from engine.state import SagaStatus
 from tests.e2e.conftest import Deploy
+from tests.e2e.harness import Deployment
 from workers.inventory import StockItem
 from workers.order import OrderRecord
 from workers.payment import Account
@@ -184,3 +185,44 @@ async def test_two_orchestrators_share_the_work_without_double_processing(deploy
     started = [await d.metric(p, "saga_started_total") for p in ("orchestrator", "orchestrator-2")]
     assert sum(started) == 16
     assert min(started) > 0, "both instances should have taken order requests"
+
+
+async def _owned(d: Deployment, *instances: str) -> list[float]:
+    return [await d.metric(i, "saga_partitions_owned") for i in instances]
+
+
+async def _until_owned(d: Deployment, want: list[float], *instances: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 30
+    while (owned := await _owned(d, *instances)) != want:
+        assert asyncio.get_running_loop().time() < deadline, f"partitions owned: {owned}"
+        await asyncio.sleep(0.2)
+
+
+async def test_partitioned_instances_split_the_work_and_take_over_from_a_dead_one(
+        deploy: Deploy) -> None:
+    """With SAGA_PARTITIONS, two instances hold half of the partitions each, every saga's
+    replies and timers are handled by one instance, so no save ever loses a version check
+    (duplicated replies included); when one instance is killed, the other takes its
+    partitions over once their leases expire, and the sagas go on."""
+    d = await deploy(orchestrators=2, workers={"SAGA_FAULT_DUPLICATE": "0.5"},
+                     orchestrator={"SAGA_PARTITIONS": "4", "SAGA_PARTITION_LEASE": "3"})
+    both = ("orchestrator", "orchestrator-2")
+    await _until_owned(d, [2, 2], *both)
+    await d.seed({"apple": 100}, {"alice": 1_000_000})
+    ids = {await d.order(f"part-{i}", "alice", ("apple", 1, "1.00")) for i in range(16)}
+    outcomes = await d.outcomes(ids, timeout=90)
+    assert {o.label for o in outcomes.values()} == {"completed"}
+    assert [await d.metric(i, "saga_version_conflicts_total") for i in both] == [0, 0]
+    handled = [await d.metric(i, "saga_state_cache_total", result="hit") for i in both]
+    assert min(handled) > 0, f"each instance should have handled replies: {handled}"
+
+    d.cluster.processes["orchestrator-2"].kill()
+    await _until_owned(d, [4], "orchestrator")
+    more = {await d.order(f"after-{i}", "alice", ("apple", 1, "1.00")) for i in range(8)}
+    outcomes = await d.outcomes(more, timeout=90)
+    assert {o.label for o in outcomes.values()} == {"completed"}
+    report = await d.settled()
+    assert report.ok, report.violations
+    apple = await d.stores.services["inventory"].get(StockItem, "apple")
+    assert apple is not None
+    assert apple.on_hand == 100 - 24

@@ -5,15 +5,16 @@ and wakes the parked ones."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import Field, SecretStr
 
-from contracts.commands import Outcome, StepCommand
-from contracts.envelope import Model
-from contracts.topology import REPLY_KEY, Topology
+from contracts.commands import Outcome, StepCommand, StepReply
+from contracts.envelope import Model, read_envelope, read_payload
+from contracts.topology import REPLY_KEY, Topology, partition_key
 from infra.adapters.rabbit import RabbitTransport
 from infra.settings import CommonSettings
 from tests.integration.test_worker_runtime import Participant as Running
@@ -274,3 +275,25 @@ async def test_a_waiter_hears_who_holds_the_key_once_it_changes_hands(keeper: Ke
     assert again.waiting is not None
     assert again.waiting.holders == ["keeper:b"]
     assert await holders(store, "h") == [("keeper:b", "q")]
+
+
+async def test_a_resumed_wait_answers_on_the_key_its_command_asked_for(keeper: Keeper) -> None:
+    """A parked prepare keeps its command's reply_to: the answer sent when the key is let
+    go reaches the partition that waits for it, as the "waiting" answer did."""
+    rig, _, _ = keeper
+    partition = await rig.rabbit.temporary_queue(rig.topology.replies_exchange,
+                                                 (partition_key(1),))
+    await rig.call("keeper.hold.prepare", keys("a", "s", "x"), "a-1")
+    await rig.send("keeper.queue.prepare", keys("b", "q", "x"), "b-1", reply_to=partition_key(1))
+    await rig.call("keeper.hold.confirm", keys("a", "s", "x"), "a-2")
+    answers: list[Outcome] = []
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(answers) < 2:
+        assert asyncio.get_running_loop().time() < deadline, f"only {answers} on the partition"
+        if (message := await rig.rabbit.get(partition)) is not None:
+            assert read_envelope(message).causation_id == "b-1"
+            answers.append(read_payload(message, StepReply).outcome)
+        else:
+            await asyncio.sleep(0.02)
+    assert answers == [Outcome.WAITING, Outcome.SUCCEEDED]
+    assert "b-1" not in rig.replies

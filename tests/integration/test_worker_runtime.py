@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -31,7 +31,7 @@ from contracts.order_steps import HoldFunds, ReserveStock, ScheduleShipment, Sto
 from contracts.orders import OrderReason
 from contracts.reasons import PlatformReason
 from contracts.registry import STEP_REPLY
-from contracts.topology import REPLY_KEY, Topology, dead_letter_queue
+from contracts.topology import REPLY_KEY, Topology, dead_letter_queue, partition_key
 from infra.adapters.rabbit import RabbitTransport
 from infra.consumer import REASON_HEADER
 from infra.errors import StoreUnavailable
@@ -101,13 +101,14 @@ class Rig:
         return self.participants["payment"].store
 
     async def send(self, message_type: str, command: StepCommand, message_id: str, *,
-                   correlation_id: str | None = None, service: str | None = None) -> None:
+                   correlation_id: str | None = None, service: str | None = None,
+                   reply_to: str | None = None) -> None:
         """Publish a command to its service (by default the one its type names)."""
         envelope = Envelope(message_id=message_id, message_type=message_type,
                             correlation_id=correlation_id or command.saga_id, timestamp=utcnow())
         routing_key = service or message_type.split(".")[0]
         await self.rabbit.publish(self.topology.commands_exchange, routing_key,
-                                  encode(envelope, command))
+                                  replace(encode(envelope, command), reply_to=reply_to))
 
     async def replies_to(self, message_id: str, count: int = 1) -> list[tuple[Envelope, StepReply]]:
         """Wait for ``count`` replies caused by one command."""
@@ -506,6 +507,33 @@ async def test_misrouted_or_mismatched_commands_are_dead_lettered(rig: Rig) -> N
     worker = rig.participants["inventory"]
     assert worker.metric("saga_messages_dead_lettered_total",
                          queue=rig.topology.command_queue("inventory"), error="InvalidMessage") == 2
+
+
+async def test_a_reply_goes_where_its_command_asked_and_a_foreign_address_is_refused(
+        rig: Rig) -> None:
+    """A command of partitioned work names its partition's reply key (AMQP reply_to): the
+    reply is routed there, not to the shared key. A reply_to that is no reply key of the
+    platform is refused: dead-lettered with the reason, unanswered, nothing changed."""
+    await add_stock(rig.inventory, SKU, 10)
+    partition = await rig.rabbit.temporary_queue(rig.topology.replies_exchange,
+                                                 (partition_key(5),))
+    await rig.send("inventory.reserve.prepare", reserve("o-1", 1), "routed",
+                   reply_to=partition_key(5))
+    await rig.send("inventory.reserve.prepare", reserve("o-2", 1), "foreign",
+                   reply_to="orders.completed")
+    [dead] = await rig.dead_letters("inventory", 1)
+    assert dead.message_id == "foreign"
+    assert "reply_to 'orders.completed'" in str(dead.headers[REASON_HEADER])
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while (reply := await rig.rabbit.get(partition)) is None:
+        assert asyncio.get_running_loop().time() < deadline, "no reply on the partition's key"
+        await asyncio.sleep(POLL)
+    assert read_envelope(reply).causation_id == "routed"
+    assert read_payload(reply, StepReply).outcome is Outcome.SUCCEEDED
+    await rig.call("inventory.reserve.prepare", reserve("o-3", 1), "shared")  # the default key
+    assert "routed" not in rig.replies
+    assert "foreign" not in rig.replies
+    assert (await rig.stock()).reserved == 2
 
 
 # --- state left behind by a manual repair ---------------------------------------------------
