@@ -213,8 +213,10 @@ class Cluster:
         several) and one worker per service. ``services`` maps process names to participant
         references where they differ; ``worker_env`` gives a worker's own settings by name."""
         for n in range(1, orchestrators + 1):
-            self.add("orchestrator" if n == 1 else f"orchestrator-{n}", "orchestrator",
-                     orchestrator_env)
+            name = "orchestrator" if n == 1 else f"orchestrator-{n}"
+            # A stable instance name: restarted, it takes its partitions back at once
+            # instead of waiting for its old leases to expire.
+            self.add(name, "orchestrator", {"SAGA_INSTANCE": name, **(orchestrator_env or {})})
         refs = (services if isinstance(services, Mapping)
                 else {s.rpartition(":")[2]: s for s in services})
         for name, ref in refs.items():

@@ -48,6 +48,9 @@ def test_a_system_is_its_orchestrators_and_one_worker_per_service(tmp_path: Path
     assert {name: p.env["ROLE"] for name, p in processes.items()} == {
         "orchestrator": "orchestrator", "orchestrator-2": "orchestrator",
         "order": "worker order", "team": "worker team"}
+    # Each orchestrator keeps its instance name across restarts (its partition leases).
+    assert [processes[n].env["SAGA_INSTANCE"] for n in ("orchestrator", "orchestrator-2")] == [
+        "orchestrator", "orchestrator-2"]
     assert all(p.env["SAGA_NAMESPACE"] == "n" for p in processes.values())
     assert processes["team"].env["SHARED"] == "w"
     assert "SHARED" not in processes["orchestrator"].env
