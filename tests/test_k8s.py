@@ -317,7 +317,7 @@ def test_no_credential_is_written_in_a_manifest(objects: list[dict[str, Any]]) -
 
 def _secret_refs(objects: list[dict[str, Any]]) -> set[str]:
     keys = {ref["valueFrom"]["secretKeyRef"]["key"] for _, container in _containers(objects)
-            for ref in container.get("env", []) if "valueFrom" in ref}
+            for ref in container.get("env", []) if "secretKeyRef" in ref.get("valueFrom", {})}
     for auth in _of_kind(objects, "TriggerAuthentication"):
         for ref in auth["spec"]["secretTargetRef"]:
             assert ref["name"] == SECRET
