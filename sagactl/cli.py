@@ -41,7 +41,7 @@ from contracts.admin import Action
 from contracts.envelope import describe
 from contracts.errors import SagaSystemError
 from contracts.orders import OrderItem, OrderRequested
-from contracts.topology import Topology
+from contracts.topology import MAX_PARTITIONS, Topology
 from engine.state import SagaStatus
 from harness import chaos, up
 from harness.broker import BrokerDown
@@ -90,6 +90,19 @@ def _port(text: str) -> int:
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+def _instances(text: str) -> int:
+    count = _positive(text)
+    if count > 8:
+        raise argparse.ArgumentTypeError(f"{count} orchestrators: at most 8")
+    return count
+
+
+def _partitions(text: str) -> int:
+    if not text.isdigit() or int(text) > MAX_PARTITIONS:
+        raise argparse.ArgumentTypeError(f"{text!r} partitions: a number from 0 to {MAX_PARTITIONS}")
     return int(text)
 
 
@@ -238,6 +251,10 @@ def parser() -> Parser:
                    help=f"comma-separated, from: {','.join(chaos.FAULTS)} (default: all)")
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--drain-timeout", type=_positive, default=300)
+    c.add_argument("--orchestrators", type=_instances, default=1,
+                   help="orchestrator instances, 1 to 8 (default 1)")
+    c.add_argument("--partitions", type=_partitions, default=0,
+                   help="SAGA_PARTITIONS of the orchestrators (default 0: not partitioned)")
 
     u = sub.add_parser("up", help="run the whole system on this machine until Ctrl-C")
     u.add_argument("--no-console", dest="console", action="store_false",
@@ -412,7 +429,8 @@ def _fault_list(text: str) -> str:
 async def _chaos(common: CommonSettings, args: argparse.Namespace) -> int:
     opts = chaos.ChaosOptions(orders=args.orders, duration=args.duration,
                               faults=frozenset(f for f in args.faults.split(",") if f),
-                              seed=args.seed, drain_timeout=args.drain_timeout)
+                              seed=args.seed, drain_timeout=args.drain_timeout,
+                              orchestrators=args.orchestrators, partitions=args.partitions)
     try:
         return await chaos.run(common, opts, bool(os.environ.get("SAGA_MONGO_URL")),
                                sys.stdout)

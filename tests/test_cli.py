@@ -46,6 +46,9 @@ def sagactl(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     ("up", "--console-port", "70000"),
     ("up", "--console-port", "0"),
     ("up", "--data"),
+    ("chaos", "--orchestrators", "9"),
+    ("chaos", "--partitions", "-1"),
+    ("chaos", "--partitions", "2000"),
 ])
 def test_bad_arguments_get_one_line_and_exit_code_2(args: tuple[str, ...]) -> None:
     """Each malformed command line is explained in exactly one line on stderr."""
@@ -60,6 +63,8 @@ def test_bad_arguments_get_one_line_and_exit_code_2(args: tuple[str, ...]) -> No
 @pytest.mark.parametrize(("variable", "value"), [
     ("SAGA_STEP_TIMEOUT", "soon"),
     ("SAGA_REPLY_USERS", "everyone"),
+    ("SAGA_PARTITIONS", "-2"),
+    ("SAGA_INSTANCE", "a b"),
 ])
 def test_the_orchestrator_names_a_bad_setting_in_one_line(variable: str, value: str) -> None:
     """The orchestrator process refuses a malformed setting before it connects anywhere."""

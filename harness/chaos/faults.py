@@ -117,7 +117,10 @@ class Injector:
             self.held.discard(name)
 
     async def _kill_orchestrator(self) -> None:
-        await self._kill_and_restart("orchestrator", "orchestrator SIGKILL")
+        instances = sorted(n for n in self.cluster.processes if n.startswith("orchestrator"))
+        # One instance: no draw, so that a seed's faults stay what they were.
+        name = instances[0] if len(instances) == 1 else self.rng.choice(instances)
+        await self._kill_and_restart(name, "orchestrator SIGKILL")
 
     async def _kill_worker(self) -> None:
         await self._kill_and_restart(self.rng.choice(self.services), "worker SIGKILL")

@@ -3,7 +3,7 @@ configured to inject its own."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 FAULTS = ("orchestrator-kill", "worker-kill", "lock-holder-kill", "worker-crash-points",
           "broker-connections",
@@ -39,6 +39,8 @@ class ChaosOptions:
     faults: frozenset[str] = frozenset(FAULTS)
     seed: int = 1
     drain_timeout: float = 300.0
+    orchestrators: int = 1
+    partitions: int = 0  # SAGA_PARTITIONS of the orchestrators (docs/scaling.md)
 
     @property
     def transfers(self) -> int:
@@ -47,8 +49,7 @@ class ChaosOptions:
 
     def without(self, faults: frozenset[str]) -> ChaosOptions:
         """The same run without some faults."""
-        return ChaosOptions(self.orders, self.duration, self.faults - faults, self.seed,
-                            self.drain_timeout)
+        return replace(self, faults=self.faults - faults)
 
 
 def process_env(opts: ChaosOptions) -> tuple[dict[str, str], dict[str, str]]:
@@ -59,7 +60,8 @@ def process_env(opts: ChaosOptions) -> tuple[dict[str, str], dict[str, str]]:
                   "SAGA_FAULT_REORDER_MS": "40" if on("reorder") else "0",
                   "SAGA_FAULT_SEED": str(opts.seed)}
     orchestrator = {**publishing, "SAGA_STEP_TIMEOUT": str(STEP_TIMEOUT),
-                    "SAGA_TICK_INTERVAL": "0.1", "SAGA_BACKOFF": "0.1"}
+                    "SAGA_TICK_INTERVAL": "0.1", "SAGA_BACKOFF": "0.1",
+                    "SAGA_PARTITIONS": str(opts.partitions)}
     workers = {
         **publishing,
         "SAGA_FAULT_TRANSIENT": "0.02",

@@ -10,7 +10,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -115,7 +115,7 @@ class ChaosRun:
         tag = secrets.token_hex(3)
         log_dir = Path(tempfile.mkdtemp(prefix=f"saga-chaos-{tag}-"))
         topology = Topology(f"chaos-{tag}")
-        plan = Platform.load(common).plan()
+        plan = replace(Platform.load(common).plan(), partitions=opts.partitions)
         env = {"SAGA_AMQP_URL": common.amqp_url.get_secret_value(),
                "SAGA_NAMESPACE": topology.namespace, "SAGA_MONGO_DB": f"chaos_{tag}",
                "SAGA_STORE": "mongo"}
@@ -131,7 +131,8 @@ class ChaosRun:
                 env["SAGA_TX_CONCURRENCY"] = "1"
             orchestrator_env, worker_env = process_env(opts)
             cluster = Cluster(env, log_dir, worker_env)
-            cluster.add_system(plan.services, orchestrator_env=orchestrator_env)
+            cluster.add_system(plan.services, orchestrators=opts.orchestrators,
+                               orchestrator_env=orchestrator_env)
             settings = common_from_env({**os.environ, **env}, "sagactl")
             transport = await connect.transport(settings, "sagactl-chaos")
         except BaseException:
