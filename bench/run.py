@@ -130,7 +130,7 @@ class Bench:
         return (after - before).published / (time.monotonic() - began)
 
     def _namespace(self, system: System, run: int | str) -> str:
-        return f"{self.tag}-{system.name.replace('+', '-')}-{run}"
+        return f"{self.tag}-{system.name.replace('+', '-').replace('*', 'x')}-{run}"
 
     def _deployment(self, system: System, namespace: str) -> Deployment:
         return Deployment(system.kind, self.plan.amqp_url, namespace, self.plan.log_dir / namespace,

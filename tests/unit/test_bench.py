@@ -7,6 +7,7 @@ it prints follows from what it measured.
 from __future__ import annotations
 
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from bench.measure import cpu_seconds, median, percentile
 from bench.report import Context, details, table
-from bench.run import Figures, Plan, Rss, Sizes
+from bench.run import Bench, Figures, Plan, Rss, Sizes
 from bench.systems import Kind, System
 
 SIZES = Sizes(warmup=1, latency_1=1, latency_64=1, saturation=1, saturation_inflight=1, rss=1)
@@ -54,6 +55,14 @@ def test_cpu_seconds_of_this_process_grow_with_work() -> None:
 def _plan(*systems: System) -> Plan:
     return Plan(systems=systems, sizes={k: SIZES for k in Kind}, runs=3, rss=True,
                 amqp_url="amqp://x", log_dir=Path("."))
+
+
+def test_every_system_runs_in_a_namespace_the_broker_accepts() -> None:
+    """Queue and exchange names may hold letters, digits, '-', '_', '.' and ':' only."""
+    bench = Bench(_plan(), print)
+    for name in ("standin*2", "memory+uvloop", "baseline"):
+        namespace = bench._namespace(System.parse(name), 1)
+        assert re.fullmatch(r"[A-Za-z0-9._:-]+", namespace), namespace
 
 
 def test_report_uses_medians_and_states_each_target() -> None:
