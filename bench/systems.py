@@ -7,6 +7,7 @@ the MongoDB stand-in also has one stand-in server per database owner, as the dem
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from bench.catalog import seed
+from bench.measure import scrape
 from catalog.plan import Platform, owners
 from client import connect
 from contracts.topology import Topology
@@ -23,6 +25,8 @@ from infra.settings import CommonSettings, common_from_env
 from orchestrator.registry import DefinitionRegistry
 from orchestrator.settings import OrchestratorSettings
 from sagas.order import order_saga
+
+OWNED = "saga_partitions_owned"
 
 
 class Kind(StrEnum):
@@ -160,6 +164,23 @@ class Deployment:
             self.cluster.add(role, module, args=args,
                              launcher="bench.uvrun" if self.uvloop else None)
         await self.cluster.start()
+        await self._partitions_settled(instances)
+
+    async def _partitions_settled(self, instances: list[str], within: float = 60.0) -> None:
+        """With partitioned work, wait until the instances hold every partition in even
+        shares: the figures are those of the steady state, not of the first hand-over."""
+        partitions = self.plan.partitions
+        if not partitions:
+            return
+        ports = {name: self.processes[name].port for name in instances}
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            owned = [sum(c.values()) for c in (await scrape(ports, OWNED)).values()]
+            if sum(owned) == partitions and max(owned) - min(owned) <= 1:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"partitions not shared out in {within:.0f}s: {owned}")
+            await asyncio.sleep(0.2)
 
     @property
     def processes(self) -> dict[str, ManagedProcess]:

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 OnPartition = Callable[[int], Awaitable[None]]
+ROUND_INTERVAL = 1.0  # seconds between rounds, at most
 
 
 def shares(members: Sequence[str], partitions: int) -> dict[str, int]:
@@ -93,10 +94,11 @@ class PartitionKeeper:
         return partition_of(saga_of(saga_id), self.partitions) in self.owned
 
     async def run(self, gained: OnPartition, lost: OnPartition) -> None:
-        """Rounds, a third of a lease apart, until cancelled. A round that fails (the
-        database away) is tried again; once the leases held may have expired, this instance
-        lets its partitions go rather than work on them beside their next holder."""
-        interval = self._lease_seconds / 3
+        """Rounds every second (or every third of a lease, if shorter) until cancelled: a
+        partition given up waits at most that long for its next holder. A round that fails
+        (the database away) is tried again; once the leases held may have expired, this
+        instance lets its partitions go rather than work on them beside their next holder."""
+        interval = min(self._lease_seconds / 3, ROUND_INTERVAL)
         while True:
             try:
                 await self.round(gained, lost)
