@@ -1,8 +1,9 @@
 """No command was applied twice: the deduplication records agree with the effects.
 
 Each participant writes, in the transaction that applies a command, the effect (a
-reservation, a hold, an order record, ...), the fence of the (saga, step) and an inbox
-record with the reply. So for every step of every finished order saga:
+reservation, a hold, an order record, ...) and the fence of the (saga, step), which keeps
+the inbox record of that command with its reply. So for every step of every finished
+order saga:
 
 * the fence state and the effect's state are a pair the fence rules can produce;
 * every effect state has the inbox record of the command that produced it, and every
@@ -158,8 +159,9 @@ def check(s: Snapshot, scope: Scope) -> list[Violation]:
 
 @dataclass(slots=True)
 class _Inbox:
-    """Every inbox, read once: how often each operation really ran (SUCCEEDED, and neither
-    a replay nor an empty rollback), one record per saga, and what could not be read."""
+    """Every inbox record (in the fences), read once: how often each operation really ran
+    (SUCCEEDED, and neither a replay nor an empty rollback), one record per saga, and what
+    could not be read."""
 
     runs: Counter[RunKey] = field(default_factory=Counter)
     sagas: dict[str, str] = field(default_factory=dict)
@@ -168,16 +170,16 @@ class _Inbox:
 
 def _read_inbox(s: Snapshot) -> _Inbox:
     found = _Inbox()
-    for service, records in s.inbox.items():
-        for record in records:
+    for service, fences in s.fences.items():
+        for record in (run for fence in fences.values() for run in fence.runs):
             try:
                 reply = StepReply.model_validate_json(record.reply)
             except ValidationError:
                 found.unreadable.append(Violation(
-                    INBOX_MATCHES, record.id, f"{service} inbox record has an unreadable reply",
-                    "message"))
+                    INBOX_MATCHES, record.message_id,
+                    f"{service} inbox record has an unreadable reply", "message"))
                 continue
-            found.sagas.setdefault(reply.saga_id, f"{service} inbox record {record.id}")
+            found.sagas.setdefault(reply.saga_id, f"{service} inbox record {record.message_id}")
             if reply.outcome is Outcome.SUCCEEDED and _ran(reply.detail):
                 found.runs[(service, reply.saga_id, reply.step, reply.operation)] += 1
     return found

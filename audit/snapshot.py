@@ -27,7 +27,6 @@ from workers.locks import Lock, Waiter
 from workers.notification import Notification
 from workers.order import OrderRecord
 from workers.payment import Account, Hold
-from workers.runtime import Inbox
 from workers.shipping import Shipment
 from workers.store import Doc, DocumentStore
 
@@ -77,7 +76,6 @@ class Snapshot:
     ledger: list[LedgerAccount] = field(default_factory=list)  # the account service's
     postings: dict[str, Entry] = field(default_factory=dict)  # by <saga id>:<step>
     fences: dict[str, dict[str, Fence]] = field(default_factory=dict)  # by service, then id
-    inbox: dict[str, list[Inbox]] = field(default_factory=dict)  # by service
     locks: dict[str, list[Lock]] = field(default_factory=dict)  # by service
     waiters: dict[str, list[Waiter]] = field(default_factory=dict)  # parked prepares, by service
     dead_letters: tuple[DeadLetterQueue, ...] | None = None  # None: queues not read
@@ -127,7 +125,6 @@ async def load(sagas: SagaStore, services: Mapping[str, DocumentStore]) -> Snaps
         ledger=await every("account", LedgerAccount),
         postings={e.id: e for e in await every("account", Entry)},
         fences={s: {f.id: f for f in await every(s, Fence)} for s in services},
-        inbox={s: await every(s, Inbox) for s in services},
         locks={s: await every(s, Lock) for s in services},
         waiters={s: await every(s, Waiter) for s in services},
         taken_at=taken_at,

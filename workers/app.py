@@ -51,8 +51,7 @@ class Worker:
                                      clock=clock, conflict_retries=settings.conflict_retries,
                                      tx_concurrency=settings.tx_concurrency,
                                      store_patience=settings.store_patience,
-                                     retention=Retention(settings.inbox_retention_days * DAY,
-                                                         settings.fence_retention_days * DAY))
+                                     retention=Retention(settings.fence_retention_days * DAY))
         self.ready = False
         self._watch: asyncio.Task[None] | None = None
 

@@ -9,12 +9,19 @@ Two-phase systems such as Seata keep a table like this to solve two problems:
 
 The same rules make every operation idempotent at the business level, whatever the
 message id of the attempt.
+
+The fence is also the step's inbox: each command that changed the step is kept in it with
+its message id and its reply, so that a copy of that message gets the recorded reply, and an
+auditor can count how often each operation really ran. A step changes at most twice
+(forward, then confirm or compensate), so the list stays short.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
 
 from contracts.commands import Operation
 from workers.store import Doc
@@ -29,6 +36,15 @@ class FenceState(StrEnum):
     COMPENSATED = "compensated"  # undone, or fenced before anything happened
 
 
+class Run(BaseModel):
+    """One command that changed the step: its message id and the reply it got (JSON)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    message_id: str
+    reply: str
+    at: float
+
+
 class Fence(Doc):
     """Fence record; ``id`` is ``<saga id>:<step>``."""
 
@@ -38,6 +54,11 @@ class Fence(Doc):
     detail: str = ""
     updated_at: float = 0.0
     expires_at: datetime | None = None  # deleted then by a TTL index (Retention.fence)
+    runs: tuple[Run, ...] = ()  # the commands that changed the step, oldest first
+
+    def run_of(self, message_id: str) -> Run | None:
+        """The change this message made, if it made one (a copy of it is a duplicate)."""
+        return next((run for run in self.runs if run.message_id == message_id), None)
 
 
 class Verdict(StrEnum):

@@ -12,7 +12,7 @@ from typing import Literal
 from contracts.order_steps import ReserveStock, StockLine
 from contracts.orders import OrderReason
 from workers.sdk import Impossible, Participant, Rejected, StepContext, TwoPhase
-from workers.store import Doc, Tx
+from workers.store import Change, Doc, Tx
 
 
 class StockItem(Doc):
@@ -66,18 +66,19 @@ async def reserve(tx: Tx, cmd: ReserveStock, step: StepContext) -> str:
 
 
 async def _settle(tx: Tx, order_id: str, now: float, commit: bool) -> str:
-    reservation = await tx.get(Reservation, order_id)
-    if reservation is None or reservation.state != "held":
+    # Writes only: the reservation moves on only if it is still held, and each SKU changes
+    # by what that reservation carried.
+    state = "committed" if commit else "released"
+    reservation = await tx.modify(Reservation, order_id, Change(
+        when={"state": "held"}, assign={"state": state, "updated_at": now}))
+    if reservation is None:
         raise Impossible(f"no held reservation for order {order_id}")
     wanted = _merged(reservation.lines)
-    items = await _items(tx, list(wanted))
-    for sku, quantity in wanted.items():
-        item = items[sku]
-        on_hand = item.on_hand - quantity if commit else item.on_hand
-        await tx.update(item.model_copy(update={"reserved": item.reserved - quantity,
-                                                "on_hand": on_hand}))
-    state = "committed" if commit else "released"
-    await tx.update(reservation.model_copy(update={"state": state, "updated_at": now}))
+    for sku, quantity in sorted(wanted.items()):
+        taken = quantity if commit else 0
+        if await tx.modify(StockItem, sku, Change(
+                add={"reserved": -quantity, "on_hand": -taken})) is None:
+            raise Impossible(f"SKU {sku} of a held reservation disappeared")
     return f"{state} {sum(wanted.values())} units"
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from contracts.order_steps import ApproveOrder, CreateOrder
 from contracts.orders import OrderItem, OrderReason, to_cents
 from contracts.reasons import PlatformReason
 from workers.sdk import Action, Impossible, Participant, StepContext
-from workers.store import Doc, Tx
+from workers.store import Change, Doc, Tx
 
 
 class OrderRecord(Doc):
@@ -33,27 +34,25 @@ async def create(tx: Tx, cmd: CreateOrder, step: StepContext) -> str:
     return "order PENDING"
 
 
-async def _pending(tx: Tx, order_id: str) -> OrderRecord:
-    order = await tx.get(OrderRecord, order_id)
-    if order is None or order.status != "PENDING":
+async def _decide(tx: Tx, order_id: str, change: Mapping[str, object]) -> None:
+    """A PENDING order moves on, in one write; any other is an error."""
+    if await tx.modify(OrderRecord, order_id, Change(when={"status": "PENDING"},
+                                                     assign=change)) is None:
         raise Impossible(f"order {order_id} is not PENDING")
-    return order
 
 
 async def reject(tx: Tx, cmd: CreateOrder, step: StepContext) -> str:
     """The undo of create: REJECTED, with the saga's reason."""
-    order = await _pending(tx, cmd.order_id)
     code = step.failure.reason_code if step.failure else PlatformReason.SERVICE_ERROR
     reason = step.failure.reason if step.failure else "rejected"
-    await tx.update(order.model_copy(update={"status": "REJECTED", "reason_code": code,
-                                             "reason": reason, "updated_at": step.now}))
+    await _decide(tx, cmd.order_id, {"status": "REJECTED", "reason_code": code,
+                                     "reason": reason, "updated_at": step.now})
     return f"order REJECTED ({code})"
 
 
 async def approve(tx: Tx, cmd: ApproveOrder, step: StepContext) -> str:
     """After the commit point: APPROVED."""
-    order = await _pending(tx, cmd.order_id)
-    await tx.update(order.model_copy(update={"status": "APPROVED", "updated_at": step.now}))
+    await _decide(tx, cmd.order_id, {"status": "APPROVED", "updated_at": step.now})
     return "order APPROVED"
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 from contracts.order_steps import HoldFunds
 from contracts.orders import OrderReason, to_cents
 from workers.sdk import Impossible, Participant, Rejected, StepContext, TwoPhase
-from workers.store import Doc, Tx
+from workers.store import Change, Doc, Tx
 
 
 class Account(Doc):
@@ -50,17 +50,17 @@ async def hold(tx: Tx, cmd: HoldFunds, step: StepContext) -> str:
 
 
 async def _settle(tx: Tx, order_id: str, now: float, capture: bool) -> str:
-    held = await tx.get(Hold, order_id)
-    if held is None or held.state != "held":
-        raise Impossible(f"no open hold for order {order_id}")
-    account = await tx.get(Account, held.customer_id)
-    if account is None:
-        raise Impossible(f"account {held.customer_id} disappeared")
-    balance = account.balance - held.amount if capture else account.balance
-    await tx.update(account.model_copy(update={"held": account.held - held.amount,
-                                               "balance": balance}))
+    # Two writes, no reads: the hold moves on only if it is still open, and the account
+    # changes by the amount that hold carried.
     state = "captured" if capture else "released"
-    await tx.update(held.model_copy(update={"state": state, "updated_at": now}))
+    held = await tx.modify(Hold, order_id, Change(when={"state": "held"},
+                                                  assign={"state": state, "updated_at": now}))
+    if held is None:
+        raise Impossible(f"no open hold for order {order_id}")
+    taken = held.amount if capture else 0
+    if await tx.modify(Account, held.customer_id,
+                       Change(add={"held": -held.amount, "balance": -taken})) is None:
+        raise Impossible(f"account {held.customer_id} disappeared")
     return f"{state} {held.amount / 100:.2f}"
 
 

@@ -4,9 +4,9 @@ Handlers are plain async functions that read and write their own documents throu
 transaction. Everything around them is here, once, for every service:
 
 1. the command is validated (bad input raises, and the boundary dead-letters it);
-2. in one transaction: the inbox is checked for the message id (a duplicate gets its
-   recorded reply, nothing re-applied), the fence decides whether the handler may run,
-   the handler runs, the fence and the inbox (with the reply) are written;
+2. in one transaction: the fence decides whether the handler may run (a copy of a command
+   that changed the step gets its recorded reply, nothing re-applied), the handler runs,
+   and the fence records the change with the message id and the reply;
 3. version conflicts abort the transaction and it is retried;
 4. after the commit the reply is published and confirmed; the boundary acks last.
 
@@ -23,7 +23,6 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
 
 from pydantic import ValidationError
 from tenacity import (
@@ -60,8 +59,9 @@ from infra.errors import (
     VersionConflict,
 )
 from infra.transport import Transport
+from workers.aftercommit import AfterCommit, transaction
 from workers.faults import InjectedFaults
-from workers.fence import AFTER_RUN, Fence, FenceState, Verdict, fence_id, verdict
+from workers.fence import AFTER_RUN, Fence, FenceState, Run, Verdict, fence_id, verdict
 from workers.locks import (
     LOCK_TIMEOUT,
     LOCKED,
@@ -76,7 +76,7 @@ from workers.locks import (
 )
 from workers.metrics import FENCE_KINDS, ServiceMetrics
 from workers.sdk import Impossible, Participant, Rejected, Route, StepContext
-from workers.store import DEFAULT_RETENTION, Doc, DocumentStore, Retention, Tx, expiry
+from workers.store import DEFAULT_RETENTION, Change, DocumentStore, Retention, Tx, expiry
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,9 @@ class MustWait(SagaSystemError):
         self.timeout = timeout
 
 
-class _FenceExists(SagaSystemError):
-    """The fence a first attempt wrote without reading was there already: read it."""
+class _Misguessed(SagaSystemError):
+    """A first attempt assumed where the step was, and the step was elsewhere: roll back
+    and read the fence."""
 
 
 class EffectExists(SagaSystemError):
@@ -126,18 +127,8 @@ class Command:
         return self.body.step
 
 
-class Inbox(Doc):
-    """A handled command: its message id (the document id) and the reply it got."""
-
-    collection = "inbox"
-    command_type: str
-    reply: str
-    at: float
-    expires_at: datetime | None = None  # deleted then by a TTL index (Retention.inbox)
-
-
 # The runtime's own records, which expire (the services' business documents never do).
-EXPIRING = ("inbox", "fences")
+EXPIRING = ("fences",)
 # How often parked prepares are looked at without a release nearby (another process of the
 # same service let the key go, or this one restarted).
 WAIT_POLL = 1.0
@@ -207,10 +198,12 @@ class WorkerRuntime:
     async def _settle(self, envelope: Envelope, command: Command) -> StepReply:
         """One command, through conflicts: the reply to send."""
         last: Exception | None = None
-        # A forward command nearly always finds no fence: the first attempt writes the one
-        # it will leave instead of reading first. If the step has a fence already, that
-        # insert fails before the handler runs, and the attempts from then on read it.
-        guess = command.op is Operation.FORWARD
+        # Nearly every command finds its step where the saga left it: a forward command
+        # with no fence, a confirm or a compensation with its prepare's. The first attempt
+        # assumes so and reads nothing first: the handler runs, then one write moves the
+        # fence on only if it was there. If the step was elsewhere, that write fails, the
+        # transaction rolls back, and the attempts from then on read the fence first.
+        guess = True
         for attempt in range(self._conflict_retries):
             try:
                 try:
@@ -219,7 +212,7 @@ class WorkerRuntime:
                     return await self._record_rejection(envelope, command, rejection)
                 except MustWait as wait:
                     return await self._park(envelope, command, wait)
-            except _FenceExists:
+            except _Misguessed:
                 guess = False  # at once: nobody is in the way, the guess was wrong
             except EffectExists as e:
                 # Once may be a concurrent attempt of the same step that committed meanwhile:
@@ -258,65 +251,69 @@ class WorkerRuntime:
                       f"here; check it by hand ({e})")
 
     async def _attempt(self, envelope: Envelope, command: Command, guess: bool) -> StepReply:
-        # The inbox is not read first: its unique id makes the insert at the end fail for a
-        # command already handled, which rolls back everything this attempt did. Duplicates
-        # are rare, so this spares a read per command and costs one only for a duplicate.
         now = self._clock()
+        async with transaction(self._store) as tx:
+            if guess:
+                return await self._run_guessed(tx, envelope, command, now)
+            fence = await tx.get(Fence, fence_id(command.saga_id, command.step))
+            if fence is not None and (run := fence.run_of(envelope.message_id)) is not None:
+                self._metrics.duplicate()
+                return StepReply.model_validate_json(run.reply)
+            return await self._judge(tx, envelope, command, fence, now)
+
+    async def _run_guessed(self, tx: AfterCommit, envelope: Envelope, command: Command,
+                           now: float) -> StepReply:
+        """The command as ``verdict`` nearly always judges it (RUN), without reading the
+        fence: the handler, then the fence written only if the step was where the command
+        expects it. Anything else raises _Misguessed, and this transaction rolls back."""
+        op = command.op
         try:
-            async with self._store.transaction() as tx:
-                if guess:
-                    reply = await self._run_fresh(tx, command, now)
-                else:
-                    fence = await tx.get(Fence, fence_id(command.saga_id, command.step))
-                    reply = await self._judge(tx, command, fence, now)
-                await tx.insert(self._inbox(envelope, reply, now))
-                return reply
-        except DuplicateKey:
-            recorded = await self._recorded_reply(envelope.message_id)
-            if recorded is None:
-                raise  # another key (a fence inserted concurrently): retried as a conflict
-            return recorded
+            detail = await self._run(tx, command, now)
+        except (Impossible, EffectExists) as e:
+            raise _Misguessed(str(e)) from e  # perhaps done already, or undone: read the fence
+        except Rejected as e:
+            if op is not Operation.FORWARD:
+                raise _Misguessed(str(e)) from e
+            raise
+        reply = _reply(command, Outcome.SUCCEEDED, None, detail)
+        run = _run_of(envelope, reply, now)
+        expires_at = expiry(now, self._retention.fence)
+        fid = fence_id(command.saga_id, command.step)
+        if op is Operation.FORWARD:
+            try:
+                await tx.insert(Fence(id=fid, state=AFTER_RUN[op], updated_at=now,
+                                      expires_at=expires_at, runs=(run,)))
+            except DuplicateKey as e:
+                raise _Misguessed(str(e)) from e
+        elif await tx.modify(Fence, fid, Change(
+                when={"state": FenceState.TRIED},
+                assign={"state": AFTER_RUN[op], "updated_at": now, "expires_at": expires_at},
+                append={"runs": run})) is None:
+            raise _Misguessed(f"fence {fid} is not {FenceState.TRIED}")
+        return reply
 
-    async def _recorded_reply(self, message_id: str) -> StepReply | None:
-        """The reply recorded for a command handled before, counted as a duplicate."""
-        async with self._store.transaction() as tx:
-            seen = await tx.get(Inbox, message_id)
-        if seen is None:
-            return None
-        self._metrics.duplicate()
-        return StepReply.model_validate_json(seen.reply)
-
-    async def _run_fresh(self, tx: Tx, command: Command, now: float) -> StepReply:
-        """A forward command on a step without a fence (``verdict`` says RUN): the fence
-        first, so that a step that has one stops here (_FenceExists), then the handler."""
-        try:
-            await _write_fence(tx, command, None, AFTER_RUN[command.op], now,
-                               self._retention.fence)
-        except DuplicateKey as e:
-            raise _FenceExists(str(e)) from e
-        detail = await self._run(tx, command, now)
-        return _reply(command, Outcome.SUCCEEDED, None, detail)
-
-    async def _judge(self, tx: Tx, command: Command, fence: Fence | None,
+    async def _judge(self, tx: AfterCommit, envelope: Envelope, command: Command, fence: Fence | None,
                      now: float) -> StepReply:
         op = command.op
         match verdict(op, fence.state if fence else None):
             case Verdict.RUN:
                 detail = await self._run(tx, command, now)
+                reply = _reply(command, Outcome.SUCCEEDED, None, detail)
                 await _write_fence(tx, command, fence, AFTER_RUN[op], now,
-                                   self._retention.fence)
-                return _reply(command, Outcome.SUCCEEDED, None, detail)
+                                   self._retention.fence, _run_of(envelope, reply, now))
+                return reply
             case Verdict.REPLAY:
                 assert fence is not None
                 if fence.state is FenceState.REJECTED:
                     return _reply(command, Outcome.REJECTED, fence.reason_code, fence.detail)
                 return _reply(command, Outcome.SUCCEEDED, None, f"already {fence.state}")
             case Verdict.EMPTY_ROLLBACK:
-                self._metrics.fence(FENCE_KINDS[0])
+                tx.later(lambda: self._metrics.fence(FENCE_KINDS[0]))
                 await self._unpark(tx, command, now, "cancelled")
+                reply = _reply(command, Outcome.SUCCEEDED, None, "nothing to undo")
                 await _write_fence(tx, command, fence, FenceState.COMPENSATED, now,
-                                   self._retention.fence)
-                return _reply(command, Outcome.SUCCEEDED, None, "nothing to undo")
+                                   self._retention.fence, _run_of(envelope, reply, now))
+                return reply
             case Verdict.SUSPENDED:
                 self._metrics.fence(FENCE_KINDS[1])
                 return _reply(command, Outcome.REJECTED, PlatformReason.CANCELLED,
@@ -326,7 +323,7 @@ class WorkerRuntime:
                 return _reply(command, Outcome.PERMANENT_ERROR, None,
                               f"cannot {op.value} a step that is {state}")
 
-    async def _run(self, tx: Tx, command: Command, now: float) -> str:
+    async def _run(self, tx: AfterCommit, command: Command, now: float) -> str:
         """The business handler, with injected rejections in front of it."""
         if self._faults.rejects(command.op, command.route.operation.rejectable,
                                 fence_id(command.saga_id, command.step)):
@@ -339,7 +336,6 @@ class WorkerRuntime:
             except KeyLocked as e:
                 if locks.policy is LockPolicy.WAIT:
                     raise MustWait(e, locks.wait_timeout) from e
-                self._metrics.refused_locked()
                 raise Rejected(LOCKED, str(e)) from e
             except InvalidLockRequest as e:
                 raise Impossible(str(e)) from e
@@ -349,14 +345,14 @@ class WorkerRuntime:
             raise EffectExists(str(e)) from e
         if (locks is not None and command.op is not Operation.FORWARD
                 and await release(tx, locks, command.params, command.saga_id, command.step)):
-            self._released.set()  # early, but a wake-up too soon only looks in vain
+            tx.later(self._released.set)
         await self._unpark(tx, command, now,
                            "ran" if command.op is Operation.FORWARD else "cancelled")
         return detail
 
     # --- parked prepares (lock policy ``wait``) ------------------------------------------
 
-    async def _unpark(self, tx: Tx, command: Command, now: float, end: str) -> None:
+    async def _unpark(self, tx: AfterCommit, command: Command, now: float, end: str) -> None:
         """End the step's wait, if it was parked. Cancelled, it is gone. Ran or refused, its
         answer is owed to the orchestrator, which heard only "waiting": the waiter stays,
         marked answered, until that answer is published (``_answer``), so that a process
@@ -371,7 +367,7 @@ class WorkerRuntime:
             await tx.delete(waiter)
         else:
             await tx.update(waiter.model_copy(update={"answered": True}))
-        self._metrics.wait_ended(end, now - waiter.since)
+        tx.later(lambda: self._metrics.wait_ended(end, now - waiter.since))
 
     async def _park(self, envelope: Envelope, command: Command, wait: MustWait) -> StepReply:
         """Record that the step waits (keeping its command, the latest attempt's), and say
@@ -379,9 +375,6 @@ class WorkerRuntime:
         now = self._clock()
         fid = fence_id(command.saga_id, command.step)
         async with self._store.transaction() as tx:
-            seen = await tx.get(Inbox, envelope.message_id)
-            if seen is not None:
-                return StepReply.model_validate_json(seen.reply)
             if await tx.get(Fence, fid) is not None:
                 raise VersionConflict(f"fence {fid} changed while parking")
             before = await tx.get(Waiter, fid)
@@ -428,7 +421,7 @@ class WorkerRuntime:
         for waiter in waiters:
             try:
                 answered += await self._look_at(waiter)
-            except (VersionConflict, DuplicateKey) as e:
+            except (VersionConflict, DuplicateKey, _Misguessed) as e:
                 # The step moved on meanwhile (it ran, was cancelled, or timed out elsewhere).
                 log.debug("wait %s ended meanwhile: %s", waiter.id, e)
             except (TransientError, StoreFailed):
@@ -441,13 +434,14 @@ class WorkerRuntime:
     async def _look_at(self, waiter: Waiter) -> int:
         envelope = Envelope.model_validate_json(waiter.envelope)
         if waiter.answered:
-            # Its answer was recorded with the inbox entry, and never confirmed as sent.
-            recorded = await self._store.get(Inbox, envelope.message_id)
+            # Its answer was recorded in the fence, and never confirmed as sent.
+            fence = await self._store.get(Fence, waiter.id)
+            recorded = None if fence is None else fence.run_of(envelope.message_id)
             if recorded is not None:
                 await self._answer(envelope, StepReply.model_validate_json(recorded.reply),
                                    waiter.reply_to)
             else:
-                await self._settled(waiter.id)  # the inbox entry expired: nothing to say
+                await self._settled(waiter.id)  # another attempt answered; or it expired
             return 1
         body = StepCommand.model_validate_json(waiter.command)
         command = decode_command(self._spec, envelope,
@@ -511,27 +505,25 @@ class WorkerRuntime:
                                 rejection: Rejected) -> StepReply:
         # The handler's own writes were rolled back with its transaction; this one records
         # the refusal so that any later attempt of the same step gets the same answer.
+        # A fence there already (a copy of this command, or another that changed the step
+        # meanwhile) makes the insert fail: the next attempt reads it.
         now = self._clock()
         reply = _reply(command, Outcome.REJECTED, rejection.code, rejection.detail)
-        async with self._store.transaction() as tx:
-            seen = await tx.get(Inbox, envelope.message_id)
-            if seen is not None:
-                return StepReply.model_validate_json(seen.reply)
+        async with transaction(self._store) as tx:
             fid = fence_id(command.saga_id, command.step)
-            if await tx.get(Fence, fid) is not None:
-                raise VersionConflict(f"fence {fid} changed while rejecting")
-            await tx.insert(Fence(id=fid, state=FenceState.REJECTED, reason_code=rejection.code,
-                                  detail=rejection.detail, updated_at=now,
-                                  expires_at=expiry(now, self._retention.fence)))
-            await tx.insert(self._inbox(envelope, reply, now))
+            try:
+                await tx.insert(Fence(id=fid, state=FenceState.REJECTED,
+                                      reason_code=rejection.code, detail=rejection.detail,
+                                      updated_at=now,
+                                      expires_at=expiry(now, self._retention.fence),
+                                      runs=(_run_of(envelope, reply, now),)))
+            except DuplicateKey as e:
+                raise _Misguessed(str(e)) from e
             await self._unpark(tx, command, now,
                                "timed_out" if rejection.code == LOCK_TIMEOUT else "rejected")
+            if rejection.code == LOCKED:
+                tx.later(self._metrics.refused_locked)
         return reply
-
-    def _inbox(self, envelope: Envelope, reply: StepReply, now: float) -> Inbox:
-        return Inbox(id=envelope.message_id, command_type=envelope.message_type,
-                     reply=reply.model_dump_json(), at=now,
-                     expires_at=expiry(now, self._retention.inbox))
 
     async def _publish(self, command: Envelope, reply: StepReply, reply_to: str) -> None:
         reply_id = derived_id(command.message_id, "reply")
@@ -565,14 +557,20 @@ def decode_command(spec: Participant, envelope: Envelope, message: WireMessage) 
 
 
 async def _write_fence(tx: Tx, command: Command, fence: Fence | None, state: FenceState,
-                       now: float, retention: float) -> None:
+                       now: float, retention: float, run: Run) -> None:
     expires_at = expiry(now, retention)  # moved on by every change of the step
     if fence is None:
         await tx.insert(Fence(id=fence_id(command.saga_id, command.step), state=state,
-                              updated_at=now, expires_at=expires_at))
+                              updated_at=now, expires_at=expires_at, runs=(run,)))
     else:
         await tx.update(fence.model_copy(update={"state": state, "updated_at": now,
-                                                 "expires_at": expires_at}))
+                                                 "expires_at": expires_at,
+                                                 "runs": (*fence.runs, run)}))
+
+
+def _run_of(envelope: Envelope, reply: StepReply, now: float) -> Run:
+    """The record of a change the command made, for the fence."""
+    return Run(message_id=envelope.message_id, reply=reply.model_dump_json(), at=now)
 
 
 def _backoff(attempt: int) -> float:

@@ -30,10 +30,9 @@ class WorkerSettings(Frozen):
     # How long a command waits for an unreachable database before it is answered "try
     # again later" (the orchestrator's retry policy takes over).
     store_patience: float = Field(default=20.0, ge=0, le=3600)
-    # How long inbox and fence entries are kept (TTL indexes). Both must outlast the longest
-    # a command can wait in its queue plus the longest a saga can run: an expired entry lets
-    # a late duplicate run again (docs/operating.md).
-    inbox_retention_days: float = Field(default=30.0, ge=1 / 24, le=36_500)
+    # How long fence entries (each with the step's inbox records) are kept (a TTL index). It
+    # must outlast the longest a command can wait in its queue plus the longest a saga can
+    # run: an expired entry lets a late duplicate run again (docs/operating.md).
     fence_retention_days: float = Field(default=30.0, ge=1 / 24, le=36_500)
 
 
@@ -41,7 +40,6 @@ ENV = {
     "SAGA_CONFLICT_RETRIES": "conflict_retries",
     "SAGA_TX_CONCURRENCY": "tx_concurrency",
     "SAGA_STORE_PATIENCE": "store_patience",
-    "SAGA_INBOX_RETENTION_DAYS": "inbox_retention_days",
     "SAGA_FENCE_RETENTION_DAYS": "fence_retention_days",
 }
 

@@ -14,7 +14,7 @@ from typing import Literal
 from contracts.order_steps import ScheduleShipment, StockLine
 from contracts.orders import OrderReason
 from workers.sdk import Action, Impossible, Participant, StepContext, TwoPhase
-from workers.store import Doc, Tx
+from workers.store import Change, Doc, Tx
 
 
 class Shipment(Doc):
@@ -36,10 +36,10 @@ async def schedule(tx: Tx, cmd: ScheduleShipment, step: StepContext) -> str:
 
 async def cancel(tx: Tx, cmd: ScheduleShipment, step: StepContext) -> str:
     """The undo of schedule: cancel the booking."""
-    shipment = await tx.get(Shipment, cmd.order_id)
-    if shipment is None or shipment.status != "SCHEDULED":
+    if await tx.modify(Shipment, cmd.order_id, Change(
+            when={"status": "SCHEDULED"},
+            assign={"status": "CANCELLED", "updated_at": step.now})) is None:
         raise Impossible(f"no scheduled shipment for order {cmd.order_id}")
-    await tx.update(shipment.model_copy(update={"status": "CANCELLED", "updated_at": step.now}))
     return "shipment CANCELLED"
 
 
@@ -52,10 +52,9 @@ async def book(tx: Tx, cmd: ScheduleShipment, step: StepContext) -> str:
 
 async def _settle(tx: Tx, order_id: str, now: float, status: Literal["SCHEDULED", "CANCELLED"],
                   ) -> str:
-    shipment = await tx.get(Shipment, order_id)
-    if shipment is None or shipment.status != "TENTATIVE":
+    if await tx.modify(Shipment, order_id, Change(
+            when={"status": "TENTATIVE"}, assign={"status": status, "updated_at": now})) is None:
         raise Impossible(f"no tentative shipment for order {order_id}")
-    await tx.update(shipment.model_copy(update={"status": status, "updated_at": now}))
     return f"shipment {status}"
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import ClassVar, Protocol
 
@@ -25,9 +26,8 @@ DAY = 86_400.0
 
 @dataclass(frozen=True, slots=True)
 class Retention:
-    """How long the runtime's own records are kept, in seconds (TTL indexes delete them)."""
+    """How long the runtime's own records are kept, in seconds (a TTL index deletes them)."""
 
-    inbox: float = 30 * DAY
     fence: float = 30 * DAY
 
 
@@ -37,6 +37,33 @@ DEFAULT_RETENTION = Retention()
 def expiry(now: float, seconds: float) -> datetime:
     """The ``expires_at`` of a record written at ``now``: a date, as TTL indexes need."""
     return datetime.fromtimestamp(now + seconds, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One conditional change of one document, made by the database in one write without a
+    read first (MongoDB's ``findAndModify``). Fields are top-level; values are the model's.
+
+    ``when`` holds field values the document must have for the change to apply (equality);
+    ``assign`` sets fields, ``add`` adds to integer fields, ``append`` adds an item at the
+    end of a tuple field. The version goes up by one, as with ``Tx.update``.
+    """
+
+    when: Mapping[str, object] = field(default_factory=dict)
+    assign: Mapping[str, object] = field(default_factory=dict)
+    add: Mapping[str, int] = field(default_factory=dict)
+    append: Mapping[str, object] = field(default_factory=dict)
+
+
+def changed[T: Doc](doc: T, change: Change) -> T | None:
+    """``doc`` after ``change`` at the same version, or None if ``change.when`` does not hold
+    (the in-memory adapter's ``modify``, and a model of what the database does)."""
+    if any(getattr(doc, name) != value for name, value in change.when.items()):
+        return None
+    update: dict[str, object] = dict(change.assign)
+    update.update({name: getattr(doc, name) + amount for name, amount in change.add.items()})
+    update.update({name: (*getattr(doc, name), item) for name, item in change.append.items()})
+    return doc.model_copy(update=update)
 
 
 class Tx(Protocol):
@@ -53,6 +80,13 @@ class Tx(Protocol):
     async def update[T: Doc](self, doc: T) -> T:
         """Compare-and-set on ``doc.version``; returns the document with the next version.
         Raises VersionConflict if someone else changed it first."""
+        ...
+
+    async def modify[T: Doc](self, kind: type[T], id: str, change: Change) -> T | None:
+        """Apply ``change`` to the document if it exists and matches ``change.when``, and
+        return it as changed; None (and nothing written) otherwise. One round trip where
+        ``get`` then ``update`` take two: for a write whose condition is a field's value,
+        such as a state machine's move or a counter's increment."""
         ...
 
     async def delete(self, doc: Doc) -> None:

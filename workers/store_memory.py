@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from typing import cast
 
 from infra.errors import DuplicateKey, VersionConflict
-from workers.store import Doc
+from workers.store import Change, Doc, changed
 
 Key = tuple[str, str]
 
@@ -60,6 +60,12 @@ class MemoryTx:
             raise VersionConflict(f"{doc.collection}/{doc.id} changed since version {doc.version}")
         self._updates[key] = (base, new)
         return new
+
+    async def modify[T: Doc](self, kind: type[T], id: str, change: Change) -> T | None:
+        """Buffer the change as an update of the version seen now (checked at commit)."""
+        current = await self.get(kind, id)
+        after = None if current is None else changed(current, change)
+        return None if after is None else await self.update(after)
 
     async def delete(self, doc: Doc) -> None:
         """Buffer a delete of the version the caller read."""

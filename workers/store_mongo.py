@@ -7,13 +7,14 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, AsyncMongoClient
+from pydantic_core import to_jsonable_python
+from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from infra.adapters.mongo import translated
 from infra.errors import VersionConflict
-from workers.store import Doc
+from workers.store import Change, Doc
 
 Document = dict[str, Any]
 
@@ -25,6 +26,21 @@ def to_mongo(doc: Doc) -> Document:
     data["_id"] = data.pop("id")
     data.update({name: value for name, value in doc if isinstance(value, datetime)})
     return data
+
+
+def _bson(value: object) -> object:
+    """A model value as ``to_mongo`` stores it."""
+    return value if isinstance(value, datetime) else to_jsonable_python(value)
+
+
+def _update(change: Change) -> Document:
+    """The update document of a ``Change``; the version always goes up by one."""
+    update: Document = {"$inc": {**change.add, "version": 1}}
+    if change.assign:
+        update["$set"] = {name: _bson(v) for name, v in change.assign.items()}
+    if change.append:
+        update["$push"] = {name: _bson(v) for name, v in change.append.items()}
+    return update
 
 
 def from_mongo[T: Doc](kind: type[T], data: Document) -> T:
@@ -61,6 +77,15 @@ class MongoTx:
         if result.matched_count == 0:
             raise VersionConflict(f"{doc.collection}/{doc.id} changed since version {doc.version}")
         return new
+
+    async def modify[T: Doc](self, kind: type[T], id: str, change: Change) -> T | None:
+        """One ``findAndModify``, matched on the id and ``change.when``."""
+        query: Document = {"_id": id, **{name: _bson(v) for name, v in change.when.items()}}
+        with translated():
+            data = await self._db[kind.collection].find_one_and_update(
+                query, _update(change), return_document=ReturnDocument.AFTER,
+                session=self._session)
+        return None if data is None else from_mongo(kind, data)
 
     async def delete(self, doc: Doc) -> None:
         """Delete only if the stored version is the one we read."""

@@ -25,17 +25,17 @@ from audit.outcomes import (
     SAGA_FINISHED,
 )
 from contracts.commands import Operation, Outcome, StepReply
+from contracts.reasons import PlatformReason
 from engine.state import SagaStatus
 from orchestrator.start import split_saga_id
 from sagas.order import APPROVED_NOTICE, order_saga
 from tests.audit.conftest import Load
 from tests.audit.world import COMPLETED, FAILED, Dump
-from workers.fence import Fence
+from workers.fence import Fence, FenceState, Run
 from workers.inventory import Reservation, StockItem
 from workers.notification import Notification
 from workers.order import OrderRecord
 from workers.payment import Account, Hold
-from workers.runtime import Inbox
 from workers.shipping import Shipment
 from workers.store import Doc, DocumentStore, Tx
 
@@ -58,9 +58,13 @@ def test_the_world_has_finished_orders_of_every_kind(world: Dump) -> None:
     status = {split_saga_id(r.state.saga_id)[1]: r.state.status for r in world.sagas}
     assert status == {**dict.fromkeys(COMPLETED, SagaStatus.COMPLETED),
                       **dict.fromkeys(FAILED, SagaStatus.FAILED)}
-    details = {StepReply.model_validate_json(i.reply).detail
-               for i in world.docs("inventory", Inbox) + world.docs("payment", Inbox)}
-    assert {"already confirmed", "already compensated", "nothing to undo"} <= details
+    assert [(r.outcome, r.reason_code, r.detail) for r in world.resent] == [
+        (Outcome.SUCCEEDED, None, "already confirmed"),
+        (Outcome.SUCCEEDED, None, "already tried"),
+        (Outcome.SUCCEEDED, None, "already compensated"),
+        (Outcome.SUCCEEDED, None, "nothing to undo"),
+        (Outcome.REJECTED, PlatformReason.CANCELLED,
+         "the step was undone before this command arrived")]
 
 
 def test_the_rules_cover_every_step_of_the_order_saga() -> None:
@@ -151,9 +155,10 @@ async def test_an_inbox_success_without_its_effect(world: Dump, load: Load) -> N
     reply = StepReply(saga_id="order:no-stock", step="schedule_shipment",
                       operation=Operation.FORWARD, outcome=Outcome.SUCCEEDED,
                       detail="shipment SCHEDULED")
-    record = Inbox(id="order:no-stock:schedule_shipment:forward:1",
-                   command_type="shipping.schedule",
-                   reply=reply.model_dump_json(), at=world.taken_at)
+    # The fence says "undone before it ran", which fits no shipment; its record does not.
+    record = Fence(id="order:no-stock:schedule_shipment", state=FenceState.COMPENSATED, runs=(
+        Run(message_id="order:no-stock:schedule_shipment:forward:1",
+            reply=reply.model_dump_json(), at=world.taken_at),))
     assert found(await audited(load, world.put("shipping", record))) == {
         (INBOX_MATCHES, "no-stock")}
 
@@ -163,17 +168,19 @@ async def test_a_command_applied_twice(world: Dump, load: Load) -> None:
     twice, whatever the stock now says."""
     reply = StepReply(saga_id="order:ok-2", step="reserve_stock", operation=Operation.CONFIRM,
                       outcome=Outcome.SUCCEEDED, detail="committed 2 units")
-    record = Inbox(id="order:ok-2:reserve_stock:confirm:2",
-                   command_type="inventory.reserve.confirm",
-                   reply=reply.model_dump_json(), at=world.taken_at)
-    assert found(await audited(load, world.put("inventory", record))) == {
+    fence = world.doc("inventory", Fence, "order:ok-2:reserve_stock")
+    twice = fence.model_copy(update={"runs": (*fence.runs, Run(
+        message_id="order:ok-2:reserve_stock:confirm:2", reply=reply.model_dump_json(),
+        at=world.taken_at))})
+    assert found(await audited(load, world.put("inventory", twice))) == {
         (APPLIED_ONCE, "ok-2")}
 
 
 async def test_a_deleted_fence(world: Dump, load: Load) -> None:
-    """A captured hold whose fence is gone is reported, and only that."""
+    """A captured hold whose fence is gone is reported, and only that: the fence, and the
+    inbox records that went with it."""
     report = await audited(load, world.without("payment", Fence, "order:ok-2:hold_funds"))
-    assert found(report) == {(FENCES_MATCH, "ok-2")}
+    assert found(report) == {(FENCES_MATCH, "ok-2"), (INBOX_MATCHES, "ok-2")}
 
 
 async def test_a_saga_stuck_running_past_its_deadline(world: Dump, load: Load) -> None:
@@ -227,7 +234,7 @@ async def test_effects_without_any_saga(world: Dump, load: Load) -> None:
     carries: the order id of the shipment, the saga id of the fence."""
     shipment = world.doc("shipping", Shipment, "ok-1").model_copy(update={"id": "ghost"})
     fence = world.doc("shipping", Fence, "order:ok-1:schedule_shipment").model_copy(
-        update={"id": "order:ghost:schedule_shipment"})
+        update={"id": "order:ghost:schedule_shipment", "runs": ()})
     report = await audited(load, world.put("shipping", shipment).put("shipping", fence))
     assert found(report) == {(HAS_SAGA, "ghost"), (HAS_SAGA, "order:ghost")}
     assert len(report.violations) == 2

@@ -22,10 +22,18 @@ from prometheus_client import CollectorRegistry
 from client.orders import OutcomeWatcher, submit
 from client.seed import Catalog, seed
 from contracts.commands import Operation, Outcome, StepReply
-from contracts.envelope import Envelope, HeaderValue, WireMessage, encode, utcnow
+from contracts.envelope import (
+    Envelope,
+    HeaderValue,
+    WireMessage,
+    encode,
+    read_envelope,
+    read_payload,
+    utcnow,
+)
 from contracts.orders import OrderItem, OrderRequested
 from contracts.registry import STEP_REPLY
-from contracts.topology import Topology, service_user
+from contracts.topology import REPLY_KEY, Topology, service_user
 from engine.definition import CommandContext
 from engine.state import SagaState
 from infra.adapters.memory_bus import InMemoryBroker
@@ -44,7 +52,6 @@ from workers.app import Worker
 from workers.catalog import registered
 from workers.fence import Fence
 from workers.metrics import WorkerMetrics
-from workers.runtime import Inbox
 from workers.settings import WorkerSettings
 from workers.store import Doc, DocumentStore
 from workers.store_memory import MemoryDocumentStore
@@ -93,6 +100,7 @@ class Dump:
     sagas: tuple[SagaRecord, ...]
     documents: Mapping[str, tuple[Doc, ...]]  # by service
     taken_at: float
+    resent: tuple[StepReply, ...] = ()  # the replies to the RESENT commands, in order
 
     def saga(self, order_id: str) -> SagaState[Any]:
         """One order saga's state."""
@@ -150,6 +158,8 @@ class World:
         self.orchestrator = build(SETTINGS, self.broker.connect(), self.sagas, self.registry,
                                   OrchestratorMetrics(CollectorRegistry()))
         self.workers = {name: self._worker(name, FaultSettings()) for name in PLAN.services}
+        self.replies = ""  # a queue with a copy of every reply, once started
+        self.resent: list[StepReply] = []
 
     def _worker(self, name: str, faults: FaultSettings) -> Worker:
         return Worker(settings=WorkerSettings(common=COMMON, service=name, faults=faults),
@@ -159,6 +169,7 @@ class World:
     async def start(self) -> None:
         """Declare the topology and start every component."""
         await self.client.declare(TOPOLOGY, PLAN)
+        self.replies = await self.client.temporary_queue(TOPOLOGY.replies_exchange, (REPLY_KEY,))
         await self.orchestrator.start()
         for worker in self.workers.values():
             await worker.start()
@@ -179,28 +190,31 @@ class World:
         await self.workers["order"].start()
 
     async def resend(self, order_id: str, step: str, op: Operation, attempt: int) -> None:
-        """Send one command again, as the orchestrator's next attempt would, and wait until
-        its service recorded it."""
+        """Send one command again, as the orchestrator's next attempt would, and wait for
+        its service's reply."""
         record = await self.sagas.load(saga_id(ORDER_SAGA, order_id))
         assert record is not None
         service, message = command_message(self.registry, record.state, step, op, attempt)
         await self.client.publish(TOPOLOGY.commands_exchange, service, message)
         for _ in range(500):
-            if await self.services[service].get(Inbox, message.message_id or "") is not None:
-                return
+            while (reply := await self.client.get(self.replies)) is not None:
+                if read_envelope(reply).causation_id == message.message_id:
+                    self.resent.append(read_payload(reply, StepReply))
+                    return
             await asyncio.sleep(0.01)
-        raise AssertionError(f"{message.message_id} was never handled")
+        raise AssertionError(f"{message.message_id} was never answered")
 
     async def dump(self) -> Dump:
         """Every store, as values."""
         documents = {}
         for name, store in self.services.items():
             docs: list[Doc] = []
-            kinds: tuple[type[Doc], ...] = (*registered()[name].documents, Fence, Inbox)
+            kinds: tuple[type[Doc], ...] = (*registered()[name].documents, Fence)
             for kind in kinds:
                 docs += await store.all(kind)
             documents[name] = tuple(docs)
-        return Dump(tuple(await self.sagas.find(None, 10_000)), documents, time.time())
+        return Dump(tuple(await self.sagas.find(None, 10_000)), documents, time.time(),
+                    tuple(self.resent))
 
     async def stop(self) -> None:
         """Stop everything."""

@@ -12,7 +12,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from infra.errors import DuplicateKey, VersionConflict
-from workers.store import Doc, DocumentStore
+from workers.store import Change, Doc, DocumentStore
 from workers.store_memory import MemoryDocumentStore
 from workers.store_mongo import MongoDocumentStore
 
@@ -312,6 +312,83 @@ async def test_concurrent_inserts_of_one_id_commit_once(open_store: Opener) -> N
         winner, loser = ("from-tx1", "from-tx2") if stored == first else ("from-tx2", "from-tx1")
         assert await store.get(Counter, winner) is not None
         assert await store.get(Counter, loser) is None
+
+
+# --- conditional changes ---------------------------------------------------------------------
+
+
+async def test_modify_applies_a_matching_change_and_returns_the_document(
+        store: DocumentStore) -> None:
+    """assign, add and append in one write; the version goes up by one; the result is what
+    a later read sees."""
+    await store.put(NOTE)
+    await store.put(Counter(id="c", value=3))
+    async with store.transaction() as tx:
+        note = await tx.modify(Note, "n-1", Change(when={"text": "hello"},
+                                                     assign={"score": 0.5}, append={"tags": "c"}))
+        counter = await tx.modify(Counter, "c", Change(add={"value": -2}))
+        assert note == Note(id="n-1", text="hello", tags=("a", "b", "c"), score=0.5, version=1)
+        assert counter == Counter(id="c", value=1, version=1)
+        assert await tx.get(Note, "n-1") == note
+    assert await store.get(Note, "n-1") == note
+    assert await store.get(Counter, "c") == counter
+
+
+async def test_modify_writes_nothing_when_the_condition_fails_or_the_document_is_missing(
+        store: DocumentStore) -> None:
+    """A condition that does not hold, or no document: None, and the store is unchanged."""
+    await store.put(NOTE)
+    async with store.transaction() as tx:
+        assert await tx.modify(Note, "n-1", Change(when={"text": "bye"},
+                                                     assign={"text": "changed"})) is None
+        assert await tx.modify(Note, "n-2", Change(assign={"text": "new"})) is None
+    assert await store.get(Note, "n-1") == NOTE
+    assert await store.get(Note, "n-2") is None
+
+
+async def test_modify_of_a_document_changed_in_the_same_transaction(store: DocumentStore) -> None:
+    """The condition sees the transaction's own writes, and changes add up."""
+    async with store.transaction() as tx:
+        await tx.insert(Counter(id="c"))
+        one = await tx.modify(Counter, "c", Change(when={"value": 0}, add={"value": 1}))
+        two = await tx.modify(Counter, "c", Change(when={"value": 1}, add={"value": 1}))
+        assert await tx.modify(Counter, "c", Change(when={"value": 1}, add={"value": 1})) is None
+    assert (one, two) == (Counter(id="c", value=1, version=1), Counter(id="c", value=2, version=2))
+    assert await store.get(Counter, "c") == two
+
+
+async def test_modify_is_rolled_back_with_its_transaction(store: DocumentStore) -> None:
+    """An exception after a change leaves the document as it was."""
+    await store.put(Counter(id="c"))
+    with pytest.raises(Failure):
+        async with store.transaction() as tx:
+            assert await tx.modify(Counter, "c", Change(add={"value": 5})) is not None
+            raise Failure
+    assert await store.get(Counter, "c") == Counter(id="c")
+
+
+async def bump(open_store: Opener, rng: random.Random) -> None:
+    """Add one to the counter with ``modify``, retrying conflicts."""
+    for attempt in range(100):
+        try:
+            async with open_store() as store, store.transaction() as tx:
+                await asyncio.sleep(0)  # let the others begin too
+                assert await tx.modify(Counter, "c", Change(add={"value": 1})) is not None
+                await asyncio.sleep(0)  # and change it before anyone commits
+            return
+        except VersionConflict:
+            await asyncio.sleep(rng.uniform(0, min(0.2, 0.005 * 2 ** min(attempt, 6))))
+    raise AssertionError("a bump never committed")
+
+
+async def test_concurrent_modifies_lose_no_change(open_store: Opener) -> None:
+    """N concurrent transactions that each add one leave exactly N."""
+    n = 8
+    rng = random.Random(2)
+    async with open_store() as store:
+        await store.put(Counter(id="c"))
+        await asyncio.gather(*(bump(open_store, rng) for _ in range(n)))
+        assert await store.get(Counter, "c") == Counter(id="c", value=n, version=n)
 
 
 # --- seeding helpers -------------------------------------------------------------------------

@@ -29,11 +29,11 @@ from tests.contract.test_saga_store import DEFINITION, started
 from tests.integration.test_worker_runtime import reserve
 from workers import inventory
 from workers.app import Worker
-from workers.fence import Fence
+from workers.fence import Fence, FenceState
 from workers.metrics import WorkerMetrics
-from workers.runtime import EXPIRING, Inbox
+from workers.runtime import EXPIRING
 from workers.settings import WorkerSettings
-from workers.store import DAY
+from workers.store import DAY, Change
 from workers.store_memory import MemoryDocumentStore
 from workers.store_mongo import MongoDocumentStore
 
@@ -80,13 +80,13 @@ async def test_a_finished_saga_expires_after_the_retention_and_one_needing_atten
     assert "expires_at" not in (await raw.find_one({"_id": "done"}) or {})
 
 
-async def test_inbox_and_fence_entries_carry_their_expiry(tag: str) -> None:
-    """The runtime dates each record it writes by its own retention."""
+async def test_fence_entries_carry_their_expiry_and_their_inbox_records(tag: str) -> None:
+    """The runtime dates each fence it writes by its retention; the fence keeps the command
+    that changed it."""
     topology, store, clock = Topology(f"ret-{tag}"), MemoryDocumentStore(), [NOW]
     broker = InMemoryBroker()
     settings = WorkerSettings(common=CommonSettings(store="memory", namespace=topology.namespace),
-                              service="inventory", inbox_retention_days=1,
-                              fence_retention_days=2)
+                              service="inventory", fence_retention_days=2)
     worker = Worker(settings=settings, spec=inventory.SERVICE,
                     transport=broker.connect(service_user("inventory")), store=store,
                     metrics=WorkerMetrics(CollectorRegistry()), clock=lambda: clock[0])
@@ -98,11 +98,10 @@ async def test_inbox_and_fence_entries_carry_their_expiry(tag: str) -> None:
     await orchestrator.publish(topology.commands_exchange, "inventory",
                                encode(envelope, reserve("o-1", 1)))
     try:
-        [entry] = await eventually(lambda: _some(store.all(Inbox)))
-        [fence] = await store.all(Fence)
+        [fence] = await eventually(lambda: _some(store.all(Fence)))
     finally:
         await worker.stop()
-    assert entry.expires_at == datetime.fromtimestamp(NOW + DAY, UTC)
+    assert [run.message_id for run in fence.runs] == ["cmd-1"]
     assert fence.expires_at == datetime.fromtimestamp(NOW + 2 * DAY, UTC)
 
 
@@ -120,15 +119,23 @@ async def test_the_mongo_document_store_keeps_dates_and_indexes_them(
         for collection in EXPIRING:
             assert await ttl_indexes(client, mongo_db_name, collection) == [(["expires_at"], 0)]
         expires = datetime.fromtimestamp(NOW + DAY, UTC)
-        await store.put(Inbox(id="cmd-1", command_type="x", reply="{}", at=NOW,
-                              expires_at=expires))
-        raw = await client[mongo_db_name]["inbox"].find_one({"_id": "cmd-1"})
+        await store.put(Fence(id="o-1:s", state=FenceState.TRIED, expires_at=expires))
+        raw = await client[mongo_db_name]["fences"].find_one({"_id": "o-1:s"})
         assert raw is not None
         assert raw["expires_at"] == expires.replace(tzinfo=None)  # a BSON date, not text
-        read = await store.get(Inbox, "cmd-1")
+        read = await store.get(Fence, "o-1:s")
         assert read is not None
         assert read.expires_at is not None
         assert read.expires_at.replace(tzinfo=UTC) == expires
+        # A conditional change keeps the date a date too.
+        later = datetime.fromtimestamp(NOW + 2 * DAY, UTC)
+        async with store.transaction() as tx:
+            assert await tx.modify(Fence, "o-1:s", Change(
+                when={"state": FenceState.TRIED},
+                assign={"state": FenceState.CONFIRMED, "expires_at": later})) is not None
+        raw = await client[mongo_db_name]["fences"].find_one({"_id": "o-1:s"})
+        assert raw is not None
+        assert (raw["state"], raw["expires_at"]) == ("confirmed", later.replace(tzinfo=None))
     finally:
         await client.drop_database(mongo_db_name)
         await client.close()

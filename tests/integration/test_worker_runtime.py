@@ -354,12 +354,13 @@ async def test_retried_prepare_with_new_message_id_reserves_once(rig: Rig) -> No
     assert worker.metric("saga_worker_duplicate_commands_total", service="inventory") == 0
 
 
-async def test_a_first_prepare_writes_its_fence_without_reading_it(
+async def test_first_attempts_write_their_fence_without_reading_it(
         rig: Rig, backend: Backend, reads: Reads) -> None:
-    """A forward command nearly always meets no fence, so its first attempt inserts the one
-    it leaves instead of reading first (a database read per forward command spared); a
-    later attempt of the step finds the insert refused and reads the fence. Neither counts
-    as a version conflict."""
+    """A command nearly always finds its step where the saga left it, so its first attempt
+    reads no fence: a prepare inserts its fence, a confirm moves it on in one conditional
+    write, and the confirm's handler reads nothing either. A later attempt of a step runs
+    its handler in vain, finds the fence write refused, rolls back and reads the fence.
+    None of this counts as a version conflict."""
     if backend.kind != "mongo":
         pytest.skip("counts MongoDB commands")
     await add_stock(rig.inventory, SKU, 10)
@@ -369,7 +370,16 @@ async def test_a_first_prepare_writes_its_fence_without_reading_it(
     assert reads.collections == ["stock"]
     again = await rig.call("inventory.reserve.prepare", reserve("o-1", 2), "attempt-2")
     assert again.detail == "already tried"
-    assert reads.collections == ["stock", "fences"]
+    assert reads.collections == ["stock", "stock", "fences"]
+    reads.collections.clear()
+    confirmed = await rig.call("inventory.reserve.confirm", commit("o-1"), "confirm-1")
+    assert confirmed.detail == "committed 2 units"
+    assert reads.collections == []
+    replayed = await rig.call("inventory.reserve.confirm", commit("o-1"), "confirm-2")
+    assert replayed.detail == "already confirmed"
+    assert reads.collections == ["fences"]
+    stock = await rig.stock()
+    assert (stock.on_hand, stock.reserved) == (8, 0)
     worker = rig.participants["inventory"]
     assert worker.metric("saga_worker_version_conflicts_total", service="inventory") == 0
 
