@@ -7,6 +7,7 @@ differs.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Callable
@@ -14,16 +15,18 @@ from pathlib import Path
 
 from catalog import asyncapi, deploy, rabbitmq
 from catalog.plan import Platform
+from contracts.topology import MAX_PARTITIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "deploy" / "manifests"
 
 
-def generated(platform: Platform) -> dict[Path, str]:
-    """Every generated file and its content."""
+def generated(platform: Platform, partitions: int = 0) -> dict[Path, str]:
+    """Every generated file and its content (the broker's definitions with the queues of
+    ``partitions`` orchestrator partitions)."""
     files: dict[Path, Callable[[], str]] = {
         ROOT / "deploy" / "rabbitmq" / "definitions.json":
-            lambda: rabbitmq.render(rabbitmq.definitions(plan=platform.plan())),
+            lambda: rabbitmq.render(rabbitmq.definitions(plan=platform.plan(partitions))),
         ROOT / "deploy" / "prometheus" / "prometheus.yml": lambda: deploy.prometheus_config(platform),
         ROOT / "deploy" / "mongo" / "create-app-user.sh": lambda: deploy.mongo_app_user(platform),
         ROOT / "docs" / "asyncapi.yaml": lambda: asyncapi.render(asyncapi.document(platform)),
@@ -34,9 +37,23 @@ def generated(platform: Platform) -> dict[Path, str]:
     return out
 
 
-def main() -> int:
+def partitions(text: str) -> int:
+    """A SAGA_PARTITIONS value for argparse: a one-line error otherwise."""
+    value = int(text)
+    if not 0 <= value <= MAX_PARTITIONS:
+        raise ValueError(text)
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
     """Write every generated file (and remove manifests of participants no longer shipped)."""
-    files = generated(Platform.load())
+    parser = argparse.ArgumentParser(prog="python -m catalog", description=__doc__)
+    parser.add_argument("--partitions", type=partitions, default=0, metavar="P",
+                        help="declare the queues of P orchestrator partitions in the broker's "
+                             f"definitions, as SAGA_PARTITIONS=P needs (0 to {MAX_PARTITIONS}; "
+                             "default 0)")
+    args = parser.parse_args(argv)
+    files = generated(Platform.load(), args.partitions)
     MANIFESTS.mkdir(parents=True, exist_ok=True)
     for stale in set(MANIFESTS.glob("*.json")) - files.keys():
         stale.unlink()

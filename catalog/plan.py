@@ -39,12 +39,12 @@ class Platform:
         return cls(load(common.saga_definitions, Setup(manifests=found)),
                    registered(common.saga_participants), found)
 
-    def plan(self) -> Plan:
+    def plan(self, partitions: int = 0) -> Plan:
         """The entries of every definition with a start message, and every service: those
         the definitions call and every participant with a manifest (ad-hoc transactions
-        may call any of them)."""
+        may call any of them); with the orchestrators' partition queues, if any."""
         return Plan(self.definitions.entries(), tuple(sorted(
-            {*self.participants, *self.known, *self.definitions.services()})))
+            {*self.participants, *self.known, *self.definitions.services()})), partitions)
 
     def manifests(self) -> dict[str, dict[str, Any]]:
         """Every participant's manifest in its JSON form, by service."""

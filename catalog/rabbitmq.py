@@ -81,14 +81,18 @@ def grants(t: Topology, plan: Plan) -> tuple[Grant, ...]:
     """What each process may do: nobody configures, except the client's temporary queues."""
     public = sorted({t.exchange(e.exchange) for e in plan.entries})
     admin = [t.admin_exchange] if plan.entries else []
+    # Partitioned, the orchestrators read every partition's queue and forward cancels and
+    # operator actions to a partition through the replies exchange (orchestrator.forward).
+    partitions = literal(t.partition_queue(0)).removesuffix("0") + "[0-9]+"
     orchestrator = Grant(
         ORCHESTRATOR_USER, NOTHING,
-        write=anchored(*map(literal, (*public, t.commands_exchange, t.dead_letter_exchange,
-                                      *admin))),
+        write=anchored(*map(literal, (*public, t.commands_exchange, t.replies_exchange,
+                                      t.dead_letter_exchange, *admin))),
         read=anchored(*(literal(t.requests_queue_of(e.definition)) for e in plan.entries),
                       *(literal(t.cancels_queue_of(e.definition)) for e in plan.entries
                         if e.cancel is not None),
-                      literal(t.replies_queue), *(literal(t.admin_queue) for _ in admin)))
+                      literal(t.replies_queue), partitions,
+                      *(literal(t.admin_queue) for _ in admin)))
     services = [
         Grant(service_user(s), NOTHING,
               write=anchored(literal(t.replies_exchange), literal(t.dead_letter_exchange)),

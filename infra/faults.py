@@ -64,6 +64,11 @@ class FaultyTransport:
         self._dice = dice
         self.duplicated = 0
 
+    @property
+    def user(self) -> str | None:
+        """The inner connection's user."""
+        return self._inner.user
+
     async def publish(self, exchange: str, routing_key: str, message: WireMessage, *,
                       must_route: bool = True) -> bool:
         """Publish, perhaps late, and sometimes publish again."""

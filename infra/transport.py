@@ -42,6 +42,11 @@ Handler = Callable[[Delivery], Coroutine[Any, Any, None]]
 class Transport(Protocol):
     """A broker connection. ``publish`` returns only once the broker has the message."""
 
+    @property
+    def user(self) -> str | None:
+        """The broker user this connection publishes as (stamped as ``user_id``)."""
+        ...
+
     async def declare(self, topology: Topology, plan: Plan) -> None:
         """Declare every exchange, queue, binding and dead-letter queue of a plan
         (idempotent)."""

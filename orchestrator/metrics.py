@@ -84,12 +84,15 @@ class OrchestratorMetrics:
         self.conflicts = Counter("saga_version_conflicts_total",
                                  "Optimistic-lock conflicts on saga saves (another writer was first).",
                                  registry=registry)
-        # hit: an event decided and saved on the state this process saved last; stale: that
-        # save lost the version check; rechecked: it would have dropped or refused the event.
         self.partitions_owned = Gauge("saga_partitions_owned",
                                       "Partitions of the saga work this instance holds now "
                                       "(0 when the work is not partitioned).",
                                       registry=registry)
+        self.forwarded = Counter("saga_forwarded_total",
+                                 "Cancels and operator actions sent on to the instance that "
+                                 "holds their saga's partition.", ["kind"], registry=registry)
+        # hit: an event decided and saved on the state this process saved last; stale: that
+        # save lost the version check; rechecked: it would have dropped or refused the event.
         self.state_cache = Counter("saga_state_cache_total",
                                    "Events decided on the state this process saved last, by result.",
                                    ["result"], registry=registry)

@@ -89,9 +89,13 @@ class PartitionKeeper:
         self.owned: set[int] = set()
         self._valid_until = 0.0
 
+    def partition_of(self, saga_id: str) -> int:
+        """The saga's partition (a retried round's run id belongs to its saga's)."""
+        return partition_of(saga_of(saga_id), self.partitions)
+
     def mine(self, saga_id: str) -> bool:
         """Whether this instance works on the saga now (its timers, for instance)."""
-        return partition_of(saga_of(saga_id), self.partitions) in self.owned
+        return self.partition_of(saga_id) in self.owned
 
     async def run(self, gained: OnPartition, lost: OnPartition) -> None:
         """Rounds every second (or every third of a lease, if shorter) until cancelled: a

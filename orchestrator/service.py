@@ -10,21 +10,24 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from contracts.envelope import WireMessage
 from contracts.topology import Plan, Topology, layout
 from engine.state import ACTIVE, SagaStatus
-from infra.consumer import Boundary
+from infra.consumer import Boundary, MessageHandler
 from infra.errors import SagaSystemError
 from infra.transport import Handler, Transport
+from orchestrator.forward import ADMIN, Forwarder, admin_saga, cancel_kind
 from orchestrator.handlers import CHECKED, OrchestratorHandlers
 from orchestrator.heard import HeardClock
 from orchestrator.lockwatch import DeadlockWatch
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.outbox import OutboxPublisher
 from orchestrator.partitions import PartitionKeeper
-from orchestrator.registry import DefinitionRegistry
+from orchestrator.registry import AnyDefinition, DefinitionRegistry
 from orchestrator.runner import SagaRunner
 from orchestrator.senders import ReplySenders
 from orchestrator.serde import QUARANTINE_REASONS
+from orchestrator.start import read_cancel, saga_id
 from orchestrator.store import SagaStore
 from orchestrator.timers import Timers
 
@@ -113,18 +116,32 @@ class Orchestrator:
         self._on_reply = self.heard.track(boundary.wrap(handlers.on_reply))
         await self._transport.consume(self._topology.replies_queue, self._on_reply,
                                       self._prefetch)
+        on_admin: MessageHandler = handlers.on_admin
+        cancels: dict[str, MessageHandler] = {
+            d.name: partial(handlers.on_cancel, d) for d in starts if d.start is not None}
         if self._partitions is not None:
             keeper = self._partitions
+            forwarder = Forwarder(self._transport, self._topology, keeper, self._transport.user,
+                                  lambda kind: self._metrics.forwarded.labels(
+                                      ADMIN if kind == ADMIN else "cancel").inc())
+            # A partition's queue brings its sagas' replies, and the cancels and operator
+            # actions the other instances forwarded (orchestrator.forward).
+            self._on_reply = self.heard.track(boundary.wrap(
+                forwarder.dispatch(handlers.on_reply, on_admin, cancels)))
+            on_admin = forwarder.routed(ADMIN, admin_saga, on_admin)
+            cancels = {name: forwarder.routed(cancel_kind(name), partial(
+                           _cancelled_saga, self._registry.latest(name)), handle)
+                       for name, handle in cancels.items()}
             self._spawn(lambda: keeper.run(self._gained, self._lost))
         if self._plan.entries:
-            await self._transport.consume(self._topology.admin_queue,
-                                          boundary.wrap(handlers.on_admin), self._prefetch)
+            await self._transport.consume(self._topology.admin_queue, boundary.wrap(on_admin),
+                                          self._prefetch)
         for definition in starts:
             await self._transport.consume(self._topology.requests_queue_of(definition.name),
                                           boundary.wrap(partial(handlers.on_start, definition)),
                                           self._prefetch)
             await self._transport.consume(self._topology.cancels_queue_of(definition.name),
-                                          boundary.wrap(partial(handlers.on_cancel, definition)),
+                                          boundary.wrap(cancels[definition.name]),
                                           self._prefetch)
         self.ready = True
 
@@ -220,6 +237,13 @@ class Orchestrator:
                 m.dead_letter_depth.labels(queue).set(await self._transport.depth(queue))
             except SagaSystemError as e:
                 log.warning("depth of %s not read: %s", queue, e, extra={"queue": queue})
+
+
+def _cancelled_saga(definition: AnyDefinition, message: WireMessage) -> str:
+    """The saga a cancel names (raises CodecError if it names none)."""
+    start = definition.start
+    assert start is not None, f"{definition.name} has no start message"
+    return saga_id(definition.name, read_cancel(start, message).key)
 
 
 def _age(now: float, since: float | None) -> float:

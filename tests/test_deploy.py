@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from catalog.plan import shipped
 from catalog.rabbitmq import DEFAULT_VHOST, ORCHESTRATOR_USER, definitions, render
 from console.settings import ENV as CONSOLE_ENV
 from contracts.envelope import MAX_BODY_BYTES, MAX_MESSAGE_BYTES
-from contracts.topology import service_user
+from contracts.topology import Topology, service_user
 from infra.settings import COMMON_ENV, FAULT_ENV, CommonSettings
 from orchestrator.settings import ENV as ORCHESTRATOR_ENV
 
@@ -338,6 +339,40 @@ def test_definitions_file_matches_the_code() -> None:
     """deploy/rabbitmq/definitions.json is exactly what the generator derives from the topology."""
     assert DEFINITIONS.read_text(encoding="utf-8") == render(definitions(plan=shipped().plan())), (
         "definitions.json is stale: python -m catalog")
+
+
+def test_partitioned_definitions_declare_the_partition_queues_the_orchestrator_may_read(
+        ) -> None:
+    """``python -m catalog --partitions P`` adds the P partition queues (one active consumer
+    each, each with its dead-letter queue); the orchestrator's user may read them and publish
+    to the replies exchange (forwarded cancels and actions), and no participant may read
+    them."""
+    topology = Topology(CommonSettings().namespace)
+    declared = json.loads(generated(shipped(), 3)[DEFINITIONS])
+    queues = {q["name"]: q["arguments"] for q in declared["queues"]}
+    for p in range(3):
+        assert queues[topology.partition_queue(p)]["x-single-active-consumer"] is True
+        assert f"{topology.partition_queue(p)}.dlq" in queues
+    assert topology.partition_queue(3) not in queues
+    grants = {g["user"]: g for g in declared["permissions"]}
+    orchestrator = grants[ORCHESTRATOR_USER]
+    assert all(re.fullmatch(orchestrator["read"], topology.partition_queue(p))
+               for p in (0, 2, 117))
+    assert not re.fullmatch(orchestrator["read"], topology.partition_queue(0) + "x")
+    assert re.fullmatch(orchestrator["write"], topology.replies_exchange)
+    for user, grant in grants.items():
+        if user != ORCHESTRATOR_USER:
+            assert not re.fullmatch(grant["read"], topology.partition_queue(0)), user
+
+
+def test_catalog_refuses_a_bad_partition_count() -> None:
+    """A partition count that is no number, or out of range, is a one-line error, exit 2."""
+    for bad in ("x", "-1", "5000"):
+        done = subprocess.run([sys.executable, "-m", "catalog", "--partitions", bad],
+                              capture_output=True, text=True, cwd=ROOT, check=False)
+        assert done.returncode == 2, done
+        assert done.stderr.strip().splitlines()[-1].startswith(
+            "python -m catalog: error: argument --partitions"), done.stderr
 
 
 def test_every_generated_file_matches_the_registry() -> None:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import io
 
 import pytest
 
+from client.admin import act
+from contracts.admin import Action
+from contracts.commands import Operation
 from contracts.orders import OrderReason
 from contracts.reasons import PlatformReason
-from engine.state import SagaStatus
+from engine.state import OpStatus, SagaStatus
+from tests.contract.test_boundary import eventually
 from tests.e2e.conftest import Deploy
 from tests.e2e.harness import Deployment
+from tests.e2e.test_cancel import _cancel
 from workers.inventory import StockItem
 from workers.order import OrderRecord
 from workers.payment import Account
@@ -226,3 +232,51 @@ async def test_partitioned_instances_split_the_work_and_take_over_from_a_dead_on
     apple = await d.stores.services["inventory"].get(StockItem, "apple")
     assert apple is not None
     assert apple.on_hand == 100 - 24
+
+
+async def test_partitioned_instances_forward_cancels_and_operator_actions_to_the_holder(
+        deploy: Deploy) -> None:
+    """Cancels and operator actions arrive on queues both instances consume; the one that
+    takes a saga it does not hold forwards it to the saga's partition, so the holder handles
+    it in order with the saga's replies: every saga is cancelled, undone, and no save loses
+    a version check."""
+    d = await deploy(orchestrators=2,
+                     orchestrator={"SAGA_PARTITIONS": "4", "SAGA_PARTITION_LEASE": "3",
+                                   "SAGA_STEP_TIMEOUT": "30"})
+    both = ("orchestrator", "orchestrator-2")
+    await _until_owned(d, [2, 2], *both)
+    await d.seed({"apple": 100}, {"alice": 1_000_000})
+    await d.reconfigure("shipping", {"SAGA_FAULT_LATENCY_MS": "20000"})
+    by_cancel = [f"fwd-c{i}" for i in range(8)]
+    by_operator = [f"fwd-o{i}" for i in range(8)]
+    for order_id in by_cancel + by_operator:
+        await d.order(order_id, "alice", ("apple", 1, "1.00"))
+
+    async def all_waiting() -> bool | None:
+        for order_id in by_cancel + by_operator:
+            record = await d.stores.sagas.load(f"order:{order_id}")
+            op = None if record is None else record.state.op("schedule_shipment",
+                                                              Operation.FORWARD)
+            if op is None or op.status is not OpStatus.WAITING:
+                return None
+        return True
+
+    assert await eventually(all_waiting, 60.0)
+    for order_id in by_cancel:
+        await _cancel(d, order_id, "forwarded")
+    accepted = await asyncio.gather(*(
+        act(d.settings, order_id, Action.CANCEL, "ops", "forwarded", 60, io.StringIO())
+        for order_id in by_operator))
+    assert all(accepted)
+    outcomes = await d.outcomes(set(by_cancel + by_operator), timeout=90)
+    assert {o.label for o in outcomes.values()} == {PlatformReason.CANCELLED}
+    for order_id in by_cancel + by_operator:
+        failure = (await d.saga(order_id)).state.failure
+        assert failure is not None
+        assert failure.reason_code == PlatformReason.CANCELLED
+    forwarded = [await d.metric(i, "saga_forwarded_total") for i in both]
+    assert sum(forwarded) > 0, "a cancel or an action taken by the other instance"
+    assert [await d.metric(i, "saga_version_conflicts_total") for i in both] == [0, 0]
+    await d.reconfigure("shipping", {"SAGA_FAULT_LATENCY_MS": "0"})
+    report = await d.settled(timeout=60)
+    assert report.ok, report.violations

@@ -103,7 +103,6 @@ async def test_user_cannot_read_another_queue(broker: SecureVhost, user: str, qu
     (INVENTORY, "saga.commands", "payment", "exchange 'saga.commands'"),
     (INVENTORY, "", "payment.commands", "exchange 'amq.default'"),
     (ORCHESTRATOR_USER, "orders", "order.requested", "topic 'order.requested'"),
-    (ORCHESTRATOR_USER, "saga.replies", "reply", "exchange 'saga.replies'"),
     (CLIENT_USER, "orders", "order.completed", "topic 'order.completed'"),
     (CLIENT_USER, "saga.commands", "payment", "exchange 'saga.commands'"),
     (CLIENT_USER, "saga.admin", "admin.action", "exchange 'saga.admin'"),
