@@ -45,14 +45,17 @@ LABELS = {
 
 
 LOOPS = ("uvloop", "asyncio")
+# The loop the product runs on when SAGA_EVENT_LOOP is not set.
+PRODUCT_LOOP: str = CommonSettings.model_fields["event_loop"].default
 
 
 @dataclass(frozen=True, slots=True)
 class System:
     """A system and, optionally, the event loop its processes run on (``memory+asyncio``).
 
-    The product's processes run on asyncio unless ``SAGA_EVENT_LOOP=uvloop``; the baseline
-    is a plain asyncio script unless launched through ``bench.uvrun``.
+    The product's processes run on their default loop (PRODUCT_LOOP) unless told otherwise
+    by ``SAGA_EVENT_LOOP``; the baseline is a plain asyncio script unless launched through
+    ``bench.uvrun``.
     """
 
     kind: Kind
@@ -84,10 +87,14 @@ class System:
         return name if self.orchestrators == 1 else f"{name}*{self.orchestrators}"
 
     @property
+    def event_loop(self) -> str:
+        """The loop its processes run on."""
+        return self.loop or ("asyncio" if self.kind is Kind.BASELINE else PRODUCT_LOOP)
+
+    @property
     def label(self) -> str:
         """Name in the table."""
-        label = (f"{LABELS[self.kind]}, on {self.loop}" if self.loop
-                 else LABELS[self.kind] + ", asyncio")
+        label = f"{LABELS[self.kind]}, {self.event_loop}"
         if self.orchestrators > 1:
             label += f", {self.orchestrators} orchestrators"
         return label

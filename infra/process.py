@@ -24,11 +24,15 @@ def run_process(common: CommonSettings, start: Callable[[], Awaitable[None]],
     """The whole life of a service process, on the configured event loop."""
     main = run_until_signalled(start, stop)
     if common.event_loop == "uvloop":
-        import uvloop  # only imported where chosen: it is not on every platform
-
-        uvloop.run(main)
-    else:
-        asyncio.run(main)
+        try:
+            import uvloop  # only imported where chosen: it is not on every platform
+        except ImportError:
+            log.warning("SAGA_EVENT_LOOP=uvloop, but uvloop is not installed: running on "
+                        "asyncio")
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
 
 
 async def run_until_signalled(start: Callable[[], Awaitable[None]],

@@ -48,10 +48,8 @@ class CommonSettings(Frozen):
     # process's broker user may not configure anything (least privilege).
     declare_topology: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # uvloop measured faster (python -m bench: README, Performance), but a short chaos run on
-    # it fell far behind where the same run on asyncio passed; asyncio stays the default
-    # until that is understood.
-    event_loop: Literal["uvloop", "asyncio"] = "asyncio"
+    # uvloop: faster (python -m bench, docs/performance.md), and the chaos runs pass on it.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # What is registered besides the entry points (orchestrator/registry.py,
     # workers/catalog.py): modules of saga definitions, participants as
     # ``package.module:attribute``, and manifest files (or folders of them) of participants

@@ -183,6 +183,10 @@ class WorkerRuntime:
         command is returned to its queue on every broker reconnect, and the broker
         dead-letters it after DELIVERY_LIMIT returns, valid or not."""
         try:
+            return await self._settle(envelope, command)
+        except StoreUnavailable:
+            pass  # waited out below; the retrying machinery costs too much on every command
+        try:
             async for attempt in AsyncRetrying(
                     retry=retry_if_exception_type(StoreUnavailable),
                     wait=wait_random_exponential(multiplier=0.05, max=2.0),
