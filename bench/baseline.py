@@ -6,7 +6,10 @@ definition (``order_saga().forward_phases``), so the shape cannot drift. Reliabi
 settings match the product: the queues are declared by the product's own code (quorum,
 same arguments), every message is persistent and published with a confirm, every
 delivery is acknowledged manually after its outgoing messages were confirmed, and the
-prefetch is the product's ``SAGA_PREFETCH``. Unlike the product it stores nothing: a
+prefetch is the product's ``SAGA_PREFETCH``; publishes are mandatory (aio-pika's default,
+as the product's commands are), every message names its publisher (``user_id``, which the
+broker checks), and a reply from another user than the workers' is refused, as the
+product's reply check does. Unlike the product it stores nothing: a
 dict holds each saga's stage until its outcome is published. It is deliberately naive:
 a stage's commands are published one after the other, each awaiting its confirm.
 """
@@ -28,6 +31,7 @@ from prometheus_client import CollectorRegistry
 from bench.systems import order_services
 from contracts.registry import ORDER_COMPLETED, STEP_REPLY
 from contracts.topology import REPLY_KEY, Topology
+from infra.adapters.rabbit import amqp_user
 from infra.http import OpsServer
 from infra.process import run_until_signalled
 from infra.settings import CommonSettings, SettingsError, common_from_env
@@ -43,10 +47,11 @@ def happy_path() -> tuple[Stage, ...]:
                  for phase in order_saga().forward_phases)
 
 
-def _message(body: dict[str, str], message_id: str, saga_id: str, kind: str) -> aio_pika.Message:
+def _message(body: dict[str, str], message_id: str, saga_id: str, kind: str,
+             user: str) -> aio_pika.Message:
     return aio_pika.Message(json.dumps(body).encode(), content_type="application/json",
                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=message_id,
-                            correlation_id=saga_id, type=kind)
+                            correlation_id=saga_id, type=kind, user_id=user)
 
 
 @dataclass
@@ -65,6 +70,9 @@ class Node:
     def __init__(self, common: CommonSettings, name: str) -> None:
         self.common = common
         self.topology = Topology(common.namespace)
+        # Every process of the baseline logs in as this one user: the only one replies may
+        # come from.
+        self.user = amqp_user(common.amqp_url.get_secret_value())
         self._name = name
         self._connection: AbstractConnection | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
@@ -127,7 +135,7 @@ class Orchestrator(Node):
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         saga_id = message.correlation_id or ""
-        saga = self._sagas.get(saga_id)
+        saga = self._sagas.get(saga_id) if message.user_id == self.user else None
         if saga is not None:
             saga.outstanding -= 1
             if saga.outstanding == 0:
@@ -139,15 +147,16 @@ class Orchestrator(Node):
         if saga.stage == len(self._stages):
             del self._sagas[saga_id]
             body = {"order_id": saga_id, "customer_id": saga.customer_id, "total": saga.total}
-            await self._orders.publish(_message(body, f"{saga_id}:outcome", saga_id, ORDER_COMPLETED),
-                                       routing_key=ORDER_COMPLETED)
+            await self._orders.publish(
+                _message(body, f"{saga_id}:outcome", saga_id, ORDER_COMPLETED, self.user),
+                routing_key=ORDER_COMPLETED)
             return
         stage = self._stages[saga.stage]
         saga.outstanding = len(stage)
         for service, kind in stage:
             message_id = f"{saga_id}:{saga.stage}:{kind}"
             body = {"saga_id": saga_id, "step": kind, "order_id": saga_id}
-            await self._commands.publish(_message(body, message_id, saga_id, kind),
+            await self._commands.publish(_message(body, message_id, saga_id, kind, self.user),
                                          routing_key=service)
 
 
@@ -169,7 +178,8 @@ class Worker(Node):
         saga_id = message.correlation_id or ""
         body = {"saga_id": saga_id, "command": message.type or "", "outcome": "succeeded"}
         await self._replies.publish(
-            _message(body, f"{message.message_id}:reply", saga_id, STEP_REPLY), routing_key=REPLY_KEY)
+            _message(body, f"{message.message_id}:reply", saga_id, STEP_REPLY, self.user),
+            routing_key=REPLY_KEY)
         await message.ack()
 
 

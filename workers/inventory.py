@@ -51,15 +51,15 @@ async def _items(tx: Tx, skus: list[str]) -> dict[str, StockItem]:
 
 
 async def reserve(tx: Tx, cmd: ReserveStock, step: StepContext) -> str:
-    """Hold stock for every line, or for none of them."""
+    """Hold stock for every line, or for none of them (a refusal rolls back the others)."""
     wanted = _merged(cmd.lines)
-    items = await _items(tx, list(wanted))
-    for sku, quantity in wanted.items():
-        free = items[sku].on_hand - items[sku].reserved
-        if free < quantity:
+    for sku, quantity in sorted(wanted.items()):
+        # One write per SKU: the reservation grows only within the stock on hand.
+        if await tx.modify(StockItem, sku, Change(within={"reserved": "on_hand"},
+                                                  add={"reserved": quantity})) is None:
+            items = await _items(tx, list(wanted))  # an unknown SKU is the first reason
+            free = items[sku].on_hand - items[sku].reserved
             raise Rejected(OrderReason.INSUFFICIENT_STOCK, f"{sku}: {quantity} wanted, {free} free")
-    for sku, quantity in wanted.items():
-        await tx.update(items[sku].model_copy(update={"reserved": items[sku].reserved + quantity}))
     await tx.insert(Reservation(id=cmd.order_id, lines=cmd.lines, state="held",
                                 updated_at=step.now))
     return f"reserved {sum(wanted.values())} units"

@@ -36,14 +36,15 @@ class Hold(Doc):
 async def hold(tx: Tx, cmd: HoldFunds, step: StepContext) -> str:
     """Hold the order total if the customer can afford it."""
     amount = to_cents(cmd.amount)
-    account = await tx.get(Account, cmd.customer_id)
-    if account is None:
-        raise Rejected(OrderReason.UNKNOWN_CUSTOMER, f"unknown customer {cmd.customer_id}")
-    available = account.balance - account.held
-    if available < amount:
+    # One write: the holds grow only within the balance.
+    if await tx.modify(Account, cmd.customer_id, Change(within={"held": "balance"},
+                                                        add={"held": amount})) is None:
+        account = await tx.get(Account, cmd.customer_id)
+        if account is None:
+            raise Rejected(OrderReason.UNKNOWN_CUSTOMER, f"unknown customer {cmd.customer_id}")
+        available = account.balance - account.held
         raise Rejected(OrderReason.PAYMENT_DECLINED,
                        f"{amount / 100:.2f} needed, {available / 100:.2f} available")
-    await tx.update(account.model_copy(update={"held": account.held + amount}))
     await tx.insert(Hold(id=cmd.order_id, customer_id=cmd.customer_id, amount=amount,
                          state="held", updated_at=step.now))
     return f"held {amount / 100:.2f}"

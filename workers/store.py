@@ -45,14 +45,23 @@ class Change:
     read first (MongoDB's ``findAndModify``). Fields are top-level; values are the model's.
 
     ``when`` holds field values the document must have for the change to apply (equality);
-    ``assign`` sets fields, ``add`` adds to integer fields, ``append`` adds an item at the
-    end of a tuple field. The version goes up by one, as with ``Tx.update``.
+    ``within`` maps an integer field to another that it must not exceed once changed (a
+    reservation within the stock, a hold within the balance). ``assign`` sets fields, ``add``
+    adds to integer fields, ``append`` adds an item at the end of a tuple field. The version
+    goes up by one, as with ``Tx.update``.
     """
 
     when: Mapping[str, object] = field(default_factory=dict)
+    within: Mapping[str, str] = field(default_factory=dict)
     assign: Mapping[str, object] = field(default_factory=dict)
     add: Mapping[str, int] = field(default_factory=dict)
     append: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A bound is checked against the document as it was plus ``add``: an assigned field
+        # in it would have two meanings.
+        if set(self.assign) & {*self.within, *self.within.values()}:
+            raise ValueError("a field in ``within`` cannot also be assigned")
 
 
 def changed[T: Doc](doc: T, change: Change) -> T | None:
@@ -63,7 +72,11 @@ def changed[T: Doc](doc: T, change: Change) -> T | None:
     update: dict[str, object] = dict(change.assign)
     update.update({name: getattr(doc, name) + amount for name, amount in change.add.items()})
     update.update({name: (*getattr(doc, name), item) for name, item in change.append.items()})
-    return doc.model_copy(update=update)
+    after = doc.model_copy(update=update)
+    if any(getattr(after, name) > getattr(after, ceiling)
+           for name, ceiling in change.within.items()):
+        return None
+    return after
 
 
 class Tx(Protocol):

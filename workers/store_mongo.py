@@ -81,6 +81,11 @@ class MongoTx:
     async def modify[T: Doc](self, kind: type[T], id: str, change: Change) -> T | None:
         """One ``findAndModify``, matched on the id and ``change.when``."""
         query: Document = {"_id": id, **{name: _bson(v) for name, v in change.when.items()}}
+        if change.within:
+            query["$expr"] = {"$and": [
+                {"$lte": [{"$add": [f"${name}", change.add.get(name, 0)]},
+                          {"$add": [f"${ceiling}", change.add.get(ceiling, 0)]}]}
+                for name, ceiling in change.within.items()]}
         with translated():
             data = await self._db[kind.collection].find_one_and_update(
                 query, _update(change), return_document=ReturnDocument.AFTER,

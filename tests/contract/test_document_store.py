@@ -346,6 +346,39 @@ async def test_modify_writes_nothing_when_the_condition_fails_or_the_document_is
     assert await store.get(Note, "n-2") is None
 
 
+class Stock(Doc):
+    """Units on hand and the part of them reserved."""
+
+    collection = "contract_stock"
+    on_hand: int
+    reserved: int = 0
+
+
+async def test_modify_within_a_bound_applies_up_to_it_and_no_further(
+        store: DocumentStore) -> None:
+    """``within``: the change applies only if the field stays at most its ceiling, both as
+    changed; a change that would pass it writes nothing."""
+    await store.put(Stock(id="s", on_hand=5, reserved=3))
+    async with store.transaction() as tx:
+        assert await tx.modify(Stock, "s", Change(within={"reserved": "on_hand"},
+                                                  add={"reserved": 3})) is None
+        two = await tx.modify(Stock, "s", Change(within={"reserved": "on_hand"},
+                                                 add={"reserved": 2}))
+        assert two == Stock(id="s", on_hand=5, reserved=5, version=1)
+        # Both sides move: taking 5 off the stock and the reservation stays within.
+        taken = await tx.modify(Stock, "s", Change(within={"reserved": "on_hand"},
+                                                   add={"reserved": -5, "on_hand": -5}))
+        assert taken == Stock(id="s", on_hand=0, reserved=0, version=2)
+        assert await tx.modify(Stock, "s", Change(within={"reserved": "on_hand"},
+                                                  add={"reserved": 1})) is None
+    assert await store.get(Stock, "s") == Stock(id="s", on_hand=0, reserved=0, version=2)
+
+
+def test_a_bound_field_cannot_be_assigned() -> None:
+    with pytest.raises(ValueError, match="within"):
+        Change(within={"reserved": "on_hand"}, assign={"on_hand": 3})
+
+
 async def test_modify_of_a_document_changed_in_the_same_transaction(store: DocumentStore) -> None:
     """The condition sees the transaction's own writes, and changes add up."""
     async with store.transaction() as tx:
