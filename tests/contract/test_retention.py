@@ -29,7 +29,7 @@ from tests.contract.test_saga_store import DEFINITION, started
 from tests.integration.test_worker_runtime import reserve
 from workers import inventory
 from workers.app import Worker
-from workers.fence import Fence, FenceState
+from workers.fence import Fence, FenceState, Run
 from workers.metrics import WorkerMetrics
 from workers.runtime import EXPIRING
 from workers.settings import WorkerSettings
@@ -136,6 +136,32 @@ async def test_the_mongo_document_store_keeps_dates_and_indexes_them(
         raw = await client[mongo_db_name]["fences"].find_one({"_id": "o-1:s"})
         assert raw is not None
         assert (raw["state"], raw["expires_at"]) == ("confirmed", later.replace(tzinfo=None))
+    finally:
+        await client.drop_database(mongo_db_name)
+        await client.close()
+
+
+async def test_a_fence_written_before_it_held_inbox_records_moves_on(
+        mongo_urls: dict[str, str], mongo_db_name: str) -> None:
+    """A fence document stored without ``runs`` (written before fences kept the inbox
+    records) reads as having none, and a confirm's conditional move starts the list."""
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_urls["inventory"])
+    try:
+        store = MongoDocumentStore(client, mongo_db_name)
+        await client[mongo_db_name]["fences"].insert_one(
+            {"_id": "o-1:s", "state": "tried", "reason_code": None, "detail": "",
+             "updated_at": NOW, "expires_at": None, "version": 0})
+        old = await store.get(Fence, "o-1:s")
+        assert old is not None
+        assert old.runs == ()
+        run = Run(message_id="cmd-2", reply="{}", at=NOW)
+        async with store.transaction() as tx:
+            moved = await tx.modify(Fence, "o-1:s", Change(
+                when={"state": FenceState.TRIED}, assign={"state": FenceState.CONFIRMED},
+                append={"runs": run}))
+        assert moved is not None
+        assert (moved.state, moved.runs, moved.version) == (FenceState.CONFIRMED, (run,), 1)
+        assert await store.get(Fence, "o-1:s") == moved
     finally:
         await client.drop_database(mongo_db_name)
         await client.close()
