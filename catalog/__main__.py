@@ -16,6 +16,7 @@ from pathlib import Path
 from catalog import asyncapi, deploy, rabbitmq
 from catalog.plan import Platform
 from contracts.topology import MAX_PARTITIONS
+from infra.settings import partition_count
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "deploy" / "manifests"
@@ -37,18 +38,10 @@ def generated(platform: Platform, partitions: int = 0) -> dict[Path, str]:
     return out
 
 
-def partitions(text: str) -> int:
-    """A SAGA_PARTITIONS value for argparse: a one-line error otherwise."""
-    value = int(text)
-    if not 0 <= value <= MAX_PARTITIONS:
-        raise ValueError(text)
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     """Write every generated file (and remove manifests of participants no longer shipped)."""
     parser = argparse.ArgumentParser(prog="python -m catalog", description=__doc__)
-    parser.add_argument("--partitions", type=partitions, default=0, metavar="P",
+    parser.add_argument("--partitions", type=partition_count, default=0, metavar="P",
                         help="declare the queues of P orchestrator partitions in the broker's "
                              f"definitions, as SAGA_PARTITIONS=P needs (0 to {MAX_PARTITIONS}; "
                              "default 0)")

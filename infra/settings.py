@@ -7,6 +7,7 @@ Credentials live in the URLs and are SecretStr: they never appear in a repr or a
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping
 from typing import Literal
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from contracts.envelope import describe
 from contracts.errors import SagaSystemError
+from contracts.topology import MAX_PARTITIONS
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_MONGO_URL = "mongodb://127.0.0.1:27017/?directConnection=true"
@@ -159,6 +161,14 @@ SAFE_OPTIONS = frozenset({
     "serverselectiontimeoutms", "maxpoolsize", "minpoolsize", "heartbeat",
     "connection_attempts", "retry_delay", "blocked_connection_timeout", "channel_max",
     "frame_max", "locale", "timeout", "name"})
+
+
+def partition_count(text: str) -> int:
+    """A command-line partition count (``SAGA_PARTITIONS``'s range), for argparse's ``type``:
+    a bad one is a one-line error."""
+    if not text.isdigit() or int(text) > MAX_PARTITIONS:
+        raise argparse.ArgumentTypeError(f"{text!r} partitions: a number from 0 to {MAX_PARTITIONS}")
+    return int(text)
 
 
 def redact(url: str) -> str:

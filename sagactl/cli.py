@@ -41,14 +41,14 @@ from contracts.admin import Action
 from contracts.envelope import describe
 from contracts.errors import SagaSystemError
 from contracts.orders import OrderItem, OrderRequested
-from contracts.topology import MAX_PARTITIONS, Topology
+from contracts.topology import Topology
 from engine.state import SagaStatus
 from harness import chaos, up
 from harness.broker import BrokerDown
 from harness.demo import DemoOptions
 from harness.demo import run as run_demo
 from harness.processes import LocalExtraMissing
-from infra.settings import CommonSettings, SettingsError, common_from_env
+from infra.settings import CommonSettings, SettingsError, common_from_env, partition_count
 from orchestrator.app import definitions
 from orchestrator.manifests import ManifestError
 from orchestrator.registry import RegistrationError, UnknownDefinition
@@ -98,12 +98,6 @@ def _instances(text: str) -> int:
     if count > 8:
         raise argparse.ArgumentTypeError(f"{count} orchestrators: at most 8")
     return count
-
-
-def _partitions(text: str) -> int:
-    if not text.isdigit() or int(text) > MAX_PARTITIONS:
-        raise argparse.ArgumentTypeError(f"{text!r} partitions: a number from 0 to {MAX_PARTITIONS}")
-    return int(text)
 
 
 def _item(text: str) -> OrderItem:
@@ -253,7 +247,7 @@ def parser() -> Parser:
     c.add_argument("--drain-timeout", type=_positive, default=300)
     c.add_argument("--orchestrators", type=_instances, default=1,
                    help="orchestrator instances, 1 to 8 (default 1)")
-    c.add_argument("--partitions", type=_partitions, default=0,
+    c.add_argument("--partitions", type=partition_count, default=0,
                    help="SAGA_PARTITIONS of the orchestrators (default 0: not partitioned)")
 
     u = sub.add_parser("up", help="run the whole system on this machine until Ctrl-C")

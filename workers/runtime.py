@@ -281,15 +281,16 @@ class WorkerRuntime:
             raise
         reply = _reply(command, Outcome.SUCCEEDED, None, detail)
         run = _run_of(envelope, reply, now)
-        expires_at = expiry(now, self._retention.fence)
-        fid = fence_id(command.saga_id, command.step)
         if op is Operation.FORWARD:
             try:
-                await tx.insert(Fence(id=fid, state=AFTER_RUN[op], updated_at=now,
-                                      expires_at=expires_at, runs=(run,)))
+                await _write_fence(tx, command, None, AFTER_RUN[op], now,
+                                   self._retention.fence, run)
             except DuplicateKey as e:
                 raise _Misguessed(str(e)) from e
-        elif await tx.modify(Fence, fid, Change(
+            return reply
+        expires_at = expiry(now, self._retention.fence)
+        fid = fence_id(command.saga_id, command.step)
+        if await tx.modify(Fence, fid, Change(
                 when={"state": FenceState.TRIED},
                 assign={"state": AFTER_RUN[op], "updated_at": now, "expires_at": expires_at},
                 append={"runs": run})) is None:
